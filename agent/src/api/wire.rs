@@ -1,0 +1,40 @@
+//! The agent API's request and response bodies (JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the certificate-signing endpoint.
+pub const SIGN_PATH: &str = "/v1/sign";
+
+/// What kind of certificate is asked for; the issuer's policy decides its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertKind {
+    /// A node's certificate (server + client auth, SANs from the node's gossiped address).
+    Node,
+    /// A client certificate for etcdctl and applications (client auth only).
+    Client,
+}
+
+/// A certificate signing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// The node name (for `Node`) or the client name (CN, for `Client`).
+    pub name: String,
+    pub kind: CertKind,
+    pub csr_pem: String,
+    /// Seconds since the Unix epoch when the request was made; stale requests are refused.
+    pub sent_at: u64,
+}
+
+/// A signed certificate and the CA that signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignResponse {
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,102 @@
+//! Commands that read the local agent: `config check`, `status`, `env`.
+
+use anyhow::{bail, Context};
+
+use super::http;
+use crate::config::{Settings, Validated};
+use crate::pki::PkiStore;
+use crate::report::StatusReport;
+
+/// `quorate config check`: prints what the configuration resolves to, and its warnings.
+pub fn config_check(v: &Validated, path: Option<&std::path::Path>) {
+    let s = &v.settings;
+    println!(
+        "configuration OK{}",
+        path.map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default()
+    );
+    println!("  node name:        {}", s.name);
+    println!("  advertise:        {}", s.advertise);
+    println!("  bind:             {}", s.bind);
+    println!("  seed:             {}", s.seed);
+    println!("  bootstrap_expect: {}", s.bootstrap_expect);
+    let join: Vec<String> = s.join.iter().map(ToString::to_string).collect();
+    println!(
+        "  join:             {}",
+        if join.is_empty() {
+            "-".into()
+        } else {
+            join.join(", ")
+        }
+    );
+    println!("  state dir:        {}", s.state_dir.display());
+    println!(
+        "  etcd:             {} ({}.{}.{})",
+        s.etcd.binary.display(),
+        s.etcd.version.0,
+        s.etcd.version.1,
+        s.etcd.version.2
+    );
+    println!("  peer URL:         {}", s.peer_url());
+    println!("  client URL:       {}", s.client_url());
+    println!(
+        "  gossip/API:       {}/udp, {}/tcp",
+        s.gossip_bind(),
+        s.api_bind()
+    );
+    println!("  health:           http://{}", s.health_listen);
+    for w in &v.warnings {
+        println!("warning: {w}");
+    }
+}
+
+/// Fetches the local agent's status report.
+pub async fn fetch_report(settings: &Settings) -> anyhow::Result<StatusReport> {
+    let (code, body) = http::get(settings.health_listen, "/status")
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the local agent at http://{}/status: {e}. Is it running? \
+                 (systemctl status quorate)",
+                settings.health_listen
+            )
+        })?;
+    if code != 200 {
+        bail!("the local agent answered {code}: {body}");
+    }
+    serde_json::from_str(&body).context("the local agent's status report is not readable")
+}
+
+/// `quorate status`.
+pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let report = fetch_report(settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
+/// `quorate env`: ETCDCTL_* for the local member, using this node's certificate.
+pub async fn env(settings: &Settings) -> anyhow::Result<()> {
+    let pki = PkiStore::new(settings.pki_dir());
+    let mut endpoints: Vec<String> = match fetch_report(settings).await {
+        Ok(r) => r
+            .etcd
+            .members
+            .iter()
+            .flat_map(|m| m.client_urls.iter().cloned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    if endpoints.is_empty() {
+        endpoints.push(settings.client_url());
+    }
+    println!("export ETCDCTL_API=3");
+    println!("export ETCDCTL_ENDPOINTS={}", endpoints.join(","));
+    println!("export ETCDCTL_CACERT={}", pki.ca_cert_path().display());
+    println!("export ETCDCTL_CERT={}", pki.node_cert_path().display());
+    println!("export ETCDCTL_KEY={}", pki.node_key_path().display());
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! The `quorate` command line: `run` starts the agent; the other commands are small clients
+//! of the local agent (its health endpoint and its files) or of the issuer's API.
+
+mod cert;
+mod http;
+mod local;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use cert::client_cert;
+pub use local::{config_check, env, status};
+
+/// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
+#[derive(Debug, Parser)]
+#[command(name = "quorate", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default /etc/quorate/quorate.toml).
+    #[arg(long, global = true, env = "QUORATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (what the systemd unit starts).
+    Run,
+    /// Show this node's status: phase, plan, gossip members, etcd, certificate.
+    Status {
+        /// Print the JSON report instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Join token commands.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Certificate commands.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Print ETCDCTL_* variables for talking to the local member with this node's certificate.
+    Env,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and show what it resolves to.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random join token.
+    Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Get a client certificate (for etcdctl, Omni, kube-apiserver) signed by the cluster CA.
+    Client {
+        /// The client name (certificate CN).
+        name: String,
+        /// Directory to write ca.pem, NAME.pem and NAME-key.pem to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}

@@ -1,0 +1,102 @@
+//! A builder for configurations in tests and in the demo: loopback addresses, temporary state
+//! directories, short lifetimes. It produces a [`Config`] that serialises to the same TOML an
+//! operator writes, so multi-process tests exercise the real loading path.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Config;
+
+/// Builds a [`Config`] field by field.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// A config for a node named `name` advertising `addr`, with gossip/API bound there too.
+    pub fn new(name: &str, addr: IpAddr) -> Self {
+        let mut config = Config {
+            node_name: Some(name.to_owned()),
+            advertise_addr: Some(addr),
+            ..Config::default()
+        };
+        config.health.listen = std::net::SocketAddr::new(addr, super::DEFAULT_HEALTH_LISTEN.port());
+        Self { config }
+    }
+    pub fn token(mut self, token: &str) -> Self {
+        self.config.token = Some(token.to_owned());
+        self
+    }
+    pub fn seed(mut self, seed: bool) -> Self {
+        self.config.seed = seed;
+        self
+    }
+    pub fn bootstrap_expect(mut self, n: u32) -> Self {
+        self.config.bootstrap_expect = n;
+        self
+    }
+    pub fn join(mut self, targets: impl IntoIterator<Item = String>) -> Self {
+        self.config.join = targets.into_iter().collect();
+        self
+    }
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.state_dir = dir.into();
+        self
+    }
+    pub fn etcd_binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.etcd.binary = path.into();
+        self
+    }
+    pub fn listen_localhost(mut self, yes: bool) -> Self {
+        self.config.etcd.listen_localhost = yes;
+        self
+    }
+    pub fn cert_validity(mut self, d: Duration) -> Self {
+        self.config.pki.cert_validity = d;
+        self
+    }
+    pub fn ca_hash(mut self, pin: &str) -> Self {
+        self.config.ca_hash = Some(pin.to_owned());
+        self
+    }
+    pub fn remove_dead_after(mut self, d: Duration) -> Self {
+        self.config.remove_dead_after = Some(d);
+        self
+    }
+    pub fn log_level(mut self, level: &str) -> Self {
+        self.config.log.level = level.to_owned();
+        self
+    }
+    /// Any other change.
+    pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+    pub fn build(self) -> Config {
+        self.config
+    }
+    /// The TOML text of the config.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.config).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip() {
+        let b = ConfigBuilder::new("n1", "127.0.0.2".parse().unwrap())
+            .token("qrt1_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+            .seed(true)
+            .join(["127.0.0.1".to_string()])
+            .cert_validity(Duration::from_secs(120))
+            .listen_localhost(false);
+        let text = b.to_toml();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, b.build());
+    }
+}

@@ -1,0 +1,222 @@
+//! Configuration: one serde tree with named defaults ([`Config`]), loaded from the TOML file
+//! and then from `QUORATE_*` environment variables ([`load`]), then checked against the host
+//! ([`validate`]) into the resolved [`Settings`] the agent runs with. Every problem is reported
+//! at start, naming the field and the fix, so a bad config never gets as far as the network.
+
+mod builder;
+mod error;
+mod host;
+mod load;
+mod settings;
+mod validate;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use builder::ConfigBuilder;
+pub use error::{ConfigError, ConfigErrors};
+pub use host::{HostProbe, SystemHost};
+pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
+pub use settings::{https_url, EtcdSettings, JoinTarget, Settings};
+pub use validate::{parse_etcd_version, validate, Validated, MIN_ETCD_VERSION};
+
+/// Where `quorate run` looks for its configuration unless `--config` says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/quorate/quorate.toml";
+/// Default state directory (plan, PKI, etcd data).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/quorate";
+/// Default etcd client port.
+pub const DEFAULT_CLIENT_PORT: u16 = 2379;
+/// Default etcd peer port.
+pub const DEFAULT_PEER_PORT: u16 = 2380;
+/// Default gossip (UDP) and agent API (TCP) port.
+pub const DEFAULT_AGENT_PORT: u16 = 7946;
+/// Default health endpoint.
+pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7947);
+
+/// The configuration file as written by the operator. All fields have defaults except the
+/// token; see docs/configuration.md for the reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's name (etcd member name, certificate CN). Default: the hostname.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The address other hosts reach this one at. Default: detected from the interfaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<IpAddr>,
+    /// Where gossip and the agent API listen. Default: the advertise address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind_addr: Option<IpAddr>,
+    /// Whether this agent is the seed: it creates the CA and decides the bootstrap plan.
+    pub seed: bool,
+    /// How many agents form the initial cluster.
+    pub bootstrap_expect: u32,
+    /// Other agents to contact: `host`, `host:port`, `[v6]:port`.
+    pub join: Vec<String>,
+    /// The join token, inline. Prefer `token_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A file holding the join token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Pin of the cluster CA, `sha256:<hex>` of its SubjectPublicKeyInfo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_hash: Option<String>,
+    /// State directory: plan, PKI, etcd data.
+    pub state_dir: PathBuf,
+    /// Remove an etcd member whose agent has been dead in gossip this long (off by default).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub remove_dead_after: Option<Duration>,
+    pub ports: Ports,
+    pub etcd: EtcdSection,
+    pub health: HealthSection,
+    pub pki: PkiSection,
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: None,
+            advertise_addr: None,
+            bind_addr: None,
+            seed: false,
+            bootstrap_expect: 3,
+            join: Vec::new(),
+            token: None,
+            token_file: None,
+            ca_hash: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            remove_dead_after: None,
+            ports: Ports::default(),
+            etcd: EtcdSection::default(),
+            health: HealthSection::default(),
+            pki: PkiSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// Port numbers; gossip is UDP and the agent API TCP, so they may share a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ports {
+    pub client: u16,
+    pub peer: u16,
+    pub gossip: u16,
+    pub api: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            client: DEFAULT_CLIENT_PORT,
+            peer: DEFAULT_PEER_PORT,
+            gossip: DEFAULT_AGENT_PORT,
+            api: DEFAULT_AGENT_PORT,
+        }
+    }
+}
+
+/// How the local etcd is run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdSection {
+    /// The etcd binary: a path, or a name looked up on PATH.
+    pub binary: PathBuf,
+    /// Also listen for clients on 127.0.0.1 (or ::1 for IPv6 hosts).
+    pub listen_localhost: bool,
+    /// Extra flags appended to etcd's command line.
+    pub extra_args: Vec<String>,
+    /// How long etcd gets to stop after SIGTERM before SIGKILL.
+    #[serde(with = "humantime_serde")]
+    pub stop_timeout: Duration,
+}
+
+impl Default for EtcdSection {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("etcd"),
+            listen_localhost: true,
+            extra_args: Vec::new(),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The local health endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub listen: SocketAddr,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HEALTH_LISTEN,
+        }
+    }
+}
+
+/// Certificate lifetimes and an optional operator-supplied CA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PkiSection {
+    /// Lifetime of node and client certificates.
+    #[serde(with = "humantime_serde")]
+    pub cert_validity: Duration,
+    /// Lifetime of a CA that quorate creates.
+    #[serde(with = "humantime_serde")]
+    pub ca_validity: Duration,
+    /// An existing CA certificate to use instead of creating one (seed only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_file: Option<PathBuf>,
+    /// The private key of `ca_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key_file: Option<PathBuf>,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl Default for PkiSection {
+    fn default() -> Self {
+        Self {
+            cert_validity: Duration::from_secs(365 * DAY),
+            ca_validity: Duration::from_secs(10 * 365 * DAY),
+            ca_cert_file: None,
+            ca_key_file: None,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing filter: `info`, `debug`, `quorate=debug,etcd=warn`, ...
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,649 @@
+//! Validation: the rules a configuration must satisfy, checked against the host through
+//! [`HostProbe`]. All problems are collected, so the operator fixes them in one round; things
+//! that work but are unwise (an even cluster size) come back as warnings.
+
+use std::net::IpAddr;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::host::HostProbe;
+use super::settings::{EtcdSettings, JoinTarget, Settings};
+use super::Config;
+use crate::pki::CaHash;
+use crate::token::JoinToken;
+
+/// Oldest etcd that quorate drives (learners, zap logger, the flags it renders).
+pub const MIN_ETCD_VERSION: (u32, u32, u32) = (3, 4, 0);
+
+/// Settings plus the warnings to show at start.
+#[derive(Debug)]
+pub struct Validated {
+    pub settings: Settings,
+    pub warnings: Vec<String>,
+}
+
+/// Checks `config` against the host and resolves it into [`Settings`].
+pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let name = resolve_name(config, host, &mut errors);
+    let advertise = resolve_advertise(config, host, &mut errors);
+    let bind = config.bind_addr.or(advertise);
+    if let Some(bind) = config.bind_addr {
+        if !bind.is_unspecified() && !host.is_local_address(bind) {
+            errors.push(ConfigError::invalid(
+                "bind_addr",
+                bind,
+                "this address is not on this host",
+                "use one of this host's addresses, or 0.0.0.0 / :: for all of them",
+            ));
+        }
+    }
+
+    match config.bootstrap_expect {
+        0 => errors.push(ConfigError::invalid(
+            "bootstrap_expect",
+            0,
+            "a cluster needs at least one member",
+            "set it to the number of hosts that form the cluster, usually 3 or 5",
+        )),
+        n if n % 2 == 0 => warnings.push(format!(
+            "bootstrap_expect = {n} is even: {n} members tolerate no more failures than {}; \
+             3 or 5 is the usual choice",
+            n - 1
+        )),
+        n if n > 9 => warnings.push(format!(
+            "bootstrap_expect = {n}: etcd clusters larger than 7 voting members slow down writes \
+             without adding useful fault tolerance"
+        )),
+        _ => {}
+    }
+
+    let join = resolve_join(config, &mut errors);
+    let token = resolve_token(config, host, &mut errors);
+    let ca_pin = config.ca_hash.as_deref().and_then(|raw| {
+        raw.parse::<CaHash>()
+            .map_err(|e| {
+                errors.push(ConfigError::invalid(
+                    "ca_hash",
+                    raw,
+                    e.to_string(),
+                    "copy the value printed as `ca_hash` by `quorate status` on a member, \
+                     e.g. sha256:3f2a...",
+                ))
+            })
+            .ok()
+    });
+
+    check_ports(config, &mut errors);
+    check_pki(config, &mut errors);
+    if !config.state_dir.is_absolute() {
+        errors.push(ConfigError::invalid(
+            "state_dir",
+            config.state_dir.display(),
+            "must be an absolute path",
+            "use an absolute path such as /var/lib/quorate",
+        ));
+    }
+    if let Some(d) = config.remove_dead_after {
+        if d.as_secs() < 60 {
+            errors.push(ConfigError::invalid(
+                "remove_dead_after",
+                humantime::format_duration(d),
+                "too short: a host that reboots would be removed from the cluster",
+                "use at least a few minutes (e.g. \"30m\"), or remove the setting",
+            ));
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+        errors.push(ConfigError::invalid(
+            "log.level",
+            &config.log.level,
+            "not a log filter",
+            "use error, warn, info, debug or trace (or a filter like quorate=debug,etcd=warn)",
+        ));
+    }
+    let etcd = resolve_etcd(config, host, &mut errors);
+
+    match (name, advertise, bind, token, etcd) {
+        (Some(name), Some(advertise), Some(bind), Some(token), Some(etcd)) if errors.is_empty() => {
+            if advertise.is_ipv4() != bind.is_ipv4() && !bind.is_unspecified() {
+                return Err(ConfigError::invalid(
+                    "bind_addr",
+                    bind,
+                    format!("its address family differs from advertise_addr {advertise}"),
+                    "bind an address of the same family, or :: / 0.0.0.0",
+                )
+                .into());
+            }
+            Ok(Validated {
+                settings: Settings {
+                    name,
+                    advertise,
+                    bind,
+                    seed: config.seed,
+                    bootstrap_expect: config.bootstrap_expect,
+                    join,
+                    token,
+                    ca_pin,
+                    state_dir: config.state_dir.clone(),
+                    remove_dead_after: config.remove_dead_after,
+                    ports: config.ports,
+                    etcd,
+                    health_listen: config.health.listen,
+                    pki: config.pki.clone(),
+                    log: config.log.clone(),
+                },
+                warnings,
+            })
+        }
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+fn valid_node_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 63
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn resolve_name(
+    config: &Config,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let name = match &config.node_name {
+        Some(n) => n.clone(),
+        None => match host.hostname() {
+            Some(h) => h,
+            None => {
+                errors.push(ConfigError::invalid(
+                    "node_name",
+                    "(unset)",
+                    "the host name could not be read",
+                    "set node_name to a unique name for this host",
+                ));
+                return None;
+            }
+        },
+    };
+    if !valid_node_name(&name) {
+        errors.push(ConfigError::invalid(
+            "node_name",
+            format!("{name:?}"),
+            "must be 1-63 characters of letters, digits, '-', '_' or '.', starting with a \
+             letter or digit",
+            "set node_name to a simple unique name such as etcd-1",
+        ));
+        return None;
+    }
+    Some(name)
+}
+
+fn resolve_advertise(
+    config: &Config,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) -> Option<IpAddr> {
+    let Some(ip) = config.advertise_addr.or_else(|| host.detect_address()) else {
+        errors.push(ConfigError::invalid(
+            "advertise_addr",
+            "(unset)",
+            "no usable address was found on this host's interfaces",
+            "set advertise_addr to the address the other hosts reach this one at",
+        ));
+        return None;
+    };
+    if ip.is_unspecified() || ip.is_multicast() {
+        errors.push(ConfigError::invalid(
+            "advertise_addr",
+            ip,
+            "other hosts cannot reach an unspecified or multicast address",
+            "set advertise_addr to this host's address on the cluster network",
+        ));
+        return None;
+    }
+    if !host.is_local_address(ip) {
+        errors.push(ConfigError::invalid(
+            "advertise_addr",
+            ip,
+            "this address is not on this host",
+            "use an address shown by `ip addr` on this host",
+        ));
+        return None;
+    }
+    Some(ip)
+}
+
+fn resolve_join(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<JoinTarget> {
+    let mut targets = Vec::new();
+    for raw in &config.join {
+        match raw.parse::<JoinTarget>() {
+            Ok(t) => targets.push(t),
+            Err(problem) => errors.push(ConfigError::invalid(
+                "join",
+                format!("{raw:?}"),
+                problem,
+                "list other agents as \"10.0.0.1\", \"10.0.0.1:7946\", \"[fd00::1]:7946\" or \
+                 \"host.example\"",
+            )),
+        }
+    }
+    if targets.is_empty() && !config.seed && config.bootstrap_expect > 1 {
+        errors.push(ConfigError::invalid(
+            "join",
+            "[]",
+            "this agent is not the seed and knows no other agent to contact",
+            "add the seed's address (or any member's) to join, e.g. join = [\"10.0.0.1\"]",
+        ));
+    }
+    targets
+}
+
+fn resolve_token(
+    config: &Config,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) -> Option<JoinToken> {
+    let (raw, origin) = match (&config.token, &config.token_file) {
+        (Some(_), Some(_)) => {
+            errors.push(ConfigError::TokenAmbiguous);
+            return None;
+        }
+        (Some(t), None) => (t.clone(), "token".to_owned()),
+        (None, Some(path)) => match host.read_file(path) {
+            Ok(t) => (t, format!("token_file {}", path.display())),
+            Err(source) => {
+                errors.push(ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                });
+                return None;
+            }
+        },
+        (None, None) => {
+            errors.push(ConfigError::MissingToken);
+            return None;
+        }
+    };
+    JoinToken::parse(&raw)
+        .map_err(|source| errors.push(ConfigError::Token { origin, source }))
+        .ok()
+}
+
+fn check_ports(config: &Config, errors: &mut Vec<ConfigError>) {
+    let p = config.ports;
+    for (field, port) in [
+        ("ports.client", p.client),
+        ("ports.peer", p.peer),
+        ("ports.gossip", p.gossip),
+        ("ports.api", p.api),
+    ] {
+        if port == 0 {
+            errors.push(ConfigError::invalid(
+                field,
+                0,
+                "port 0 is not a fixed port",
+                "use a fixed port number; the defaults are client 2379, peer 2380, gossip and \
+                 api 7946",
+            ));
+        }
+    }
+    let tcp = [
+        ("ports.client", p.client),
+        ("ports.peer", p.peer),
+        ("ports.api", p.api),
+    ];
+    for (i, (a, pa)) in tcp.iter().enumerate() {
+        for (b, pb) in &tcp[i + 1..] {
+            if pa == pb && *pa != 0 {
+                errors.push(ConfigError::invalid(
+                    b,
+                    pb,
+                    format!("the same TCP port as {a}"),
+                    "give each TCP service its own port",
+                ));
+            }
+        }
+    }
+}
+
+fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
+    let pki = &config.pki;
+    if pki.cert_validity.as_secs() < 10 {
+        errors.push(ConfigError::invalid(
+            "pki.cert_validity",
+            humantime::format_duration(pki.cert_validity),
+            "too short to be renewed in time",
+            "use a lifetime such as \"90days\" or \"1year\"",
+        ));
+    }
+    if pki.ca_validity <= pki.cert_validity {
+        errors.push(ConfigError::invalid(
+            "pki.ca_validity",
+            humantime::format_duration(pki.ca_validity),
+            "the CA must outlive the certificates it signs",
+            "make pki.ca_validity longer than pki.cert_validity",
+        ));
+    }
+    match (&pki.ca_cert_file, &pki.ca_key_file) {
+        (Some(_), None) | (None, Some(_)) => errors.push(ConfigError::invalid(
+            "pki.ca_cert_file",
+            pki.ca_cert_file
+                .as_ref()
+                .or(pki.ca_key_file.as_ref())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "an operator-supplied CA needs both its certificate and its key",
+            "set both pki.ca_cert_file and pki.ca_key_file, or neither",
+        )),
+        (Some(_), Some(_)) if !config.seed => errors.push(ConfigError::invalid(
+            "pki.ca_cert_file",
+            "(set)",
+            "only the seed holds the CA",
+            "move pki.ca_cert_file and pki.ca_key_file to the seed's config",
+        )),
+        _ => {}
+    }
+}
+
+/// Parses `etcd --version` output ("etcd Version: 3.4.23").
+pub fn parse_etcd_version(output: &str) -> Option<(u32, u32, u32)> {
+    let line = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("etcd Version:"))?;
+    let mut parts = line.trim().split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next()?.parse().ok()?;
+    Some((major, minor, patch))
+}
+
+fn resolve_etcd(
+    config: &Config,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) -> Option<EtcdSettings> {
+    let wanted = &config.etcd.binary;
+    let Some(binary) = host.find_executable(wanted) else {
+        errors.push(ConfigError::invalid(
+            "etcd.binary",
+            wanted.display(),
+            "not found (or not executable)",
+            "install etcd (Debian/Ubuntu: apt-get install etcd-server) or set etcd.binary to \
+             the path of an etcd >= 3.4 binary",
+        ));
+        return None;
+    };
+    let version = match host.etcd_version_output(&binary) {
+        Ok(out) => parse_etcd_version(&out),
+        Err(e) => {
+            errors.push(ConfigError::invalid(
+                "etcd.binary",
+                binary.display(),
+                format!("could not run it: {e}"),
+                "point etcd.binary at a working etcd >= 3.4 binary",
+            ));
+            return None;
+        }
+    };
+    let Some(version) = version else {
+        errors.push(ConfigError::invalid(
+            "etcd.binary",
+            binary.display(),
+            "`--version` did not print an etcd version",
+            "point etcd.binary at an etcd server binary (not etcdctl)",
+        ));
+        return None;
+    };
+    if version < MIN_ETCD_VERSION {
+        errors.push(ConfigError::invalid(
+            "etcd.binary",
+            binary.display(),
+            format!(
+                "etcd {}.{}.{} is too old; quorate needs 3.4 or newer",
+                version.0, version.1, version.2
+            ),
+            "install etcd 3.4 or newer and point etcd.binary at it",
+        ));
+        return None;
+    }
+    Some(EtcdSettings {
+        binary,
+        version,
+        listen_localhost: config.etcd.listen_localhost,
+        extra_args: config.etcd.extra_args.clone(),
+        stop_timeout: config.etcd.stop_timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// A host with 10.0.0.1 and loopback, etcd 3.4.23 at /usr/bin/etcd and a token file.
+    struct FakeHost {
+        etcd_version: &'static str,
+    }
+
+    const TOKEN: &str = "qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    impl HostProbe for FakeHost {
+        fn hostname(&self) -> Option<String> {
+            Some("host-a".into())
+        }
+        fn detect_address(&self) -> Option<IpAddr> {
+            Some("10.0.0.1".parse().unwrap())
+        }
+        fn is_local_address(&self, ip: IpAddr) -> bool {
+            ip.is_loopback() || ip == "10.0.0.1".parse::<IpAddr>().unwrap()
+        }
+        fn find_executable(&self, binary: &Path) -> Option<PathBuf> {
+            (binary == Path::new("etcd") || binary == Path::new("/usr/bin/etcd"))
+                .then(|| PathBuf::from("/usr/bin/etcd"))
+        }
+        fn etcd_version_output(&self, _: &Path) -> Result<String, String> {
+            Ok(format!(
+                "etcd Version: {}\nGit SHA: x\nGo Version: go1.19\n",
+                self.etcd_version
+            ))
+        }
+        fn read_file(&self, path: &Path) -> std::io::Result<String> {
+            if path == Path::new("/etc/quorate/token") {
+                Ok(format!("{TOKEN}\n"))
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+        }
+    }
+
+    const HOST: FakeHost = FakeHost {
+        etcd_version: "3.4.23",
+    };
+
+    fn base() -> Config {
+        Config {
+            seed: true,
+            token: Some(TOKEN.into()),
+            ..Config::default()
+        }
+    }
+
+    fn subjects(config: &Config, host: &FakeHost) -> Vec<String> {
+        match validate(config, host) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.subject()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_resolve_from_the_host() {
+        let v = validate(&base(), &HOST).unwrap();
+        let s = v.settings;
+        assert_eq!(s.name, "host-a");
+        assert_eq!(s.advertise, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(s.bind, s.advertise);
+        assert_eq!(s.peer_url(), "https://10.0.0.1:2380");
+        assert_eq!(s.client_url(), "https://10.0.0.1:2379");
+        assert_eq!(s.etcd.binary, PathBuf::from("/usr/bin/etcd"));
+        assert_eq!(s.etcd.version, (3, 4, 23));
+        assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn token_sources() {
+        let mut c = base();
+        c.token = None;
+        assert_eq!(subjects(&c, &HOST), vec!["token"]);
+        let err = validate(&c, &HOST).unwrap_err().to_string();
+        assert!(err.contains("quorate token generate"), "{err}");
+
+        c.token_file = Some("/etc/quorate/token".into());
+        assert!(validate(&c, &HOST).is_ok());
+
+        c.token = Some(TOKEN.into());
+        assert_eq!(subjects(&c, &HOST), vec!["token"]);
+
+        c.token = None;
+        c.token_file = Some("/missing".into());
+        assert_eq!(subjects(&c, &HOST), vec!["token_file"]);
+
+        c.token_file = None;
+        c.token = Some("short".into());
+        assert_eq!(subjects(&c, &HOST), vec!["token"]);
+    }
+
+    #[test]
+    fn bootstrap_expect_rules() {
+        let mut c = base();
+        c.bootstrap_expect = 0;
+        assert_eq!(subjects(&c, &HOST), vec!["bootstrap_expect"]);
+        c.bootstrap_expect = 4;
+        let v = validate(&c, &HOST).unwrap();
+        assert_eq!(v.warnings.len(), 1);
+        assert!(v.warnings[0].contains("even"), "{:?}", v.warnings);
+        c.bootstrap_expect = 1;
+        assert!(validate(&c, &HOST).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn addresses_must_be_on_this_host() {
+        let mut c = base();
+        c.advertise_addr = Some("192.0.2.7".parse().unwrap());
+        assert_eq!(subjects(&c, &HOST), vec!["advertise_addr"]);
+        let err = validate(&c, &HOST).unwrap_err().to_string();
+        assert!(
+            err.contains("192.0.2.7") && err.contains("not on this host"),
+            "{err}"
+        );
+
+        c.advertise_addr = Some("0.0.0.0".parse().unwrap());
+        assert_eq!(subjects(&c, &HOST), vec!["advertise_addr"]);
+
+        let mut c = base();
+        c.bind_addr = Some("192.0.2.7".parse().unwrap());
+        assert_eq!(subjects(&c, &HOST), vec!["bind_addr"]);
+        c.bind_addr = Some("0.0.0.0".parse().unwrap());
+        assert!(validate(&c, &HOST).is_ok());
+        // The IPv6 wildcard also accepts IPv4 (dual stack); a specific IPv6 address does not.
+        c.bind_addr = Some("::".parse().unwrap());
+        assert!(validate(&c, &HOST).is_ok());
+        c.bind_addr = Some("::1".parse().unwrap());
+        assert_eq!(subjects(&c, &HOST), vec!["bind_addr"]);
+    }
+
+    #[test]
+    fn join_rules() {
+        let mut c = base();
+        c.seed = false;
+        assert_eq!(subjects(&c, &HOST), vec!["join"]);
+        c.join = vec!["10.0.0.2".into(), "bad host".into()];
+        assert_eq!(subjects(&c, &HOST), vec!["join"]);
+        c.join = vec!["10.0.0.2".into(), "[fd00::3]:7000".into()];
+        let s = validate(&c, &HOST).unwrap().settings;
+        assert_eq!(s.join.len(), 2);
+        // A single-node cluster needs nobody to join.
+        c.join.clear();
+        c.bootstrap_expect = 1;
+        assert!(validate(&c, &HOST).is_ok());
+    }
+
+    #[test]
+    fn node_name_rules() {
+        let mut c = base();
+        for bad in ["", "-a", "a b", "a,b", "a=b", &"x".repeat(64)] {
+            c.node_name = Some(bad.into());
+            assert_eq!(subjects(&c, &HOST), vec!["node_name"], "{bad:?}");
+        }
+        c.node_name = Some("etcd-1.dc_2".into());
+        assert!(validate(&c, &HOST).is_ok());
+    }
+
+    #[test]
+    fn etcd_binary_rules() {
+        let mut c = base();
+        c.etcd.binary = "/opt/etcd".into();
+        let err = validate(&c, &HOST).unwrap_err().to_string();
+        assert!(err.contains("etcd.binary") && err.contains("apt-get install etcd-server"));
+        let old = FakeHost {
+            etcd_version: "3.3.25",
+        };
+        let err = validate(&base(), &old).unwrap_err().to_string();
+        assert!(err.contains("3.3.25 is too old"), "{err}");
+        let newer = FakeHost {
+            etcd_version: "3.5.17",
+        };
+        assert!(validate(&base(), &newer).is_ok());
+    }
+
+    #[test]
+    fn version_parsing() {
+        assert_eq!(
+            parse_etcd_version("etcd Version: 3.4.23\nGit SHA: x"),
+            Some((3, 4, 23))
+        );
+        assert_eq!(
+            parse_etcd_version("etcd Version: 3.6.0-rc.1\n"),
+            Some((3, 6, 0))
+        );
+        assert_eq!(parse_etcd_version("etcdctl version: 3.4.23"), None);
+    }
+
+    #[test]
+    fn ports_and_pki_rules() {
+        let mut c = base();
+        c.ports.peer = c.ports.client;
+        assert_eq!(subjects(&c, &HOST), vec!["ports.peer"]);
+        let mut c = base();
+        c.ports.gossip = 0;
+        assert_eq!(subjects(&c, &HOST), vec!["ports.gossip"]);
+        let mut c = base();
+        c.pki.ca_cert_file = Some("/ca.pem".into());
+        assert_eq!(subjects(&c, &HOST), vec!["pki.ca_cert_file"]);
+        let mut c = base();
+        c.pki.ca_validity = c.pki.cert_validity;
+        assert_eq!(subjects(&c, &HOST), vec!["pki.ca_validity"]);
+        let mut c = base();
+        c.ca_hash = Some("md5:abc".into());
+        assert_eq!(subjects(&c, &HOST), vec!["ca_hash"]);
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let mut c = Config {
+            bootstrap_expect: 0,
+            state_dir: "relative".into(),
+            ..Config::default()
+        };
+        c.ports.client = 0;
+        let subjects = subjects(&c, &HOST);
+        for s in ["bootstrap_expect", "token", "state_dir", "ports.client"] {
+            assert!(
+                subjects.contains(&s.to_string()),
+                "{s} missing: {subjects:?}"
+            );
+        }
+    }
+}

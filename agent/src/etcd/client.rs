@@ -1,0 +1,43 @@
+//! Connecting to etcd as this node: mutual TLS with the node certificate (it carries clientAuth)
+//! against the cluster CA. Used by the health probe and by membership changes.
+
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+
+use crate::pki::PkiStore;
+
+/// PEM material for an etcd client connection.
+#[derive(Clone)]
+pub struct ClientTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl ClientTls {
+    /// The node's own certificate, read fresh from the PKI directory (so a renewed certificate
+    /// is used by the next connection).
+    pub fn from_store(store: &PkiStore) -> Option<Self> {
+        let ca = store.load_ca_cert().ok()??;
+        let cert = store.load_node_cert().ok()??;
+        let key = std::fs::read_to_string(store.node_key_path()).ok()?;
+        Some(Self { ca, cert, key })
+    }
+}
+
+/// Connects to `endpoints` with per-request `timeout`.
+pub async fn connect(
+    endpoints: &[String],
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Result<Client, etcd_client::Error> {
+    let tls_options = TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(&tls.ca))
+        .identity(Identity::from_pem(&tls.cert, &tls.key));
+    let options = ConnectOptions::new()
+        .with_tls(tls_options)
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout);
+    Client::connect(endpoints, Some(options)).await
+}

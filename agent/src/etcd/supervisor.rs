@@ -1,0 +1,283 @@
+//! The etcd child process: the supervisor task owns it. It starts etcd when told to, restarts
+//! it with exponential backoff when it dies unasked, and stops it with SIGTERM to its process
+//! group, then SIGKILL after a timeout. etcd runs in its own process group with
+//! PR_SET_PDEATHSIG, so it dies with the agent even if the agent is killed with SIGKILL, and it
+//! never sees the agent's NOTIFY_SOCKET (etcd would send its own READY=1 there).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::argv::{render_args, EtcdLaunch};
+use super::logs;
+use crate::liveness::Heartbeat;
+use crate::metrics::Counters;
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A child that ran this long before dying gets the short backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Requests to the supervisor.
+#[derive(Debug)]
+pub enum EtcdCommand {
+    /// Keep etcd running with this launch (a different launch restarts it).
+    Run(Box<EtcdLaunch>),
+    /// Restart etcd now with the current launch (e.g. after a certificate change).
+    Restart,
+    /// Stop etcd and keep it stopped; the reply comes once it has exited.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The child process as others see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessState {
+    /// Whether etcd is wanted at all.
+    pub desired: bool,
+    pub pid: Option<u32>,
+    pub started_at: Option<SystemTime>,
+    /// Unexpected exits so far.
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+/// Delay before the next restart, given the previous delay and how long the child ran.
+pub fn next_backoff(previous: Option<Duration>, ran_for: Duration) -> Duration {
+    match previous {
+        Some(prev) if ran_for < STABLE_AFTER => (prev * 2).min(MAX_BACKOFF),
+        _ => FIRST_BACKOFF,
+    }
+}
+
+/// The supervisor task.
+pub struct Supervisor {
+    pub binary: PathBuf,
+    pub stop_timeout: Duration,
+    pub node: String,
+    pub counters: Arc<Counters>,
+    pub heartbeat: Heartbeat,
+    pub state: watch::Sender<ProcessState>,
+    pub tracker: TaskTracker,
+}
+
+struct Running {
+    child: Child,
+    started: Instant,
+}
+
+impl Supervisor {
+    pub async fn run(self, mut commands: mpsc::Receiver<EtcdCommand>, cancel: CancellationToken) {
+        let mut desired: Option<EtcdLaunch> = None;
+        let mut running: Option<Running> = None;
+        let mut restart_at: Option<Instant> = None;
+        let mut backoff: Option<Duration> = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let exited = async {
+                match running.as_mut() {
+                    Some(r) => r.child.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let restart = async {
+                match restart_at {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                status = exited => {
+                    let ran_for = running.take().map(|r| r.started.elapsed()).unwrap_or_default();
+                    let status = match status {
+                        Ok(s) => s.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    Counters::inc(&self.counters.etcd_unexpected_exits);
+                    let delay = next_backoff(backoff, ran_for);
+                    backoff = Some(delay);
+                    restart_at = Some(Instant::now() + delay);
+                    tracing::warn!(%status, ran_for = ?ran_for, restart_in = ?delay, "etcd exited unexpectedly");
+                    self.state.send_modify(|s| {
+                        s.pid = None;
+                        s.started_at = None;
+                        s.restarts += 1;
+                        s.last_exit = Some(status);
+                    });
+                }
+                _ = restart => {
+                    restart_at = None;
+                    if let Some(launch) = &desired {
+                        running = self.spawn(launch);
+                        if running.is_none() {
+                            let delay = next_backoff(backoff, Duration::ZERO);
+                            backoff = Some(delay);
+                            restart_at = Some(Instant::now() + delay);
+                        }
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    None => break,
+                    Some(EtcdCommand::Run(launch)) => {
+                        let launch = *launch;
+                        if desired.as_ref() != Some(&launch) {
+                            if let Some(r) = running.take() {
+                                self.stop(r).await;
+                            }
+                            desired = Some(launch);
+                            backoff = None;
+                            restart_at = Some(Instant::now());
+                            self.state.send_modify(|s| s.desired = true);
+                        }
+                    }
+                    Some(EtcdCommand::Restart) => {
+                        if let Some(r) = running.take() {
+                            tracing::info!("restarting etcd");
+                            self.stop(r).await;
+                        }
+                        if desired.is_some() {
+                            restart_at = Some(Instant::now());
+                        }
+                    }
+                    Some(EtcdCommand::Stop(reply)) => {
+                        desired = None;
+                        restart_at = None;
+                        if let Some(r) = running.take() {
+                            self.stop(r).await;
+                        }
+                        self.state.send_modify(|s| s.desired = false);
+                        let _ = reply.send(());
+                    }
+                },
+                _ = tick.tick() => self.heartbeat.beat(),
+            }
+        }
+        if let Some(r) = running.take() {
+            self.stop(r).await;
+        }
+    }
+
+    fn spawn(&self, launch: &EtcdLaunch) -> Option<Running> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(render_args(launch))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        // etcd must not talk to systemd on the agent's behalf, nor read stray ETCD_* settings
+        // that would silently override the rendered flags.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("ETCD_")
+                || matches!(
+                    k.as_ref(),
+                    "NOTIFY_SOCKET"
+                        | "WATCHDOG_USEC"
+                        | "WATCHDOG_PID"
+                        | "LISTEN_FDS"
+                        | "LISTEN_PID"
+                )
+            {
+                cmd.env_remove(&key);
+            }
+        }
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // system calls (prctl, getppid).
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
+                // The agent may have died between fork and prctl.
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("agent exited during etcd start"));
+                }
+                Ok(())
+            });
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                Counters::inc(&self.counters.etcd_starts);
+                let pid = child.id();
+                tracing::info!(pid, state = %launch.state, "etcd started");
+                if let Some(out) = child.stdout.take() {
+                    self.tracker.spawn(logs::forward(out, self.node.clone()));
+                }
+                if let Some(err) = child.stderr.take() {
+                    self.tracker.spawn(logs::forward(err, self.node.clone()));
+                }
+                self.state.send_modify(|s| {
+                    s.pid = pid;
+                    s.started_at = Some(SystemTime::now());
+                });
+                Some(Running {
+                    child,
+                    started: Instant::now(),
+                })
+            }
+            Err(e) => {
+                tracing::error!(binary = %self.binary.display(), error = %e, "cannot start etcd");
+                self.state
+                    .send_modify(|s| s.last_exit = Some(format!("cannot start: {e}")));
+                None
+            }
+        }
+    }
+
+    /// SIGTERM to the process group, SIGKILL after the stop timeout.
+    async fn stop(&self, mut r: Running) {
+        if let Some(pid) = r.child.id() {
+            let pgid = Pid::from_raw(pid as i32);
+            let _ = killpg(pgid, Signal::SIGTERM);
+            match tokio::time::timeout(self.stop_timeout, r.child.wait()).await {
+                Ok(_) => tracing::info!(pid, "etcd stopped"),
+                Err(_) => {
+                    tracing::warn!(pid, timeout = ?self.stop_timeout, "etcd did not stop; killing it");
+                    let _ = killpg(pgid, Signal::SIGKILL);
+                    let _ = r.child.wait().await;
+                }
+            }
+        }
+        self.state.send_modify(|s| {
+            s.pid = None;
+            s.started_at = None;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let quick = Duration::from_secs(1);
+        assert_eq!(next_backoff(None, quick), FIRST_BACKOFF);
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(1)), quick),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(16)), quick),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(30)), quick),
+            MAX_BACKOFF
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(30)), Duration::from_secs(120)),
+            FIRST_BACKOFF
+        );
+    }
+}

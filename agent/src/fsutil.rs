@@ -1,0 +1,130 @@
+//! Durable file writes. Every file quorate writes (plan, certificates, keys, markers) goes
+//! through [`atomic_write`], so a crash or power loss leaves either the old content or the new
+//! one, never a torn file, and private keys are never readable by others, not even briefly.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode for private keys and secrets.
+pub const MODE_PRIVATE: u32 = 0o600;
+/// Mode for public material (certificates, the plan).
+pub const MODE_PUBLIC: u32 = 0o644;
+/// Mode for the state directory and its subdirectories.
+pub const MODE_DIR: u32 = 0o700;
+
+/// A filesystem operation that failed, with the path it failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct FsError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+        Self {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Writes `data` to `path` through a temporary file in the same directory, fsyncs it, renames
+/// it over `path` and fsyncs the directory. The temporary file is created with `mode`, so the
+/// content is never visible with wider permissions.
+pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| FsError::new("create", &tmp, e))?;
+        // The mode given to open() is filtered by the umask; set it explicitly.
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| FsError::new("chmod", &tmp, e))?;
+        file.write_all(data)
+            .map_err(|e| FsError::new("write", &tmp, e))?;
+        file.sync_all()
+            .map_err(|e| FsError::new("fsync", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| FsError::new("rename", path, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Fsyncs a directory so that a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FsError::new("fsync", dir, e))
+}
+
+/// Creates `dir` (and its parents) if missing and makes sure it has `mode`.
+pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), FsError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| FsError::new("create directory", dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| FsError::new("chmod", dir, e))
+}
+
+/// Reads a file to a string; `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<String>, FsError> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(FsError::new("read", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.pem");
+        atomic_write(&path, b"one", MODE_PRIVATE).unwrap();
+        atomic_write(&path, b"two", MODE_PRIVATE).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temporary file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn read_optional_distinguishes_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_optional(&dir.path().join("nope")).unwrap().is_none());
+    }
+
+    #[test]
+    fn ensure_dir_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        ensure_dir(&sub, MODE_DIR).unwrap();
+        let mode = fs::metadata(&sub).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+}

@@ -1,0 +1,357 @@
+//! The gossip task: the single owner of the Foca instance, the UDP socket and foca's timers.
+//! One loop selects over shutdown, due timers, commands and datagrams; after each event it
+//! drains foca's runtime (send, schedule, notify), takes in new broadcasts and republishes the
+//! membership view if it changed. Datagrams are opened (authenticated) before foca sees them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::broadcast::{encode, Broadcast, Handler, NodeMeta};
+use super::envelope::{Envelope, OpenError, OVERHEAD};
+use super::timers::TimerQueue;
+use super::view::{build_view, GossipView};
+use super::NodeId;
+use crate::liveness::Heartbeat;
+use crate::metrics::Counters;
+use crate::plan::Plan;
+
+/// Largest datagram on the wire (foca's LAN default); foca gets this minus the envelope.
+const MAX_DATAGRAM: usize = 1400;
+/// How often an agent re-disseminates its metadata and plan, so late joiners and lossy links
+/// converge without waiting for membership changes.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// Plans remembered from gossip (normally one; more means a conflict to report).
+const MAX_PLANS: usize = 8;
+
+/// What the gossip task needs to start.
+pub struct GossipSettings {
+    pub identity: NodeId,
+    pub bind: SocketAddr,
+    pub key: [u8; 32],
+    pub cluster_size: u32,
+}
+
+/// Requests to the gossip task.
+#[derive(Debug)]
+pub enum GossipCommand {
+    /// Replace this agent's metadata (the task assigns the version) and disseminate it.
+    SetMeta(NodeMeta),
+    /// Disseminate a plan (this agent holds it).
+    PublishPlan(Plan),
+    /// Announce to these addresses (join targets, remembered peers).
+    AnnounceTo(Vec<SocketAddr>),
+}
+
+/// Gossip start-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("cannot bind gossip socket {addr}/udp: {source}. Fix: free the port or change ports.gossip / bind_addr")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type AgentFoca = Foca<NodeId, PostcardCodec, StdRng, Handler>;
+
+/// foca settings for a LAN cluster of `size`, with an envelope-sized packet limit.
+fn foca_config(size: u32) -> foca::Config {
+    let mut config = foca::Config::new_lan(NonZeroU32::new(size.max(3)).unwrap_or(NonZeroU32::MIN));
+    config.max_packet_size =
+        std::num::NonZeroUsize::new(MAX_DATAGRAM - OVERHEAD).unwrap_or(config.max_packet_size);
+    // Small clusters: send each update to more members than log(n) so that metadata reaches
+    // everyone in one round even when a datagram is lost.
+    config.max_transmissions = std::num::NonZeroU8::new(8).unwrap_or(config.max_transmissions);
+    // Reach restarted members quickly (default 65 s).
+    config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(5),
+        num_members: std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+    });
+    // Forget down members after an hour; restarted agents come back with a higher bump anyway.
+    config.remove_down_after = Some(Duration::from_secs(3600));
+    config
+}
+
+/// The gossip task's state.
+pub struct GossipTask {
+    socket: UdpSocket,
+    foca: AgentFoca,
+    runtime: AccumulatingRuntime<NodeId>,
+    timers: TimerQueue,
+    envelope: Envelope,
+    inbox: std_mpsc::Receiver<Broadcast>,
+    metas: HashMap<String, NodeMeta>,
+    plans: Vec<Plan>,
+    own_meta: Option<NodeMeta>,
+    own_plan: Option<Plan>,
+    start_ms: u64,
+    seq: u64,
+    rebroadcast: bool,
+    view: watch::Sender<GossipView>,
+    counters: Arc<Counters>,
+    heartbeat: Heartbeat,
+}
+
+impl GossipTask {
+    /// Binds the socket (so a port conflict fails the agent at start) and builds the task.
+    pub async fn bind(
+        settings: GossipSettings,
+        view: watch::Sender<GossipView>,
+        counters: Arc<Counters>,
+        heartbeat: Heartbeat,
+    ) -> Result<Self, GossipError> {
+        let socket = UdpSocket::bind(settings.bind)
+            .await
+            .map_err(|source| GossipError::Bind {
+                addr: settings.bind,
+                source,
+            })?;
+        let (inbox_tx, inbox) = std_mpsc::channel();
+        let handler = Handler::new(&settings.identity.name, inbox_tx);
+        let start_ms = settings.identity.bump;
+        let foca = Foca::with_custom_broadcast(
+            settings.identity,
+            foca_config(settings.cluster_size),
+            rand::make_rng(),
+            PostcardCodec,
+            handler,
+        );
+        Ok(Self {
+            socket,
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            timers: TimerQueue::default(),
+            envelope: Envelope::new(&settings.key),
+            inbox,
+            metas: HashMap::new(),
+            plans: Vec::new(),
+            own_meta: None,
+            own_plan: None,
+            start_ms,
+            seq: 0,
+            rebroadcast: false,
+            view,
+            counters,
+            heartbeat,
+        })
+    }
+
+    /// Runs until `cancel`, then leaves the cluster.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<GossipCommand>,
+        cancel: CancellationToken,
+    ) {
+        let mut buf = vec![0u8; 2 * MAX_DATAGRAM];
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self
+                .timers
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = sleep_until(deadline) => self.fire_timers(),
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.handle_datagram(&buf[..len], from),
+                    Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
+                },
+                _ = refresh.tick() => {
+                    self.heartbeat.beat();
+                    self.rebroadcast = true;
+                }
+            }
+            self.settle().await;
+        }
+        self.leave().await;
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some(timer) = self.timers.pop_due(Instant::now()) {
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+                tracing::debug!(error = %e, "foca timer");
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: GossipCommand) {
+        match cmd {
+            GossipCommand::SetMeta(meta) => {
+                self.own_meta = Some(meta);
+                self.rebroadcast = true;
+            }
+            GossipCommand::PublishPlan(plan) => {
+                self.own_plan = Some(plan);
+                self.rebroadcast = true;
+            }
+            GossipCommand::AnnounceTo(addrs) => {
+                let me = self.foca.identity().addr;
+                for addr in addrs.into_iter().filter(|a| *a != me) {
+                    if let Err(e) = self
+                        .foca
+                        .announce(NodeId::placeholder(addr), &mut self.runtime)
+                    {
+                        tracing::debug!(error = %e, %addr, "announce");
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        Counters::inc(&self.counters.gossip_datagrams_received);
+        let payload = match self.envelope.open(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                Counters::inc(&self.counters.gossip_dropped_unauthenticated);
+                // Log at debug only: an attacker must not be able to flood the log.
+                tracing::debug!(%from, error = %e, "dropped gossip datagram");
+                if e == OpenError::Unauthenticated {
+                    tracing::trace!(%from, "wrong join token or tampered datagram");
+                }
+                return;
+            }
+        };
+        if let Err(e) = self.foca.handle_data(&payload, &mut self.runtime) {
+            match e {
+                foca::Error::DataFromOurselves => {}
+                e => {
+                    Counters::inc(&self.counters.gossip_dropped_malformed);
+                    tracing::debug!(%from, error = %e, "foca rejected datagram");
+                }
+            }
+        }
+    }
+
+    /// Re-adds this agent's metadata (with a new version) and plan to foca's broadcast backlog
+    /// and pushes them out at once.
+    fn rebroadcast_own(&mut self) {
+        if let Some(meta) = self.own_meta.as_mut() {
+            self.seq += 1;
+            meta.version = (self.start_ms, self.seq);
+            let data = encode(&Broadcast::Meta(meta.clone()));
+            if let Err(e) = self.foca.add_broadcast(&data) {
+                tracing::warn!(error = %e, "cannot broadcast metadata");
+            }
+        }
+        if let Some(plan) = &self.own_plan {
+            let data = encode(&Broadcast::Plan(plan.clone()));
+            if let Err(e) = self.foca.add_broadcast(&data) {
+                tracing::warn!(error = %e, "cannot broadcast plan");
+            }
+        }
+        if let Err(e) = self.foca.broadcast(&mut self.runtime) {
+            tracing::debug!(error = %e, "foca broadcast");
+        }
+    }
+
+    /// Drains everything foca produced, then publishes the view if it changed.
+    async fn settle(&mut self) {
+        loop {
+            if std::mem::take(&mut self.rebroadcast) {
+                self.rebroadcast_own();
+            }
+            while let Some((dst, data)) = self.runtime.to_send() {
+                let sealed = self.envelope.seal(&data);
+                match self.socket.send_to(&sealed, dst.addr).await {
+                    Ok(_) => Counters::inc(&self.counters.gossip_datagrams_sent),
+                    Err(e) => tracing::debug!(dst = ?dst, error = %e, "gossip send failed"),
+                }
+            }
+            let now = Instant::now();
+            while let Some((delay, timer)) = self.runtime.to_schedule() {
+                self.timers.push(now + delay, timer);
+            }
+            while let Some(n) = self.runtime.to_notify() {
+                self.notification(n);
+            }
+            for item in self.inbox.try_iter() {
+                match item {
+                    Broadcast::Meta(meta) => {
+                        self.metas.insert(meta.name.clone(), meta);
+                    }
+                    Broadcast::Plan(plan) => {
+                        if self.plans.len() < MAX_PLANS && !self.plans.contains(&plan) {
+                            self.plans.push(plan);
+                        }
+                    }
+                }
+            }
+            if !self.rebroadcast && self.runtime.backlog() == 0 {
+                break;
+            }
+        }
+        let view = build_view(
+            self.foca
+                .iter_membership_state()
+                .map(|m| (m.id(), m.state())),
+            &self.metas,
+            &self.plans,
+        );
+        self.view.send_if_modified(|current| {
+            if *current == view {
+                false
+            } else {
+                *current = view;
+                true
+            }
+        });
+    }
+
+    fn notification(&mut self, n: OwnedNotification<NodeId>) {
+        match n {
+            OwnedNotification::MemberUp(id) => {
+                tracing::info!(peer = %id.name, addr = %id.addr, "gossip: member up");
+                // Tell the newcomer who we are and what we hold.
+                self.rebroadcast = true;
+            }
+            OwnedNotification::MemberDown(id) => {
+                tracing::info!(peer = %id.name, addr = %id.addr, "gossip: member down");
+            }
+            OwnedNotification::Rename(old, new) => {
+                tracing::debug!(old = ?old, new = ?new, "gossip: member restarted");
+                self.rebroadcast = true;
+            }
+            OwnedNotification::Rejoin(id) => {
+                tracing::info!(identity = ?id, "gossip: rejoined after being declared down");
+                self.rebroadcast = true;
+            }
+            OwnedNotification::Idle => tracing::debug!("gossip: no live members"),
+            OwnedNotification::Active => tracing::debug!("gossip: connected"),
+            OwnedNotification::Defunct => tracing::debug!("gossip: defunct"),
+        }
+    }
+
+    /// Tells peers we are leaving, so they do not wait for the failure detector.
+    async fn leave(&mut self) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "leave_cluster");
+        }
+        while let Some((dst, data)) = self.runtime.to_send() {
+            let sealed = self.envelope.seal(&data);
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                self.socket.send_to(&sealed, dst.addr),
+            )
+            .await;
+        }
+        tracing::debug!("gossip: left the cluster");
+    }
+}

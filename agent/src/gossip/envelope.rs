@@ -1,0 +1,141 @@
+//! The gossip envelope: every datagram is sealed with ChaCha20-Poly1305 under a key derived
+//! from the join token. Receivers open it before anything else looks at the bytes, so a packet
+//! from someone without the token is dropped (and counted) before it reaches foca's decoder.
+//!
+//! Layout: `version (1) | nonce (12) | ciphertext | tag (16)`; the version byte is also the
+//! associated data, so it cannot be changed without failing authentication.
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+
+const VERSION: u8 = 1;
+const TAG_LEN: usize = 16;
+
+/// Bytes an envelope adds to a payload.
+pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("datagram too short to be a quorate envelope")]
+    Truncated,
+    #[error("unknown envelope version {0}")]
+    UnknownVersion(u8),
+    #[error("authentication failed (wrong join token or tampered datagram)")]
+    Unauthenticated,
+}
+
+/// Seals and opens datagrams with one key.
+pub struct Envelope {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl Envelope {
+    pub fn new(key: &[u8; 32]) -> Self {
+        // A 32-byte key is exactly what CHACHA20_POLY1305 takes, so this cannot fail.
+        let unbound = UnboundKey::new(&aead::CHACHA20_POLY1305, key)
+            .unwrap_or_else(|_| unreachable!("32-byte key for ChaCha20-Poly1305"));
+        Self {
+            key: LessSafeKey::new(unbound),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// Encrypts and authenticates `payload`.
+    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        // Random 96-bit nonces: collisions become likely only after ~2^48 datagrams per key.
+        if self.rng.fill(&mut nonce).is_err() {
+            nonce = rand::random();
+        }
+        let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(payload);
+        let mut body = out.split_off(1 + NONCE_LEN);
+        // seal_in_place_append_tag only fails if the payload exceeds ChaCha's 256 GiB limit.
+        let _ = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from([VERSION]),
+            &mut body,
+        );
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Authenticates and decrypts a datagram.
+    pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, OpenError> {
+        if datagram.len() < OVERHEAD {
+            return Err(OpenError::Truncated);
+        }
+        if datagram[0] != VERSION {
+            return Err(OpenError::UnknownVersion(datagram[0]));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&datagram[1..1 + NONCE_LEN]);
+        let mut body = datagram[1 + NONCE_LEN..].to_vec();
+        let plain_len = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from([VERSION]),
+                &mut body,
+            )
+            .map_err(|_| OpenError::Unauthenticated)?
+            .len();
+        body.truncate(plain_len);
+        Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let e = Envelope::new(&[7; 32]);
+        let sealed = e.seal(b"hello foca");
+        assert_eq!(sealed.len(), 10 + OVERHEAD);
+        assert_eq!(e.open(&sealed).unwrap(), b"hello foca");
+        // Two seals of the same payload differ (fresh nonce).
+        assert_ne!(e.seal(b"x"), e.seal(b"x"));
+        assert_eq!(e.open(&e.seal(b"")).unwrap(), b"");
+    }
+
+    #[test]
+    fn wrong_key_is_rejected() {
+        let sealed = Envelope::new(&[7; 32]).seal(b"payload");
+        assert_eq!(
+            Envelope::new(&[8; 32]).open(&sealed),
+            Err(OpenError::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn every_tampered_byte_is_rejected() {
+        let e = Envelope::new(&[7; 32]);
+        let sealed = e.seal(b"payload");
+        for i in 0..sealed.len() {
+            let mut t = sealed.clone();
+            t[i] ^= 0x01;
+            assert!(e.open(&t).is_err(), "flip at byte {i} was accepted");
+        }
+    }
+
+    #[test]
+    fn truncated_and_unknown_version() {
+        let e = Envelope::new(&[7; 32]);
+        let sealed = e.seal(b"payload");
+        assert_eq!(e.open(&sealed[..OVERHEAD - 1]), Err(OpenError::Truncated));
+        assert_eq!(
+            e.open(&sealed[..sealed.len() - 1]),
+            Err(OpenError::Unauthenticated)
+        );
+        let mut v2 = sealed.clone();
+        v2[0] = 2;
+        assert_eq!(e.open(&v2), Err(OpenError::UnknownVersion(2)));
+        assert_eq!(e.open(&[]), Err(OpenError::Truncated));
+    }
+}

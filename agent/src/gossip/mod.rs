@@ -1,0 +1,19 @@
+//! Gossip: SWIM membership (foca) over UDP, every datagram sealed with a key derived from the
+//! join token. Agents disseminate their metadata and the bootstrap plan as custom broadcasts.
+//! One task owns foca ([`GossipTask`]); others send it [`GossipCommand`]s and read the
+//! [`GossipView`] it publishes.
+
+mod broadcast;
+mod driver;
+mod envelope;
+mod identity;
+mod join;
+mod timers;
+mod view;
+
+pub use broadcast::{Broadcast, NodeMeta};
+pub use driver::{GossipCommand, GossipError, GossipSettings, GossipTask};
+pub use envelope::{Envelope, OpenError};
+pub use identity::NodeId;
+pub use join::Joiner;
+pub use view::{GossipView, Peer, PeerState};

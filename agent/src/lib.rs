@@ -1,0 +1,21 @@
+//! quorate: a node agent that forms and keeps a mutual-TLS etcd cluster by itself.
+//!
+//! See docs/architecture.md for the tasks and phases; each module's header says its concern.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod etcd;
+pub mod fsutil;
+pub mod gossip;
+pub mod health;
+pub mod liveness;
+pub mod metrics;
+pub mod node;
+pub mod notify;
+pub mod phase;
+pub mod pki;
+pub mod plan;
+pub mod report;
+pub mod token;

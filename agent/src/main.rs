@@ -1,0 +1,105 @@
+//! The `quorate` binary: parses the command line, loads and validates the configuration (a bad
+//! one exits with status 2 and a message naming each field and its fix), sets up logging, and
+//! dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, TokenCommand};
+use quorate::config::{self, LogFormat, SystemHost, Validated};
+use quorate::token::JoinToken;
+
+/// Exit status for configuration errors (the unit does not restart on it).
+const EXIT_CONFIG: u8 = 2;
+
+fn load_config(cli: &Cli) -> Result<(Validated, Option<std::path::PathBuf>), ExitCode> {
+    let loaded = config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| {
+        eprintln!("quorate: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let validated = config::validate(&loaded.config, &SystemHost).map_err(|e| {
+        let source = loaded
+            .path
+            .as_ref()
+            .map(|p| format!(" in {}", p.display()))
+            .unwrap_or_else(|| " (no config file; defaults and QUORATE_* variables)".into());
+        eprintln!("quorate: {e}  (configuration{source})");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok((validated, loaded.path))
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // journald adds its own timestamps.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    match (format, journald) {
+        (LogFormat::Json, _) => builder.json().init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Text, false) => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Token {
+        command: TokenCommand::Generate,
+    } = cli.command
+    {
+        println!("{}", JoinToken::generate().expose());
+        return ExitCode::SUCCESS;
+    }
+    let (validated, path) = match load_config(&cli) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if let Command::Config {
+        command: ConfigCommand::Check,
+    } = cli.command
+    {
+        cli::config_check(&validated, path.as_deref());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quorate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Validated { settings, warnings } = validated;
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        match cli.command {
+            Command::Run => {
+                init_logging(&settings.log.level, settings.log.format);
+                for w in &warnings {
+                    tracing::warn!("configuration: {w}");
+                }
+                quorate::agent::run(settings).await?;
+                Ok(())
+            }
+            Command::Status { json } => cli::status(&settings, json).await,
+            Command::Env => cli::env(&settings).await,
+            Command::Cert {
+                command: CertCommand::Client { name, out, force },
+            } => cli::client_cert(&settings, &name, &out, force).await,
+            Command::Token { .. } | Command::Config { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quorate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The controller task: gathers the facts, asks [`next_step`] what to do, does it, and
+//! publishes the node's status and gossip metadata. It reacts to gossip and etcd health
+//! changes at once and re-checks every second (certificate renewal is a matter of time).
+//! A failed action is retried with backoff; nothing here blocks the other tasks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::certs::{self, cert_state, load_node_cert, NodeCert};
+use super::status::{CertSummary, NodeStatus};
+use super::step::{next_step, Facts, Step};
+use super::NodeError;
+use crate::api::ApiMaterial;
+use crate::config::Settings;
+use crate::etcd::{data, ClusterState, EtcdCommand, EtcdHealth, EtcdLaunch, TlsFiles};
+use crate::fsutil;
+use crate::gossip::{GossipCommand, GossipView, NodeMeta};
+use crate::liveness::Heartbeat;
+use crate::phase::Phase;
+use crate::pki::{server_config, CaHash, CertificateAuthority, PkiStore};
+use crate::plan::{new_cluster_token, Candidate, Plan, PlanStore};
+
+const FIRST_RETRY: Duration = Duration::from_millis(300);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The channels the controller talks through (created by the wiring in agent.rs).
+pub struct ControllerIo {
+    pub view: watch::Receiver<GossipView>,
+    pub health: watch::Receiver<EtcdHealth>,
+    pub gossip: mpsc::Sender<GossipCommand>,
+    pub etcd: mpsc::Sender<EtcdCommand>,
+    pub probe_target: watch::Sender<Option<String>>,
+    pub api: watch::Sender<ApiMaterial>,
+    pub status: watch::Sender<NodeStatus>,
+    pub heartbeat: Heartbeat,
+}
+
+/// The controller and the state it owns.
+pub struct Controller {
+    settings: Arc<Settings>,
+    pki: PkiStore,
+    plans: PlanStore,
+    ca: Option<Arc<CertificateAuthority>>,
+    ca_pem: Option<String>,
+    ca_hash: Option<CaHash>,
+    plan: Option<Plan>,
+    cert: Option<NodeCert>,
+    etcd_desired: bool,
+    ever_healthy: bool,
+    io: ControllerIo,
+    last_meta: Option<NodeMeta>,
+    last_error: Option<String>,
+    retry: Option<(Instant, Duration)>,
+    last_step: Option<Step>,
+}
+
+impl Controller {
+    /// Loads the node's state from disk. Errors here stop the agent: they mean a damaged or
+    /// foreign state directory that needs the operator.
+    pub fn load(settings: Arc<Settings>, io: ControllerIo) -> Result<Self, NodeError> {
+        let pki = PkiStore::new(settings.pki_dir());
+        pki.ensure_dir()?;
+        import_operator_ca(&settings, &pki)?;
+        let ca = pki.load_ca()?.map(Arc::new);
+        let ca_pem = pki.load_ca_cert()?;
+        let ca_hash = ca_pem.as_deref().map(CaHash::of_cert_pem).transpose()?;
+        let plans = PlanStore::new(&settings.state_dir);
+        let plan = plans.load()?;
+        let cert = load_node_cert(&pki, ca_pem.as_deref(), settings.advertise)?;
+        let mut controller = Self {
+            settings,
+            pki,
+            plans,
+            ca,
+            ca_pem,
+            ca_hash,
+            plan,
+            cert,
+            etcd_desired: false,
+            ever_healthy: false,
+            io,
+            last_meta: None,
+            last_error: None,
+            retry: None,
+            last_step: None,
+        };
+        controller.publish_api_material();
+        Ok(controller)
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        loop {
+            self.io.heartbeat.beat();
+            let view = self.io.view.borrow_and_update().clone();
+            let health = self.io.health.borrow_and_update().clone();
+            let step = self.decide(&view);
+            if self.last_step.as_ref() != Some(&step) {
+                match &step {
+                    Step::Conflict(msg) => tracing::error!("conflict: {msg}"),
+                    Step::Wait { reason, .. } => tracing::info!("{reason}"),
+                    Step::Steady => {}
+                    other => tracing::debug!(step = ?other, "next step"),
+                }
+            }
+            let retry_wait = self.retry.filter(|(at, _)| *at > Instant::now());
+            let progressed = if retry_wait.is_some() {
+                false
+            } else {
+                match self.execute(&step).await {
+                    Ok(progressed) => {
+                        if progressed {
+                            self.last_error = None;
+                            self.retry = None;
+                        }
+                        progressed
+                    }
+                    Err(e) => {
+                        let backoff = self
+                            .retry
+                            .map(|(_, b)| (b * 2).min(MAX_RETRY))
+                            .unwrap_or(FIRST_RETRY);
+                        tracing::warn!(error = %e, retry_in = ?backoff, step = ?step, "step failed");
+                        self.last_error = Some(e.to_string());
+                        self.retry = Some((Instant::now() + backoff, backoff));
+                        false
+                    }
+                }
+            };
+            self.publish(&step, &view, &health).await;
+            self.last_step = Some(step);
+            if progressed {
+                continue;
+            }
+            let wake = self
+                .retry
+                .map(|(at, _)| at)
+                .filter(|at| *at > Instant::now())
+                .unwrap_or_else(|| Instant::now() + RECHECK);
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = self.io.view.changed() => {}
+                _ = self.io.health.changed() => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn decide(&self, view: &GossipView) -> Step {
+        let s = &self.settings;
+        let facts = Facts {
+            me: &s.name,
+            seed: s.seed,
+            expect: s.bootstrap_expect,
+            pin: s.ca_pin,
+            local_ca: self.ca_hash,
+            holds_ca_key: self.ca.is_some(),
+            plan: self.plan.as_ref(),
+            cert: cert_state(self.cert.as_ref(), SystemTime::now()),
+            has_member: data::has_member(&s.etcd_data_dir()),
+            etcd_desired: self.etcd_desired,
+            view,
+            me_candidate: Candidate {
+                name: s.name.clone(),
+                peer_url: s.peer_url(),
+                client_url: s.client_url(),
+                seed: s.seed,
+                ca_hash: self.ca_hash,
+                plan_id: self.plan.as_ref().map(Plan::id),
+            },
+        };
+        next_step(&facts)
+    }
+
+    /// Carries out `step`; `Ok(true)` when state changed and the next step can follow at once.
+    async fn execute(&mut self, step: &Step) -> Result<bool, NodeError> {
+        let s = self.settings.clone();
+        match step {
+            Step::Conflict(_) | Step::Wait { .. } | Step::Steady | Step::JoinCluster => {
+                return Ok(false)
+            }
+            Step::CreateCa => {
+                let label: [u8; 4] = rand::random();
+                let ca = CertificateAuthority::generate(
+                    &format!("quorate cluster CA {}", hex::encode(label)),
+                    SystemTime::now(),
+                    s.pki.ca_validity,
+                )?;
+                self.pki.save_ca(&ca)?;
+                tracing::info!(ca_hash = %ca.hash(), "created the cluster CA");
+                self.set_ca_pem(ca.cert_pem().to_owned());
+                self.ca = Some(Arc::new(ca));
+            }
+            Step::DecidePlan(members) => {
+                let Some(ca_hash) = self.ca_hash else {
+                    return Ok(false);
+                };
+                let plan = Plan::new(
+                    members.clone(),
+                    ca_hash,
+                    new_cluster_token(),
+                    &s.name,
+                    unix_now(),
+                );
+                self.plans.save(&plan)?;
+                tracing::info!(plan = %plan.id(), initial_cluster = %plan.initial_cluster(), "decided the bootstrap plan");
+                self.adopt(plan).await;
+            }
+            Step::AdoptPlan(plan) => {
+                self.plans.save(plan)?;
+                tracing::info!(plan = %plan.id(), decided_by = %plan.decided_by, initial_cluster = %plan.initial_cluster(), "adopted the bootstrap plan");
+                self.adopt(plan.clone()).await;
+            }
+            Step::IssueOwnCert => {
+                let Some(ca) = self.ca.clone() else {
+                    return Ok(false);
+                };
+                certs::issue_own(&s, &self.pki, &ca)?;
+                tracing::info!("issued this node's certificate");
+                self.reload_cert()?;
+            }
+            Step::RequestCert { issuer, ca } => {
+                tracing::info!(%issuer, "requesting this node's certificate");
+                certs::request_own(&s, &self.pki, *issuer, *ca).await?;
+                if let Some(pem) = self.pki.load_ca_cert()? {
+                    self.set_ca_pem(pem);
+                }
+                self.reload_cert()?;
+                tracing::info!(%issuer, "received this node's certificate");
+            }
+            Step::StartEtcd(state) => {
+                let Some(plan) = self.plan.clone() else {
+                    return Ok(false);
+                };
+                fsutil::ensure_dir(&s.etcd_data_dir(), fsutil::MODE_DIR)?;
+                let launch = self.launch(&plan, *state);
+                let url = launch.local_client_url();
+                tracing::info!(state = %state, "starting etcd");
+                self.io
+                    .etcd
+                    .send(EtcdCommand::Run(Box::new(launch)))
+                    .await
+                    .map_err(|_| NodeError::ShuttingDown)?;
+                self.io.probe_target.send_replace(Some(url));
+                self.etcd_desired = true;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn adopt(&mut self, plan: Plan) {
+        let _ = self
+            .io
+            .gossip
+            .send(GossipCommand::PublishPlan(plan.clone()))
+            .await;
+        self.plan = Some(plan);
+    }
+
+    fn set_ca_pem(&mut self, pem: String) {
+        self.ca_hash = CaHash::of_cert_pem(&pem).ok();
+        self.ca_pem = Some(pem);
+    }
+
+    fn reload_cert(&mut self) -> Result<(), NodeError> {
+        self.cert = load_node_cert(&self.pki, self.ca_pem.as_deref(), self.settings.advertise)?;
+        self.publish_api_material();
+        Ok(())
+    }
+
+    /// Gives the API server our certificate (and the CA, when we are the issuer).
+    fn publish_api_material(&mut self) {
+        let tls = (|| {
+            let ca = self.ca_pem.as_deref()?;
+            self.cert.as_ref().filter(|c| c.problem.is_none())?;
+            let cert = self.pki.load_node_cert().ok()??;
+            let key = std::fs::read_to_string(self.pki.node_key_path()).ok()?;
+            server_config(&cert, ca, &key)
+                .map_err(|e| tracing::warn!(error = %e, "cannot build the API's TLS config"))
+                .ok()
+        })();
+        self.io.api.send_replace(ApiMaterial {
+            tls,
+            ca: self.ca.clone(),
+        });
+    }
+
+    fn launch(&self, plan: &Plan, state: ClusterState) -> EtcdLaunch {
+        let s = &self.settings;
+        EtcdLaunch {
+            name: s.name.clone(),
+            data_dir: s.etcd_data_dir(),
+            advertise: s.advertise,
+            localhost: s.etcd.listen_localhost.then(|| s.localhost()),
+            client_port: s.ports.client,
+            peer_port: s.ports.peer,
+            initial_cluster: plan.initial_cluster(),
+            state,
+            cluster_token: plan.cluster_token.clone(),
+            tls: TlsFiles {
+                cert: self.pki.node_cert_path(),
+                key: self.pki.node_key_path(),
+                ca: self.pki.ca_cert_path(),
+            },
+            extra_args: s.etcd.extra_args.clone(),
+        }
+    }
+
+    async fn publish(&mut self, step: &Step, view: &GossipView, health: &EtcdHealth) {
+        let ready = self.etcd_desired && health.healthy();
+        self.ever_healthy |= ready;
+        let (phase, message) = self.describe(step, view, health, ready);
+        let status = NodeStatus {
+            phase,
+            message,
+            ready,
+            issuer: self.ca.is_some(),
+            ca_hash: self.ca_hash,
+            plan: self.plan.clone(),
+            certificate: self.cert.as_ref().map(|c| CertSummary::of(&c.info)),
+            last_error: self.last_error.clone(),
+        };
+        self.io.status.send_if_modified(|current| {
+            let changed = *current != status;
+            if changed && current.message != status.message {
+                tracing::info!(phase = %status.phase, "status: {}", status.message);
+            }
+            *current = status;
+            changed
+        });
+        let s = &self.settings;
+        let meta = NodeMeta {
+            name: s.name.clone(),
+            version: (0, 0),
+            gossip_addr: s.gossip_advertise(),
+            api_addr: s.api_advertise(),
+            peer_url: s.peer_url(),
+            client_url: s.client_url(),
+            seed: s.seed,
+            issuer: self.ca.is_some(),
+            phase,
+            ca_hash: self.ca_hash,
+            plan_id: self.plan.as_ref().map(Plan::id),
+            member_id: health.member_id,
+        };
+        if self.last_meta.as_ref() != Some(&meta) {
+            self.last_meta = Some(meta.clone());
+            let _ = self.io.gossip.send(GossipCommand::SetMeta(meta)).await;
+        }
+    }
+
+    fn describe(
+        &self,
+        step: &Step,
+        view: &GossipView,
+        health: &EtcdHealth,
+        ready: bool,
+    ) -> (Phase, String) {
+        match step {
+            Step::Conflict(msg) => (Phase::Conflict, format!("conflict: {msg}")),
+            Step::Wait { phase, reason } => (*phase, reason.clone()),
+            Step::CreateCa | Step::DecidePlan(_) | Step::AdoptPlan(_) => {
+                (Phase::WaitingForPeers, "deciding the bootstrap plan".into())
+            }
+            Step::IssueOwnCert | Step::RequestCert { .. } => (
+                Phase::RequestingCertificate,
+                "requesting certificate".into(),
+            ),
+            Step::StartEtcd(_) => (Phase::StartingEtcd, "starting etcd".into()),
+            Step::JoinCluster => (
+                Phase::Joining,
+                "this host is not an initial member; waiting to join the running cluster".into(),
+            ),
+            Step::Steady if ready => {
+                let leader = health
+                    .leader_name()
+                    .map(str::to_owned)
+                    .or_else(|| health.leader.map(|l| format!("{l:x}")))
+                    .unwrap_or_default();
+                (Phase::Running, format!("healthy, leader {leader}"))
+            }
+            Step::Steady => {
+                let problem = health
+                    .problem()
+                    .unwrap_or_else(|| "etcd is not healthy yet".into());
+                let members = self.plan.as_ref().map(|p| p.members.len()).unwrap_or(1);
+                let up = 1 + view
+                    .live()
+                    .filter(|p| {
+                        self.plan
+                            .as_ref()
+                            .is_some_and(|plan| plan.member(&p.id.name).is_some())
+                    })
+                    .count();
+                let quorum = members / 2 + 1;
+                if up < quorum {
+                    (
+                        Phase::WaitingForPeers,
+                        format!("waiting for peers {up}/{members}: etcd needs {quorum} members for quorum"),
+                    )
+                } else if self.ever_healthy {
+                    (Phase::Degraded, problem)
+                } else {
+                    (Phase::StartingEtcd, format!("starting etcd: {problem}"))
+                }
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// On the seed, installs the operator-supplied CA (pki.ca_cert_file / ca_key_file) into the
+/// PKI directory, unless the same CA is already there. A different CA already there is an
+/// error: the seed of a running cluster cannot switch CAs.
+fn import_operator_ca(settings: &Settings, pki: &PkiStore) -> Result<(), NodeError> {
+    let (Some(cert_path), Some(key_path)) = (&settings.pki.ca_cert_file, &settings.pki.ca_key_file)
+    else {
+        return Ok(());
+    };
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| NodeError::OperatorCa {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+    };
+    let ca = CertificateAuthority::from_pem(&read(cert_path)?, &read(key_path)?).map_err(|e| {
+        NodeError::OperatorCa {
+            path: cert_path.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    match pki.load_ca()? {
+        Some(existing) if existing.hash() == ca.hash() => Ok(()),
+        Some(existing) => Err(NodeError::OperatorCa {
+            path: cert_path.clone(),
+            message: format!(
+                "this node already uses CA {}; the configured CA is {}",
+                existing.hash(),
+                ca.hash()
+            ),
+        }),
+        None => {
+            pki.save_ca(&ca)?;
+            tracing::info!(ca_hash = %ca.hash(), "installed the operator-supplied CA");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! systemd notification (Type=notify): STATUS= follows the controller's status line, READY=1
+//! is sent once the local member is first healthy in a cluster with quorum, WATCHDOG=1 at half
+//! the watchdog interval while every loop is alive, EXTEND_TIMEOUT_USEC while not yet ready (so
+//! "waiting for peers" does not hit the start timeout), STOPPING=1 at shutdown. Without
+//! NOTIFY_SOCKET every call is a no-op, so the agent behaves the same outside systemd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::liveness::Liveness;
+use crate::node::NodeStatus;
+
+/// How often, while not ready, the start timeout is extended, and by how much.
+const EXTEND_EVERY: Duration = Duration::from_secs(20);
+const EXTEND_BY: Duration = Duration::from_secs(60);
+
+fn send(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// The notifier task.
+pub struct Notifier {
+    pub status: watch::Receiver<NodeStatus>,
+    pub liveness: Arc<Liveness>,
+}
+
+impl Notifier {
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut ping =
+            tokio::time::interval(watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(3600)));
+        let mut extend = tokio::time::interval(EXTEND_EVERY);
+        let mut ready_sent = false;
+        let mut last_status = String::new();
+        loop {
+            {
+                let status = self.status.borrow_and_update();
+                if status.message != last_status {
+                    last_status = status.message.clone();
+                    send(&[NotifyState::Status(&last_status)]);
+                }
+                if status.ready && !ready_sent {
+                    ready_sent = true;
+                    send(&[NotifyState::Ready]);
+                    tracing::info!("ready: the local etcd member is healthy");
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                changed = self.status.changed() => if changed.is_err() { break },
+                _ = ping.tick(), if watchdog.is_some() => {
+                    let stale = self.liveness.stale(watchdog.unwrap_or_default());
+                    if stale.is_empty() {
+                        send(&[NotifyState::Watchdog]);
+                    } else {
+                        tracing::error!(loops = ?stale, "not feeding the watchdog: loops are stuck");
+                    }
+                }
+                _ = extend.tick(), if !ready_sent => {
+                    send(&[NotifyState::ExtendTimeoutUsec(EXTEND_BY.as_micros() as u32)]);
+                }
+            }
+        }
+        send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+}
