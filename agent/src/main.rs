@@ -36,6 +36,7 @@ fn init_logging(level: &str, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // journald adds its own timestamps.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();

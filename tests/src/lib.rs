@@ -1,1 +1,44 @@
+//! The test harness: real `quorate` agents (the built binary) and real etcd on loopback
+//! addresses. Each [`Cluster`] takes a /24 of 127.0.0.0/8 of its own (a lock file makes the
+//! choice safe across parallel test processes), so every agent uses the standard ports, as on
+//! separate hosts. Everything started is stopped on drop, also when a test fails.
 
+pub mod agent;
+pub mod cluster;
+pub mod net;
+pub mod wait;
+
+pub use agent::Agent;
+pub use cluster::Cluster;
+pub use net::Subnet;
+pub use wait::wait_for;
+
+use std::path::PathBuf;
+
+/// The `quorate` binary under test: `QUORATE_BIN`, or target/debug/quorate of this workspace.
+pub fn quorate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("QUORATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/quorate");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p quorate` (scripts/test.sh does), \
+         or set QUORATE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// `etcdctl`, with a clear message when etcd-client is not installed.
+pub fn etcdctl_bin() -> PathBuf {
+    let p = PathBuf::from("/usr/bin/etcdctl");
+    assert!(
+        p.exists(),
+        "etcdctl not found: apt-get install etcd-client (scripts/test.sh does)"
+    );
+    p
+}

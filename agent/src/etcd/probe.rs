@@ -160,6 +160,18 @@ impl Prober {
     }
 }
 
+/// etcd-client's errors carry the whole tonic chain; keep what an operator needs.
+fn short_error(e: &etcd_client::Error) -> String {
+    let text = e.to_string();
+    if text.contains("Connection refused") || text.contains("tcp connect error") {
+        "connection refused (etcd is not listening yet)".to_owned()
+    } else if text.contains("deadline has elapsed") || text.contains("timed out") {
+        "request timed out".to_owned()
+    } else {
+        text.chars().take(200).collect()
+    }
+}
+
 async fn probe(client: &mut Client) -> EtcdHealth {
     let mut h = EtcdHealth::default();
     match tokio::time::timeout(TIMEOUT, client.status()).await {
@@ -173,7 +185,7 @@ async fn probe(client: &mut Client) -> EtcdHealth {
             h.version = Some(status.version().to_owned());
         }
         Ok(Err(e)) => {
-            h.error = Some(e.to_string());
+            h.error = Some(short_error(&e));
             return h;
         }
         Err(_) => {
@@ -200,7 +212,7 @@ async fn probe(client: &mut Client) -> EtcdHealth {
     }
     match tokio::time::timeout(TIMEOUT, client.get("quorate/health", None)).await {
         Ok(Ok(_)) => h.quorum = true,
-        Ok(Err(e)) => h.error = Some(e.to_string()),
+        Ok(Err(e)) => h.error = Some(short_error(&e)),
         Err(_) => h.error = Some("linearizable read timed out (no quorum?)".into()),
     }
     h

@@ -1,0 +1,187 @@
+//! A cluster under test: N agents on one loopback subnet sharing a token, agent 1 the seed and
+//! the others joining it, each with its own state directory under a temporary root.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use quorate::config::ConfigBuilder;
+use quorate::token::JoinToken;
+use tempfile::TempDir;
+
+use crate::{wait_for, Agent, Subnet};
+
+/// Generous deadline for a cluster to form on a loaded 2-core machine.
+pub const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Files of a client certificate made with `quorate cert client`.
+pub struct ClientCert {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Agents on a loopback subnet.
+pub struct Cluster {
+    pub subnet: Subnet,
+    pub root: TempDir,
+    pub token: String,
+    pub agents: Vec<Agent>,
+    expect: u32,
+}
+
+impl Cluster {
+    /// `n` agents (not started), bootstrap_expect = `n`.
+    pub fn new(n: usize) -> Self {
+        Self::with(n, |_, b| b)
+    }
+
+    /// `n` agents, each config passed through `customize(index, builder)`.
+    pub fn with(n: usize, customize: impl Fn(usize, ConfigBuilder) -> ConfigBuilder) -> Self {
+        let mut c = Self {
+            subnet: Subnet::allocate(),
+            root: tempfile::Builder::new()
+                .prefix("quorate-test-")
+                .tempdir()
+                .expect("temp dir"),
+            token: JoinToken::generate().expose().to_owned(),
+            agents: Vec::new(),
+            expect: n as u32,
+        };
+        for _ in 0..n {
+            c.add_agent(&customize);
+        }
+        c
+    }
+
+    /// The standard config of agent `i` (0-based): seed if 0, else joining agent 0.
+    pub fn config(&self, i: usize) -> ConfigBuilder {
+        let addr = self.subnet.host(i as u8 + 1);
+        ConfigBuilder::new(&format!("n{}", i + 1), addr)
+            .token(&self.token)
+            .seed(i == 0)
+            .bootstrap_expect(self.expect)
+            .join(if i == 0 {
+                vec![]
+            } else {
+                vec![self.subnet.host(1).to_string()]
+            })
+            .state_dir(self.root.path().join(format!("n{}", i + 1)).join("state"))
+            .listen_localhost(false)
+    }
+
+    /// Adds one more agent (not started); returns its index.
+    pub fn add_agent(
+        &mut self,
+        customize: impl Fn(usize, ConfigBuilder) -> ConfigBuilder,
+    ) -> usize {
+        let i = self.agents.len();
+        let config = customize(i, self.config(i));
+        let name = config.clone().build().node_name.expect("node name");
+        let agent = Agent::new(self.root.path(), &name, self.subnet.host(i as u8 + 1), &config);
+        self.agents.push(agent);
+        i
+    }
+
+    pub fn start_all(&mut self) {
+        for a in &mut self.agents {
+            a.start();
+        }
+    }
+
+    /// Stops all agents at once (as a full shutdown would) and waits for each.
+    pub fn stop_all(&mut self) {
+        for a in &self.agents {
+            a.signal_stop();
+        }
+        for a in &mut self.agents {
+            let name = a.name.clone();
+            assert!(
+                a.wait_stopped(Duration::from_secs(30)),
+                "{name} did not stop in time"
+            );
+        }
+    }
+
+    /// Waits until every running agent reports ready.
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for("all agents ready", timeout, || {
+            for a in &self.agents {
+                a.ready()?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Gets a client certificate named `name` through agent `via`.
+    pub fn client_cert(&self, via: usize, name: &str) -> ClientCert {
+        let out = self.root.path().join(format!("client-{name}"));
+        let o = self.agents[via].cli(&[
+            "cert",
+            "client",
+            name,
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ]);
+        assert!(
+            o.status.success(),
+            "quorate cert client failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ClientCert {
+            ca: out.join("ca.pem"),
+            cert: out.join(format!("{name}.pem")),
+            key: out.join(format!("{name}-key.pem")),
+        }
+    }
+
+    /// The client URL of agent `i`.
+    pub fn client_url(&self, i: usize) -> String {
+        format!("https://{}:2379", self.agents[i].addr)
+    }
+
+    /// Runs etcdctl against agent `i`'s member, with `cert` (or no client certificate).
+    pub fn etcdctl(&self, i: usize, cert: Option<&ClientCert>, args: &[&str]) -> Output {
+        let mut cmd = Command::new(crate::etcdctl_bin());
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.client_url(i)))
+            .arg("--command-timeout=5s")
+            .arg("--dial-timeout=3s");
+        match cert {
+            Some(c) => {
+                cmd.arg(format!("--cacert={}", c.ca.display()))
+                    .arg(format!("--cert={}", c.cert.display()))
+                    .arg(format!("--key={}", c.key.display()));
+            }
+            None => {
+                // Trust the CA but present no client certificate.
+                let ca = self.agents[i].state_dir().join("pki/ca.pem");
+                cmd.arg(format!("--cacert={}", ca.display()));
+            }
+        }
+        cmd.args(args).output().expect("run etcdctl")
+    }
+
+    /// Like [`Cluster::etcdctl`], panicking with the output on failure; returns stdout.
+    pub fn etcdctl_ok(&self, i: usize, cert: &ClientCert, args: &[&str]) -> String {
+        let o = self.etcdctl(i, Some(cert), args);
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?} via {} failed: {}{}",
+            self.agents[i].name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Logs of all agents, for failure messages.
+    pub fn logs(&self, lines: usize) -> String {
+        self.agents
+            .iter()
+            .map(|a| format!("----- {} -----\n{}", a.name, a.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}

@@ -1,0 +1,126 @@
+//! Bad configuration stops the agent at start with a message naming the field and the fix.
+
+use std::process::Command;
+use std::time::Duration;
+
+use quorate::config::ConfigBuilder;
+use quorate::token::JoinToken;
+use quorate_tests::quorate_bin;
+
+struct Outcome {
+    code: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `quorate run` with `config` (TOML text); it must exit by itself.
+fn run_with(config: &str) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(quorate_bin())
+        .args(["--config", path.to_str().unwrap(), "run"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            return Outcome {
+                code: status.code(),
+                stderr,
+            };
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("quorate run did not exit on a bad config:\n{config}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn good(dir: &std::path::Path) -> ConfigBuilder {
+    ConfigBuilder::new("n1", "127.0.0.1".parse().unwrap())
+        .token(JoinToken::generate().expose())
+        .seed(true)
+        .state_dir(dir)
+}
+
+#[test]
+fn bad_configs_fail_fast_naming_field_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            good(dir.path()).with(|c| c.token = None).to_toml(),
+            &["token", "quorate token generate"],
+        ),
+        (
+            format!("{}\nbootstrap_expected = 3\n", good(dir.path()).to_toml()),
+            &["bootstrap_expected", "line"],
+        ),
+        (
+            good(dir.path()).bootstrap_expect(0).to_toml(),
+            &["bootstrap_expect", "Fix"],
+        ),
+        (
+            good(dir.path())
+                .with(|c| c.advertise_addr = Some("192.0.2.1".parse().unwrap()))
+                .to_toml(),
+            &["advertise_addr", "not on this host"],
+        ),
+        (
+            good(dir.path()).etcd_binary("/nonexistent/etcd").to_toml(),
+            &["etcd.binary", "apt-get install etcd-server"],
+        ),
+        (
+            good(dir.path()).seed(false).to_toml(),
+            &["join", "seed"],
+        ),
+        (
+            good(dir.path()).token("short").to_toml(),
+            &["token", "32"],
+        ),
+    ];
+    for (config, expected) in cases {
+        let out = run_with(&config);
+        assert_eq!(out.code, Some(2), "exit code for:\n{config}\nstderr: {}", out.stderr);
+        for e in expected {
+            assert!(out.stderr.contains(e), "{e:?} not in:\n{}", out.stderr);
+        }
+    }
+}
+
+#[test]
+fn too_old_etcd_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("etcd");
+    std::fs::write(&fake, "#!/bin/sh\necho 'etcd Version: 3.3.25'\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_with(&good(dir.path()).etcd_binary(&fake).to_toml());
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("3.3.25 is too old"), "{}", out.stderr);
+}
+
+#[test]
+fn config_check_and_token_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    std::fs::write(&path, good(dir.path()).bootstrap_expect(4).to_toml()).unwrap();
+    let o = Command::new(quorate_bin())
+        .args(["--config", path.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("configuration OK") && stdout.contains("warning: bootstrap_expect = 4 is even"), "{stdout}");
+
+    let a = Command::new(quorate_bin()).args(["token", "generate"]).output().unwrap();
+    let b = Command::new(quorate_bin()).args(["token", "generate"]).output().unwrap();
+    let (a, b) = (String::from_utf8_lossy(&a.stdout), String::from_utf8_lossy(&b.stdout));
+    assert_ne!(a, b);
+    assert!(JoinToken::parse(a.trim()).is_ok(), "{a}");
+}

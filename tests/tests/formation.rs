@@ -1,0 +1,110 @@
+//! Three empty agents form one mutual-TLS etcd cluster by themselves.
+
+use std::os::unix::fs::PermissionsExt;
+
+use quorate::phase::Phase;
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
+
+#[test]
+fn three_empty_agents_form_one_mtls_cluster() {
+    let mut c = Cluster::new(3);
+
+    // Only the seed runs: not ready, and it says why.
+    c.agents[0].start();
+    let reason = wait_for("the seed to report waiting", FORM_TIMEOUT, || {
+        match c.agents[0].get("/readyz") {
+            Ok((503, body)) if body.contains("waiting for peers 1/3") => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(reason.starts_with("not ready"), "{reason}");
+
+    c.agents[1].start();
+    c.agents[2].start();
+    c.wait_ready(FORM_TIMEOUT);
+
+    // One cluster: every agent sees the same cluster ID, three voting members.
+    let statuses: Vec<_> = c.agents.iter().map(|a| a.status().unwrap()).collect();
+    let cluster_id = statuses[0].etcd.cluster_id.clone().expect("cluster id");
+    for s in &statuses {
+        assert_eq!(s.etcd.cluster_id.as_ref(), Some(&cluster_id), "{}", s.node);
+        assert_eq!(s.phase, Phase::Running);
+        assert!(s.message.starts_with("healthy, leader "), "{}", s.message);
+        assert_eq!(s.plan.as_ref().map(|p| &p.id), statuses[0].plan.as_ref().map(|p| &p.id));
+    }
+    assert!(statuses[0].issuer, "the seed holds the CA");
+    assert!(!statuses[1].issuer && !statuses[2].issuer);
+
+    // A client certificate from a non-seed member works for etcdctl on every member.
+    let cert = c.client_cert(1, "tester");
+    let list = c.etcdctl_ok(2, &cert, &["member", "list", "-w", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{list}");
+    for m in members {
+        assert!(!m["name"].as_str().unwrap_or("").is_empty(), "unstarted member: {m}");
+        assert!(m["isLearner"].as_bool() != Some(true), "learner: {m}");
+        for url in m["peerURLs"].as_array().unwrap() {
+            assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
+        }
+    }
+    c.etcdctl_ok(0, &cert, &["put", "/formation/key", "written-through-n1"]);
+    for i in 1..3 {
+        let got = c.etcdctl_ok(i, &cert, &["get", "/formation/key", "--print-value-only"]);
+        assert_eq!(got.trim(), "written-through-n1", "read through {}", c.agents[i].name);
+    }
+
+    // etcd refuses a client without a certificate.
+    let o = c.etcdctl(0, None, &["get", "/formation/key"]);
+    assert!(!o.status.success(), "a client without a certificate was served");
+
+    // Keys stay on their host: each node key is 0600 and exists only in its own directory;
+    // the CA key only on the seed.
+    let keys: Vec<String> = c
+        .agents
+        .iter()
+        .map(|a| {
+            let path = a.state_dir().join("pki/node-key.pem");
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", path.display());
+            std::fs::read_to_string(&path).unwrap()
+        })
+        .collect();
+    for (i, a) in c.agents.iter().enumerate() {
+        for (j, key) in keys.iter().enumerate() {
+            if i != j {
+                assert!(
+                    !dir_contains(&a.dir, key),
+                    "{}'s key found in {}'s directory",
+                    c.agents[j].name,
+                    a.name
+                );
+            }
+        }
+        let ca_key = a.state_dir().join("pki/ca-key.pem");
+        assert_eq!(ca_key.exists(), i == 0, "{}", ca_key.display());
+    }
+    let ca_key = c.agents[0].state_dir().join("pki/ca-key.pem");
+    assert_eq!(
+        std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn dir_contains(dir: &std::path::Path, needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            std::fs::read(&p)
+                .map(|b| String::from_utf8_lossy(&b).contains(needle))
+                .unwrap_or(false)
+        }
+    })
+}

@@ -1,0 +1,67 @@
+//! A stopped cluster comes back as the same cluster: same cluster and member IDs, data intact,
+//! no second bootstrap. While quorum is lost, the remaining agent is not ready and says why.
+
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
+
+#[test]
+fn full_restart_resumes_the_same_cluster() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    c.wait_ready(FORM_TIMEOUT);
+    let cert = c.client_cert(0, "restart");
+    for i in 0..20 {
+        c.etcdctl_ok(i % 3, &cert, &["put", &format!("/restart/{i}"), &format!("v{i}")]);
+    }
+    let before: Vec<_> = c.agents.iter().map(|a| a.status().unwrap()).collect();
+    let plans_before: Vec<String> = c
+        .agents
+        .iter()
+        .map(|a| std::fs::read_to_string(a.state_dir().join("plan.json")).unwrap())
+        .collect();
+
+    // Two of three stop: the last one loses quorum and says so.
+    c.agents[1].stop();
+    c.agents[2].stop();
+    let reason = wait_for("n1 to report lost quorum", FORM_TIMEOUT, || {
+        match c.agents[0].ready() {
+            Ok(body) => Err(format!("still ready: {body}")),
+            Err(reason) if reason.contains("503") => Ok(reason),
+            Err(e) => Err(e),
+        }
+    });
+    assert!(reason.contains("waiting for peers 1/3"), "{reason}");
+
+    // Full stop, then start in reverse order.
+    c.agents[0].stop();
+    for i in (0..3).rev() {
+        c.agents[i].start();
+    }
+    c.wait_ready(FORM_TIMEOUT);
+
+    for (i, a) in c.agents.iter().enumerate() {
+        let s = a.status().unwrap();
+        assert_eq!(s.etcd.cluster_id, before[i].etcd.cluster_id, "{}", a.name);
+        assert_eq!(s.etcd.member_id, before[i].etcd.member_id, "{}", a.name);
+        let plan = std::fs::read_to_string(a.state_dir().join("plan.json")).unwrap();
+        assert_eq!(plan, plans_before[i], "{}'s plan changed", a.name);
+        // The second start resumed the member; it never bootstrapped again.
+        let log = a.log();
+        let starts: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("starting etcd") && l.contains("state="))
+            .map(|l| if l.contains("state=new") { "new" } else { "existing" })
+            .collect();
+        assert_eq!(starts, ["new", "existing"], "{}: {starts:?}", a.name);
+    }
+    for i in 0..20 {
+        let got = c.etcdctl_ok(
+            (i + 1) % 3,
+            &cert,
+            &["get", &format!("/restart/{i}"), "--print-value-only"],
+        );
+        assert_eq!(got.trim(), format!("v{i}"));
+    }
+    let list = c.etcdctl_ok(0, &cert, &["member", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+}
