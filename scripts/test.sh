@@ -28,4 +28,17 @@ else
     cargo test -q --workspace --no-fail-fast -- --test-threads 2
 fi
 
+if [ "${SKIP_E2E:-}" = 1 ]; then
+    log "SKIP_E2E=1: skipping the packages and the end-to-end test under systemd"
+elif [ "$(id -u)" != 0 ]; then
+    log "not root: skipping the packages and the end-to-end test (they need nspawn and network namespaces)"
+else
+    log "building the .deb and .rpm"
+    mapfile -t pkgs < <(bash scripts/package.sh | tail -n 2)
+    log "inspecting the packages"
+    bash tests/e2e/inspect-packages.sh "${pkgs[0]}" "${pkgs[1]}"
+    log "end-to-end test: three systemd-nspawn hosts, cloud-init, the .deb"
+    timeout 20m bash tests/e2e/nspawn.sh "${pkgs[0]}" "${pkgs[1]}"
+fi
+
 log "all tests passed in ${SECONDS}s"

@@ -64,11 +64,16 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("open log");
-        let child = Command::new(crate::quorate_bin())
+        let mut cmd = Command::new(crate::quorate_bin());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("QUORATE_") {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
             .arg("--config")
             .arg(self.config_path())
             .arg("run")
-            .env_remove("QUORATE_CONFIG")
             .env("RUST_LOG", "info,quorate=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -87,6 +92,11 @@ impl Agent {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Started, and the process has exited since.
+    pub fn exited(&self) -> bool {
+        self.pid().is_some_and(|p| !process_alive(p))
     }
 
     /// Sends SIGTERM without waiting (see [`Agent::wait_stopped`]).

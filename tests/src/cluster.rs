@@ -78,7 +78,12 @@ impl Cluster {
         let i = self.agents.len();
         let config = customize(i, self.config(i));
         let name = config.clone().build().node_name.expect("node name");
-        let agent = Agent::new(self.root.path(), &name, self.subnet.host(i as u8 + 1), &config);
+        let agent = Agent::new(
+            self.root.path(),
+            &name,
+            self.subnet.host(i as u8 + 1),
+            &config,
+        );
         self.agents.push(agent);
         i
     }
@@ -107,6 +112,7 @@ impl Cluster {
     pub fn wait_ready(&self, timeout: Duration) {
         wait_for("all agents ready", timeout, || {
             for a in &self.agents {
+                assert!(!a.exited(), "{} exited; log:\n{}", a.name, a.log_tail(30));
                 a.ready()?;
             }
             Ok(())

@@ -15,9 +15,10 @@ pub use wait::wait_for;
 
 use std::path::PathBuf;
 
-/// The `quorate` binary under test: `QUORATE_BIN`, or target/debug/quorate of this workspace.
+/// The `quorate` binary under test: `TEST_QUORATE_BIN`, or target/debug/quorate of this
+/// workspace. (Not a `QUORATE_*` variable: the agent refuses unknown ones.)
 pub fn quorate_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("QUORATE_BIN") {
+    if let Some(p) = std::env::var_os("TEST_QUORATE_BIN") {
         return PathBuf::from(p);
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -27,7 +28,7 @@ pub fn quorate_bin() -> PathBuf {
     assert!(
         bin.exists(),
         "{} not found: build it first with `cargo build -p quorate` (scripts/test.sh does), \
-         or set QUORATE_BIN",
+         or set TEST_QUORATE_BIN",
         bin.display()
     );
     bin

@@ -4,7 +4,11 @@ use std::time::{Duration, Instant};
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `timeout` with `what`
 /// and the last observation.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {

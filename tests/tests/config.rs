@@ -28,7 +28,12 @@ fn run_with(config: &str) -> Outcome {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
             return Outcome {
                 code: status.code(),
                 stderr,
@@ -75,18 +80,17 @@ fn bad_configs_fail_fast_naming_field_and_fix() {
             good(dir.path()).etcd_binary("/nonexistent/etcd").to_toml(),
             &["etcd.binary", "apt-get install etcd-server"],
         ),
-        (
-            good(dir.path()).seed(false).to_toml(),
-            &["join", "seed"],
-        ),
-        (
-            good(dir.path()).token("short").to_toml(),
-            &["token", "32"],
-        ),
+        (good(dir.path()).seed(false).to_toml(), &["join", "seed"]),
+        (good(dir.path()).token("short").to_toml(), &["token", "32"]),
     ];
     for (config, expected) in cases {
         let out = run_with(&config);
-        assert_eq!(out.code, Some(2), "exit code for:\n{config}\nstderr: {}", out.stderr);
+        assert_eq!(
+            out.code,
+            Some(2),
+            "exit code for:\n{config}\nstderr: {}",
+            out.stderr
+        );
         for e in expected {
             assert!(out.stderr.contains(e), "{e:?} not in:\n{}", out.stderr);
         }
@@ -115,12 +119,29 @@ fn config_check_and_token_generate() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("configuration OK") && stdout.contains("warning: bootstrap_expect = 4 is even"), "{stdout}");
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("configuration OK")
+            && stdout.contains("warning: bootstrap_expect = 4 is even"),
+        "{stdout}"
+    );
 
-    let a = Command::new(quorate_bin()).args(["token", "generate"]).output().unwrap();
-    let b = Command::new(quorate_bin()).args(["token", "generate"]).output().unwrap();
-    let (a, b) = (String::from_utf8_lossy(&a.stdout), String::from_utf8_lossy(&b.stdout));
+    let a = Command::new(quorate_bin())
+        .args(["token", "generate"])
+        .output()
+        .unwrap();
+    let b = Command::new(quorate_bin())
+        .args(["token", "generate"])
+        .output()
+        .unwrap();
+    let (a, b) = (
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout),
+    );
     assert_ne!(a, b);
     assert!(JoinToken::parse(a.trim()).is_ok(), "{a}");
 }

@@ -15,7 +15,11 @@ fn two_seeds_stop_with_a_clear_error() {
     for i in 0..2 {
         let s = wait_for("a seed to report the conflict", FORM_TIMEOUT, || {
             let s = c.agents[i].status()?;
-            if s.phase == Phase::Conflict { Ok(s) } else { Err(s.message) }
+            if s.phase == Phase::Conflict {
+                Ok(s)
+            } else {
+                Err(s.message)
+            }
         });
         assert!(s.message.contains("two seeds"), "{}", s.message);
     }
@@ -24,7 +28,11 @@ fn two_seeds_stop_with_a_clear_error() {
         assert!(s.plan.is_none(), "{} holds a plan", a.name);
         assert!(s.etcd.pid.is_none(), "{} started etcd", a.name);
         assert!(!a.state_dir().join("plan.json").exists());
-        assert!(!a.state_dir().join("pki/ca-key.pem").exists(), "{} made a CA", a.name);
+        assert!(
+            !a.state_dir().join("pki/ca-key.pem").exists(),
+            "{} made a CA",
+            a.name
+        );
         assert!(a.ready().is_err());
     }
 }

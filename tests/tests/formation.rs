@@ -31,7 +31,10 @@ fn three_empty_agents_form_one_mtls_cluster() {
         assert_eq!(s.etcd.cluster_id.as_ref(), Some(&cluster_id), "{}", s.node);
         assert_eq!(s.phase, Phase::Running);
         assert!(s.message.starts_with("healthy, leader "), "{}", s.message);
-        assert_eq!(s.plan.as_ref().map(|p| &p.id), statuses[0].plan.as_ref().map(|p| &p.id));
+        assert_eq!(
+            s.plan.as_ref().map(|p| &p.id),
+            statuses[0].plan.as_ref().map(|p| &p.id)
+        );
     }
     assert!(statuses[0].issuer, "the seed holds the CA");
     assert!(!statuses[1].issuer && !statuses[2].issuer);
@@ -43,7 +46,10 @@ fn three_empty_agents_form_one_mtls_cluster() {
     let members = list["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{list}");
     for m in members {
-        assert!(!m["name"].as_str().unwrap_or("").is_empty(), "unstarted member: {m}");
+        assert!(
+            !m["name"].as_str().unwrap_or("").is_empty(),
+            "unstarted member: {m}"
+        );
         assert!(m["isLearner"].as_bool() != Some(true), "learner: {m}");
         for url in m["peerURLs"].as_array().unwrap() {
             assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
@@ -52,12 +58,20 @@ fn three_empty_agents_form_one_mtls_cluster() {
     c.etcdctl_ok(0, &cert, &["put", "/formation/key", "written-through-n1"]);
     for i in 1..3 {
         let got = c.etcdctl_ok(i, &cert, &["get", "/formation/key", "--print-value-only"]);
-        assert_eq!(got.trim(), "written-through-n1", "read through {}", c.agents[i].name);
+        assert_eq!(
+            got.trim(),
+            "written-through-n1",
+            "read through {}",
+            c.agents[i].name
+        );
     }
 
     // etcd refuses a client without a certificate.
     let o = c.etcdctl(0, None, &["get", "/formation/key"]);
-    assert!(!o.status.success(), "a client without a certificate was served");
+    assert!(
+        !o.status.success(),
+        "a client without a certificate was served"
+    );
 
     // Keys stay on their host: each node key is 0600 and exists only in its own directory;
     // the CA key only on the seed.

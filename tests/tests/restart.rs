@@ -11,7 +11,11 @@ fn full_restart_resumes_the_same_cluster() {
     c.wait_ready(FORM_TIMEOUT);
     let cert = c.client_cert(0, "restart");
     for i in 0..20 {
-        c.etcdctl_ok(i % 3, &cert, &["put", &format!("/restart/{i}"), &format!("v{i}")]);
+        c.etcdctl_ok(
+            i % 3,
+            &cert,
+            &["put", &format!("/restart/{i}"), &format!("v{i}")],
+        );
     }
     let before: Vec<_> = c.agents.iter().map(|a| a.status().unwrap()).collect();
     let plans_before: Vec<String> = c
@@ -50,7 +54,13 @@ fn full_restart_resumes_the_same_cluster() {
         let starts: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("starting etcd") && l.contains("state="))
-            .map(|l| if l.contains("state=new") { "new" } else { "existing" })
+            .map(|l| {
+                if l.contains("state=new") {
+                    "new"
+                } else {
+                    "existing"
+                }
+            })
             .collect();
         assert_eq!(starts, ["new", "existing"], "{}: {starts:?}", a.name);
     }

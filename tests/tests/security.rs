@@ -20,10 +20,18 @@ fn wrong_token_gets_nothing() {
     let intruder_token = quorate::token::JoinToken::generate();
     let i = c.add_agent(|_, b| b.token(intruder_token.expose()));
     c.agents[i].start();
-    wait_for("the seed to drop the intruder's datagrams", FORM_TIMEOUT, || {
-        let n = counter(&c, 0, "gossip_dropped_unauthenticated");
-        if n >= 3 { Ok(()) } else { Err(format!("{n} dropped")) }
-    });
+    wait_for(
+        "the seed to drop the intruder's datagrams",
+        FORM_TIMEOUT,
+        || {
+            let n = counter(&c, 0, "gossip_dropped_unauthenticated");
+            if n >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} dropped"))
+            }
+        },
+    );
     // Garbage and truncated datagrams are dropped and counted too.
     let before = counter(&c, 0, "gossip_dropped_unauthenticated");
     let sock = UdpSocket::bind((c.subnet.host(200), 0)).unwrap();
@@ -32,7 +40,11 @@ fn wrong_token_gets_nothing() {
     }
     wait_for("garbage to be counted", FORM_TIMEOUT, || {
         let n = counter(&c, 0, "gossip_dropped_unauthenticated");
-        if n >= before + 3 { Ok(()) } else { Err(format!("{n} dropped, {before} before")) }
+        if n >= before + 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} dropped, {before} before"))
+        }
     });
 
     for a in &c.agents[..3] {
@@ -46,7 +58,11 @@ fn wrong_token_gets_nothing() {
         assert_eq!(s.counters["gossip_dropped_malformed"], 0, "{}", a.name);
     }
     let s = c.agents[i].status().unwrap();
-    assert!(s.gossip.is_empty(), "the intruder sees members: {:?}", s.gossip);
+    assert!(
+        s.gossip.is_empty(),
+        "the intruder sees members: {:?}",
+        s.gossip
+    );
     assert!(!s.ready && s.ca_hash.is_none(), "{s:?}");
     assert!(!c.agents[i].state_dir().join("pki/node.pem").exists());
 
@@ -54,20 +70,26 @@ fn wrong_token_gets_nothing() {
     // and nothing is issued.
     let issued = counter(&c, 0, "certificates_issued");
     let bogus = c.agents[1].dir.join("bogus.toml");
-    std::fs::write(
-        &bogus,
-        c.config(1).token(intruder_token.expose()).to_toml(),
-    )
-    .unwrap();
+    std::fs::write(&bogus, c.config(1).token(intruder_token.expose()).to_toml()).unwrap();
     let out = c.root.path().join("bogus-cert");
     let o = std::process::Command::new(quorate_tests::quorate_bin())
-        .args(["--config", bogus.to_str().unwrap(), "cert", "client", "mallory", "--out"])
+        .args([
+            "--config",
+            bogus.to_str().unwrap(),
+            "cert",
+            "client",
+            "mallory",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "a wrong token got a certificate");
-    assert!(stderr.contains("401") && stderr.contains("token"), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("token"),
+        "{stderr}"
+    );
     assert!(!out.join("mallory.pem").exists());
     assert_eq!(counter(&c, 0, "api_rejected_unauthenticated"), 1);
     assert_eq!(counter(&c, 0, "certificates_issued"), issued);

@@ -35,9 +35,17 @@ fn killed_etcd_is_restarted_and_dies_with_its_agent() {
     // brings the member back.
     let etcd = c.agents[2].status().unwrap().etcd.pid.expect("etcd pid");
     c.agents[2].kill9();
-    wait_for("n3's etcd to exit with its agent", Duration::from_secs(20), || {
-        if process_alive(etcd) { Err(format!("etcd {etcd} still alive")) } else { Ok(()) }
-    });
+    wait_for(
+        "n3's etcd to exit with its agent",
+        Duration::from_secs(20),
+        || {
+            if process_alive(etcd) {
+                Err(format!("etcd {etcd} still alive"))
+            } else {
+                Ok(())
+            }
+        },
+    );
     c.agents[2].start();
     c.wait_ready(FORM_TIMEOUT);
     let s = c.agents[2].status().unwrap();

@@ -172,7 +172,8 @@ fn short_error(e: &etcd_client::Error) -> String {
     }
 }
 
-async fn probe(client: &mut Client) -> EtcdHealth {
+/// One health check of the member behind `client` (status, member list, quorum read).
+pub async fn probe(client: &mut Client) -> EtcdHealth {
     let mut h = EtcdHealth::default();
     match tokio::time::timeout(TIMEOUT, client.status()).await {
         Ok(Ok(status)) => {

@@ -16,7 +16,7 @@ use crate::config::JoinTarget;
 use crate::fsutil;
 use crate::liveness::Heartbeat;
 
-const FIRST_RETRY: Duration = Duration::from_millis(500);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 
