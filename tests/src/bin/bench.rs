@@ -172,7 +172,9 @@ async fn manual_round() -> Duration {
                     "manual cluster not healthy in {TIMEOUT:?}"
                 );
                 let attempt = async {
-                    let mut c = connect(std::slice::from_ref(&url), &tls, POLL_TIMEOUT).await.ok()?;
+                    let mut c = connect(std::slice::from_ref(&url), &tls, POLL_TIMEOUT)
+                        .await
+                        .ok()?;
                     Some(probe::probe(&mut c).await.healthy())
                 };
                 if let Ok(Some(true)) = tokio::time::timeout(POLL_TIMEOUT, attempt).await {
