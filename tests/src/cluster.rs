@@ -21,13 +21,34 @@ pub struct ClientCert {
     pub key: PathBuf,
 }
 
-/// Agents on a loopback subnet.
+/// Agents on a loopback subnet. Fields drop in order: agents (stopped) before their
+/// directories and the subnet lock.
 pub struct Cluster {
-    pub subnet: Subnet,
-    pub root: TempDir,
-    pub token: String,
     pub agents: Vec<Agent>,
+    pub root: TempDir,
+    pub subnet: Subnet,
+    pub token: String,
     expect: u32,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("agent logs at the failure:\n{}", self.logs(60));
+        }
+        if std::env::var_os("TEST_KEEP_DIRS").is_some() {
+            let path = self.root.path().to_path_buf();
+            for a in &mut self.agents {
+                a.signal_stop();
+            }
+            for a in &mut self.agents {
+                a.wait_stopped(std::time::Duration::from_secs(30));
+            }
+            let root = std::mem::replace(&mut self.root, tempfile::tempdir().expect("temp dir"));
+            let _ = root.keep();
+            eprintln!("kept test directory {}", path.display());
+        }
+    }
 }
 
 impl Cluster {
@@ -39,13 +60,13 @@ impl Cluster {
     /// `n` agents, each config passed through `customize(index, builder)`.
     pub fn with(n: usize, customize: impl Fn(usize, ConfigBuilder) -> ConfigBuilder) -> Self {
         let mut c = Self {
+            agents: Vec::new(),
             subnet: Subnet::allocate(),
             root: tempfile::Builder::new()
                 .prefix("quorate-test-")
                 .tempdir()
                 .expect("temp dir"),
             token: JoinToken::generate().expose().to_owned(),
-            agents: Vec::new(),
             expect: n as u32,
         };
         for _ in 0..n {

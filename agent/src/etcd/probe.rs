@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{connect, ClientTls};
+use super::client::{connect, short_error, ClientTls};
 use super::supervisor::ProcessState;
 use crate::liveness::Heartbeat;
 use crate::pki::PkiStore;
@@ -157,18 +157,6 @@ impl Prober {
                 None
             }
         }
-    }
-}
-
-/// etcd-client's errors carry the whole tonic chain; keep what an operator needs.
-fn short_error(e: &etcd_client::Error) -> String {
-    let text = e.to_string();
-    if text.contains("Connection refused") || text.contains("tcp connect error") {
-        "connection refused (etcd is not listening yet)".to_owned()
-    } else if text.contains("deadline has elapsed") || text.contains("timed out") {
-        "request timed out".to_owned()
-    } else {
-        text.chars().take(200).collect()
     }
 }
 

@@ -32,6 +32,9 @@ pub struct NodeMeta {
     pub plan_id: Option<PlanId>,
     /// The local etcd member ID, once known.
     pub member_id: Option<u64>,
+    /// This host's etcd member has been healthy in a cluster at least once: the cluster
+    /// exists, so no host may bootstrap it again.
+    pub formed: bool,
 }
 
 /// One gossiped item.
@@ -162,6 +165,7 @@ mod tests {
             ca_hash: None,
             plan_id: None,
             member_id: None,
+            formed: false,
         }
     }
 

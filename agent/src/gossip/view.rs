@@ -123,6 +123,7 @@ mod tests {
             ca_hash: None,
             plan_id: None,
             member_id: None,
+            formed: false,
         }
     }
 

@@ -11,11 +11,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::certs::{self, cert_state, load_node_cert, NodeCert};
+use super::cluster;
+use super::membership::initial_cluster_with;
 use super::status::{CertSummary, NodeStatus};
-use super::step::{next_step, Facts, Step};
+use super::step::{next_step, ClusterKnowledge, Facts, Step};
 use super::NodeError;
 use crate::api::ApiMaterial;
 use crate::config::Settings;
+use crate::etcd::client::ClientTls;
 use crate::etcd::{data, ClusterState, EtcdCommand, EtcdHealth, EtcdLaunch, TlsFiles};
 use crate::fsutil;
 use crate::gossip::{GossipCommand, GossipView, NodeMeta};
@@ -27,6 +30,17 @@ use crate::plan::{new_cluster_token, Candidate, Plan, PlanStore};
 const FIRST_RETRY: Duration = Duration::from_millis(300);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 const RECHECK: Duration = Duration::from_secs(1);
+/// How long an answer about the cluster's membership is used before asking again.
+const CLUSTER_KNOWLEDGE_TTL: Duration = Duration::from_secs(2);
+/// Retry interval after an expected refusal from etcd (see `ClusterError::is_transient`).
+const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
+/// How often a learner asks to be promoted while it catches up.
+const PROMOTE_RETRY: Duration = Duration::from_millis(500);
+
+/// Marker: this host's member was healthy in a cluster once.
+const FORMED_MARKER: &str = "formed";
+/// Marker: this host left the cluster with `quorate leave`.
+const LEFT_MARKER: &str = "left";
 
 /// The channels the controller talks through (created by the wiring in agent.rs).
 pub struct ControllerIo {
@@ -52,6 +66,10 @@ pub struct Controller {
     cert: Option<NodeCert>,
     etcd_desired: bool,
     ever_healthy: bool,
+    formed_here: bool,
+    left: bool,
+    cluster: ClusterKnowledge,
+    cluster_at: Option<Instant>,
     io: ControllerIo,
     last_meta: Option<NodeMeta>,
     last_error: Option<String>,
@@ -72,6 +90,17 @@ impl Controller {
         let plans = PlanStore::new(&settings.state_dir);
         let plan = plans.load()?;
         let cert = load_node_cert(&pki, ca_pem.as_deref(), settings.advertise)?;
+        let formed_here = settings.state_dir.join(FORMED_MARKER).exists();
+        let left_marker = settings.state_dir.join(LEFT_MARKER);
+        if left_marker.exists() {
+            // `quorate leave` removed this host's member; a new start joins afresh.
+            std::fs::remove_file(&left_marker).map_err(|source| fsutil::FsError {
+                op: "remove",
+                path: left_marker.clone(),
+                source,
+            })?;
+            tracing::info!("this host left the cluster before; joining it again as a new member");
+        }
         let mut controller = Self {
             settings,
             pki,
@@ -83,6 +112,10 @@ impl Controller {
             cert,
             etcd_desired: false,
             ever_healthy: false,
+            formed_here,
+            left: false,
+            cluster: ClusterKnowledge::Unknown,
+            cluster_at: None,
             io,
             last_meta: None,
             last_error: None,
@@ -98,7 +131,7 @@ impl Controller {
             self.io.heartbeat.beat();
             let view = self.io.view.borrow_and_update().clone();
             let health = self.io.health.borrow_and_update().clone();
-            let step = self.decide(&view);
+            let step = self.decide(&view, &health);
             if self.last_step.as_ref() != Some(&step) {
                 match &step {
                     Step::Conflict(msg) => tracing::error!("conflict: {msg}"),
@@ -111,13 +144,19 @@ impl Controller {
             let progressed = if retry_wait.is_some() {
                 false
             } else {
-                match self.execute(&step).await {
+                match self.execute(&step, &view).await {
                     Ok(progressed) => {
                         if progressed {
                             self.last_error = None;
                             self.retry = None;
                         }
                         progressed
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::info!("waiting: {e}");
+                        self.last_error = Some(e.to_string());
+                        self.retry = Some((Instant::now() + TRANSIENT_RETRY, TRANSIENT_RETRY));
+                        false
                     }
                     Err(e) => {
                         let backoff = self
@@ -151,7 +190,14 @@ impl Controller {
         }
     }
 
-    fn decide(&self, view: &GossipView) -> Step {
+    fn decide(&mut self, view: &GossipView, health: &EtcdHealth) -> Step {
+        if self
+            .cluster_at
+            .is_some_and(|at| at.elapsed() > CLUSTER_KNOWLEDGE_TTL)
+        {
+            self.cluster = ClusterKnowledge::Unknown;
+            self.cluster_at = None;
+        }
         let s = &self.settings;
         let facts = Facts {
             me: &s.name,
@@ -164,6 +210,11 @@ impl Controller {
             cert: cert_state(self.cert.as_ref(), SystemTime::now()),
             has_member: data::has_member(&s.etcd_data_dir()),
             etcd_desired: self.etcd_desired,
+            formed_here: self.formed_here,
+            left: self.left,
+            member_id: health.member_id,
+            is_learner: health.reachable && health.is_learner,
+            cluster: &self.cluster,
             view,
             me_candidate: Candidate {
                 name: s.name.clone(),
@@ -178,11 +229,49 @@ impl Controller {
     }
 
     /// Carries out `step`; `Ok(true)` when state changed and the next step can follow at once.
-    async fn execute(&mut self, step: &Step) -> Result<bool, NodeError> {
+    async fn execute(&mut self, step: &Step, view: &GossipView) -> Result<bool, NodeError> {
         let s = self.settings.clone();
         match step {
-            Step::Conflict(_) | Step::Wait { .. } | Step::Steady | Step::JoinCluster => {
-                return Ok(false)
+            Step::Conflict(_) | Step::Wait { .. } | Step::Steady => return Ok(false),
+            Step::QueryCluster => {
+                let endpoints = self.cluster_endpoints(view);
+                let tls = self.client_tls()?;
+                self.cluster = match cluster::members(&endpoints, &tls).await {
+                    Ok(members) => ClusterKnowledge::Members(members),
+                    Err(e) => ClusterKnowledge::Unreachable(e.to_string()),
+                };
+                self.cluster_at = Some(Instant::now());
+            }
+            Step::AddLearner => {
+                let endpoints = self.cluster_endpoints(view);
+                let tls = self.client_tls()?;
+                let (id, members) = cluster::add_learner(&endpoints, &tls, &s.peer_url()).await?;
+                tracing::info!(member = %format!("{id:x}"), "added this host to the cluster as a learner");
+                self.forget_cluster();
+                let initial = initial_cluster_with(&s.name, id, &members);
+                self.start_etcd(ClusterState::Existing, Some(initial))
+                    .await?;
+            }
+            Step::RemoveMember { id } => {
+                let endpoints = self.cluster_endpoints(view);
+                let tls = self.client_tls()?;
+                cluster::remove(&endpoints, &tls, *id).await?;
+                tracing::warn!(member = %format!("{id:x}"), "removed this host's stale member (its data was lost); joining again");
+                self.forget_cluster();
+            }
+            Step::Promote { id } => {
+                let endpoints = self.cluster_endpoints(view);
+                let tls = self.client_tls()?;
+                match cluster::promote(&endpoints, &tls, *id).await {
+                    Ok(()) => tracing::info!("promoted this host's learner to a voting member"),
+                    Err(e) if e.is_learner_not_ready() => {
+                        tracing::debug!("learner not caught up yet");
+                        self.retry = Some((Instant::now() + PROMOTE_RETRY, PROMOTE_RETRY));
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(false);
             }
             Step::CreateCa => {
                 let label: [u8; 4] = rand::random();
@@ -233,24 +322,87 @@ impl Controller {
                 self.reload_cert()?;
                 tracing::info!(%issuer, "received this node's certificate");
             }
-            Step::StartEtcd(state) => {
-                let Some(plan) = self.plan.clone() else {
-                    return Ok(false);
-                };
-                fsutil::ensure_dir(&s.etcd_data_dir(), fsutil::MODE_DIR)?;
-                let launch = self.launch(&plan, *state);
-                let url = launch.local_client_url();
-                tracing::info!(state = %state, "starting etcd");
-                self.io
-                    .etcd
-                    .send(EtcdCommand::Run(Box::new(launch)))
-                    .await
-                    .map_err(|_| NodeError::ShuttingDown)?;
-                self.io.probe_target.send_replace(Some(url));
-                self.etcd_desired = true;
+            Step::StartEtcd {
+                state,
+                initial_cluster,
+            } => {
+                self.start_etcd(*state, initial_cluster.clone()).await?;
             }
         }
         Ok(true)
+    }
+
+    async fn start_etcd(
+        &mut self,
+        state: ClusterState,
+        initial_cluster: Option<String>,
+    ) -> Result<(), NodeError> {
+        let Some(plan) = self.plan.clone() else {
+            return Ok(());
+        };
+        fsutil::ensure_dir(&self.settings.etcd_data_dir(), fsutil::MODE_DIR)?;
+        let mut launch = self.launch(&plan, state);
+        if let Some(initial) = initial_cluster {
+            launch.initial_cluster = initial;
+        }
+        let url = launch.local_client_url();
+        tracing::info!(state = %state, initial_cluster = %launch.initial_cluster, "starting etcd");
+        self.io
+            .etcd
+            .send(EtcdCommand::Run(Box::new(launch)))
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        self.io.probe_target.send_replace(Some(url));
+        self.etcd_desired = true;
+        Ok(())
+    }
+
+    fn forget_cluster(&mut self) {
+        self.cluster = ClusterKnowledge::Unknown;
+        self.cluster_at = None;
+    }
+
+    /// This node's certificate, for talking to etcd.
+    fn client_tls(&self) -> Result<ClientTls, NodeError> {
+        ClientTls::from_store(&self.pki)
+            .ok_or(NodeError::Cluster(cluster::ClusterError::NoCertificate))
+    }
+
+    /// Client URLs of the other members, those of running peers first, then the rest of the
+    /// live peers and the plan's members.
+    fn cluster_endpoints(&self, view: &GossipView) -> Vec<String> {
+        let me = self.settings.client_url();
+        let mut running: Vec<String> = Vec::new();
+        let mut others: Vec<String> = Vec::new();
+        for m in view.live_metas() {
+            if m.phase == Phase::Running {
+                running.push(m.client_url.clone());
+            } else {
+                others.push(m.client_url.clone());
+            }
+        }
+        if let Some(plan) = &self.plan {
+            others.extend(plan.members.iter().map(|m| m.client_url.clone()));
+        }
+        let mut urls = Vec::new();
+        for u in running.into_iter().chain(others) {
+            if u != me && !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        urls
+    }
+
+    /// Records that this host's member has been healthy in a cluster.
+    fn mark_formed(&mut self) {
+        if self.formed_here {
+            return;
+        }
+        let path = self.settings.state_dir.join(FORMED_MARKER);
+        match fsutil::atomic_write(&path, b"", fsutil::MODE_PUBLIC) {
+            Ok(()) => self.formed_here = true,
+            Err(e) => tracing::warn!(error = %e, "cannot record that the cluster formed"),
+        }
     }
 
     async fn adopt(&mut self, plan: Plan) {
@@ -314,6 +466,9 @@ impl Controller {
     async fn publish(&mut self, step: &Step, view: &GossipView, health: &EtcdHealth) {
         let ready = self.etcd_desired && health.healthy();
         self.ever_healthy |= ready;
+        if ready {
+            self.mark_formed();
+        }
         let (phase, message) = self.describe(step, view, health, ready);
         let status = NodeStatus {
             phase,
@@ -347,6 +502,7 @@ impl Controller {
             ca_hash: self.ca_hash,
             plan_id: self.plan.as_ref().map(Plan::id),
             member_id: health.member_id,
+            formed: self.formed_here,
         };
         if self.last_meta.as_ref() != Some(&meta) {
             self.last_meta = Some(meta.clone());
@@ -371,10 +527,19 @@ impl Controller {
                 Phase::RequestingCertificate,
                 "requesting certificate".into(),
             ),
-            Step::StartEtcd(_) => (Phase::StartingEtcd, "starting etcd".into()),
-            Step::JoinCluster => (
+            Step::StartEtcd { .. } => (Phase::StartingEtcd, "starting etcd".into()),
+            Step::QueryCluster => (
                 Phase::Joining,
-                "this host is not an initial member; waiting to join the running cluster".into(),
+                "asking the running cluster for its members".into(),
+            ),
+            Step::AddLearner => (Phase::Joining, "joining the cluster as a learner".into()),
+            Step::RemoveMember { .. } => (
+                Phase::Joining,
+                "removing this host's stale member before joining again".into(),
+            ),
+            Step::Promote { .. } => (
+                Phase::Joining,
+                "learner: catching up, to be promoted to a voting member".into(),
             ),
             Step::Steady if ready => {
                 let leader = health

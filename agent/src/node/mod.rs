@@ -4,7 +4,9 @@
 //! ([`Controller`]) carries it out and publishes the node's status and gossip metadata.
 
 mod certs;
+pub mod cluster;
 mod controller;
+pub mod membership;
 mod status;
 pub mod step;
 
@@ -25,8 +27,17 @@ pub enum NodeError {
     Fs(#[from] crate::fsutil::FsError),
     #[error(transparent)]
     Api(#[from] crate::api::ApiClientError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("operator-supplied CA {path}: {message}")]
     OperatorCa { path: PathBuf, message: String },
     #[error("the agent is shutting down")]
     ShuttingDown,
+}
+
+impl NodeError {
+    /// An expected, passing refusal: wait and try again without alarm.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, NodeError::Cluster(e) if e.is_transient())
+    }
 }

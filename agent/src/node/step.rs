@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 
+use super::membership::{join_action, JoinAction, MemberView};
 use crate::etcd::ClusterState;
 use crate::gossip::GossipView;
 use crate::phase::Phase;
@@ -21,6 +22,17 @@ pub enum CertState {
     /// Valid, but two thirds of its lifetime have passed.
     RenewalDue,
     Valid,
+}
+
+/// What this agent knows of the running cluster's membership (asked for when needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterKnowledge {
+    /// Not asked recently.
+    Unknown,
+    /// No member answered; why.
+    Unreachable(String),
+    /// The member list with each member's health.
+    Members(Vec<MemberView>),
 }
 
 /// Everything the decision depends on.
@@ -42,6 +54,15 @@ pub struct Facts<'a> {
     pub has_member: bool,
     /// etcd has been started (the supervisor keeps it running).
     pub etcd_desired: bool,
+    /// This host's member was healthy in a cluster once (persisted marker).
+    pub formed_here: bool,
+    /// This host left the cluster (`quorate leave`).
+    pub left: bool,
+    /// The local member's ID and whether it is a learner, while etcd runs.
+    pub member_id: Option<u64>,
+    pub is_learner: bool,
+    /// The running cluster's membership, when asked.
+    pub cluster: &'a ClusterKnowledge,
     pub view: &'a GossipView,
     /// This agent as a plan candidate.
     pub me_candidate: Candidate,
@@ -64,10 +85,19 @@ pub enum Step {
     IssueOwnCert,
     /// Ask the issuer at this API address to sign our CSR.
     RequestCert { issuer: SocketAddr, ca: CaHash },
-    /// Start etcd.
-    StartEtcd(ClusterState),
-    /// Not an initial member and no data: join the running cluster as a learner.
-    JoinCluster,
+    /// Start etcd; a joining member gets `--initial-cluster` from the cluster, not the plan.
+    StartEtcd {
+        state: ClusterState,
+        initial_cluster: Option<String>,
+    },
+    /// Ask the running cluster for its members and their health.
+    QueryCluster,
+    /// Add this host as a learner, then start etcd to join.
+    AddLearner,
+    /// Remove a member (this host's stale one), after checking it cannot cost quorum.
+    RemoveMember { id: u64 },
+    /// Promote this host's learner to a voter (etcd refuses until it has caught up).
+    Promote { id: u64 },
     /// etcd is running; watch its health.
     Steady,
 }
@@ -159,14 +189,72 @@ pub fn next_step(f: &Facts<'_>) -> Step {
     }
 
     // 4. etcd.
+    etcd_step(f, plan)
+}
+
+fn start(state: ClusterState, initial_cluster: Option<String>) -> Step {
+    Step::StartEtcd {
+        state,
+        initial_cluster,
+    }
+}
+
+fn joining(reason: String) -> Step {
+    Step::Wait {
+        phase: Phase::Joining,
+        reason,
+    }
+}
+
+/// Run, resume, bootstrap or join.
+fn etcd_step(f: &Facts<'_>, plan: &Plan) -> Step {
+    if f.left {
+        return Step::Wait {
+            phase: Phase::Left,
+            reason: "this host left the cluster (quorate leave); restart the agent to join again"
+                .into(),
+        };
+    }
     if f.etcd_desired {
-        Step::Steady
-    } else if f.has_member {
-        Step::StartEtcd(ClusterState::Existing)
-    } else if plan.member(f.me).is_some() {
-        Step::StartEtcd(ClusterState::New)
-    } else {
-        Step::JoinCluster
+        return match (f.is_learner, f.member_id) {
+            (true, Some(id)) => Step::Promote { id },
+            _ => Step::Steady,
+        };
+    }
+    // A member on disk is always resumed, never bootstrapped again.
+    if f.has_member {
+        return start(ClusterState::Existing, None);
+    }
+    let in_plan = plan.member(f.me).is_some();
+    let formed_elsewhere = f.view.live_metas().any(|m| m.formed);
+    if in_plan && !f.formed_here && !formed_elsewhere {
+        // The initial formation: no host has seen the cluster healthy yet. Every live peer's
+        // metadata must be known, so that a formed cluster is never missed.
+        if let Some(p) = f.view.live().find(|p| p.meta.is_none()) {
+            return Step::Wait {
+                phase: Phase::StartingEtcd,
+                reason: format!("waiting for {}'s metadata", p.id.name),
+            };
+        }
+        return start(ClusterState::New, None);
+    }
+    // The cluster exists (or this host has lost its data): ask it.
+    match f.cluster {
+        ClusterKnowledge::Unknown => Step::QueryCluster,
+        ClusterKnowledge::Unreachable(why) => {
+            joining(format!("waiting for the running cluster to answer: {why}"))
+        }
+        ClusterKnowledge::Members(members) => {
+            match join_action(f.me, &f.me_candidate.peer_url, in_plan, members) {
+                JoinAction::StartNew => start(ClusterState::New, None),
+                JoinAction::StartLearner { initial_cluster } => {
+                    start(ClusterState::Existing, Some(initial_cluster))
+                }
+                JoinAction::AddLearner => Step::AddLearner,
+                JoinAction::RemoveStale { id } => Step::RemoveMember { id },
+                JoinAction::Wait(reason) => joining(reason),
+            }
+        }
     }
 }
 
@@ -282,6 +370,7 @@ mod tests {
             ca_hash: None,
             plan_id: None,
             member_id: None,
+            formed: false,
         }
     }
 
@@ -316,6 +405,11 @@ mod tests {
             cert: CertState::Missing,
             has_member: false,
             etcd_desired: false,
+            formed_here: false,
+            left: false,
+            member_id: None,
+            is_learner: false,
+            cluster: &ClusterKnowledge::Unknown,
             view,
             me_candidate: Candidate {
                 name: me.into(),
@@ -393,7 +487,7 @@ mod tests {
         );
         f.cert = CertState::Valid;
         f.local_ca = Some(test_hash(1));
-        assert_eq!(next_step(&f), Step::StartEtcd(ClusterState::New));
+        assert_eq!(next_step(&f), start(ClusterState::New, None));
         f.etcd_desired = true;
         assert_eq!(next_step(&f), Step::Steady);
     }
@@ -408,7 +502,7 @@ mod tests {
         f.local_ca = Some(test_hash(1));
         f.cert = CertState::Valid;
         f.has_member = true;
-        assert_eq!(next_step(&f), Step::StartEtcd(ClusterState::Existing));
+        assert_eq!(next_step(&f), start(ClusterState::Existing, None));
         // The same on the seed.
         let mut f = facts("a", true, &v);
         f.plan = Some(&p);
@@ -416,7 +510,7 @@ mod tests {
         f.holds_ca_key = true;
         f.cert = CertState::Valid;
         f.has_member = true;
-        assert_eq!(next_step(&f), Step::StartEtcd(ClusterState::Existing));
+        assert_eq!(next_step(&f), start(ClusterState::Existing, None));
     }
 
     #[test]
@@ -428,18 +522,146 @@ mod tests {
         f.holds_ca_key = true;
         f.local_ca = Some(test_hash(1));
         f.cert = CertState::Valid;
-        assert_eq!(next_step(&f), Step::StartEtcd(ClusterState::New));
+        assert_eq!(next_step(&f), start(ClusterState::New, None));
+    }
+
+    fn formed(mut m: NodeMeta) -> NodeMeta {
+        m.formed = true;
+        m
+    }
+
+    fn mv(id: u64, name: &str, ip: &str, learner: bool, healthy: bool) -> MemberView {
+        MemberView {
+            id,
+            name: name.into(),
+            peer_urls: vec![format!("https://{ip}:2380")],
+            is_learner: learner,
+            healthy,
+        }
     }
 
     #[test]
-    fn late_agent_joins_instead_of_bootstrapping() {
+    fn late_agent_joins_as_a_learner_instead_of_bootstrapping() {
         let p = plan(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
-        let v = view(vec![issuer("a", test_hash(1))], vec![p.clone()]);
+        let v = view(vec![formed(issuer("a", test_hash(1)))], vec![p.clone()]);
         let mut f = facts("d", false, &v);
+        f.me_candidate.peer_url = "https://10.0.0.4:2380".into();
         f.plan = Some(&p);
         f.local_ca = Some(test_hash(1));
         f.cert = CertState::Valid;
-        assert_eq!(next_step(&f), Step::JoinCluster);
+        assert_eq!(next_step(&f), Step::QueryCluster);
+        let unreachable = ClusterKnowledge::Unreachable("timeout".into());
+        f.cluster = &unreachable;
+        assert!(matches!(
+            next_step(&f),
+            Step::Wait {
+                phase: Phase::Joining,
+                ..
+            }
+        ));
+        let members = ClusterKnowledge::Members(vec![
+            mv(1, "a", "10.0.0.1", false, true),
+            mv(2, "b", "10.0.0.2", false, true),
+            mv(3, "c", "10.0.0.3", false, true),
+        ]);
+        f.cluster = &members;
+        assert_eq!(next_step(&f), Step::AddLearner);
+        // Once started as a learner, it asks to be promoted.
+        f.etcd_desired = true;
+        f.is_learner = true;
+        f.member_id = Some(4);
+        assert_eq!(next_step(&f), Step::Promote { id: 4 });
+        f.is_learner = false;
+        assert_eq!(next_step(&f), Step::Steady);
+    }
+
+    #[test]
+    fn a_host_that_lost_its_data_never_bootstraps() {
+        let p = plan(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+        // c was wiped; a and b report a formed cluster.
+        let v = view(
+            vec![formed(issuer("a", test_hash(1))), formed(meta("b"))],
+            vec![p.clone()],
+        );
+        let mut f = facts("c", false, &v);
+        f.me_candidate.peer_url = "https://10.0.0.3:2380".into();
+        f.plan = Some(&p);
+        f.local_ca = Some(test_hash(1));
+        f.cert = CertState::Valid;
+        assert_eq!(next_step(&f), Step::QueryCluster);
+        let members = ClusterKnowledge::Members(vec![
+            mv(1, "a", "10.0.0.1", false, true),
+            mv(2, "b", "10.0.0.2", false, true),
+            mv(3, "c", "10.0.0.3", false, false),
+        ]);
+        f.cluster = &members;
+        assert_eq!(next_step(&f), Step::RemoveMember { id: 3 });
+        // Even with no peer up, a host that formed the cluster before does not bootstrap.
+        let empty = view(vec![], vec![]);
+        let mut g = f.clone();
+        g.view = &empty;
+        g.formed_here = true;
+        g.cluster = &ClusterKnowledge::Unknown;
+        assert_eq!(next_step(&g), Step::QueryCluster);
+    }
+
+    #[test]
+    fn initial_formation_waits_for_every_peers_metadata() {
+        let p = plan(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+        let mut v = view(vec![issuer("a", test_hash(1))], vec![p.clone()]);
+        v.peers.push(Peer {
+            id: NodeId {
+                name: "c".into(),
+                addr: "10.0.0.3:7946".parse().unwrap(),
+                bump: 1,
+            },
+            state: PeerState::Alive,
+            meta: None,
+        });
+        let mut f = facts("b", false, &v);
+        f.plan = Some(&p);
+        f.local_ca = Some(test_hash(1));
+        f.cert = CertState::Valid;
+        assert!(
+            matches!(next_step(&f), Step::Wait { reason, .. } if reason.contains("c's metadata"))
+        );
+    }
+
+    #[test]
+    fn a_late_initial_member_bootstraps_into_the_formed_cluster() {
+        let p = plan(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+        let v = view(vec![formed(issuer("a", test_hash(1)))], vec![p.clone()]);
+        let mut f = facts("c", false, &v);
+        f.me_candidate.peer_url = "https://10.0.0.3:2380".into();
+        f.plan = Some(&p);
+        f.local_ca = Some(test_hash(1));
+        f.cert = CertState::Valid;
+        let members = ClusterKnowledge::Members(vec![
+            mv(1, "a", "10.0.0.1", false, true),
+            mv(2, "b", "10.0.0.2", false, true),
+            mv(3, "", "10.0.0.3", false, false),
+        ]);
+        f.cluster = &members;
+        assert_eq!(next_step(&f), start(ClusterState::New, None));
+    }
+
+    #[test]
+    fn a_host_that_left_stays_out() {
+        let p = plan(&[("a", "10.0.0.1")]);
+        let v = view(vec![], vec![]);
+        let mut f = facts("a", true, &v);
+        f.plan = Some(&p);
+        f.local_ca = Some(test_hash(1));
+        f.holds_ca_key = true;
+        f.cert = CertState::Valid;
+        f.left = true;
+        assert!(matches!(
+            next_step(&f),
+            Step::Wait {
+                phase: Phase::Left,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -543,7 +765,7 @@ mod tests {
         ));
         // Renewal due but no issuer: keep going with the valid certificate.
         f.cert = CertState::RenewalDue;
-        assert_eq!(next_step(&f), Step::StartEtcd(ClusterState::New));
+        assert_eq!(next_step(&f), start(ClusterState::New, None));
         // An invalid certificate must be replaced first.
         f.cert = CertState::Invalid("expired".into());
         assert!(matches!(next_step(&f), Step::Wait { .. }));

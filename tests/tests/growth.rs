@@ -1,0 +1,65 @@
+//! A running cluster grows: hosts that arrive after the plan join as learners, one at a time,
+//! and end up voting members.
+
+use std::time::Duration;
+
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::Cluster;
+
+#[test]
+fn three_grow_to_five_with_concurrent_joins() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    c.wait_ready(FORM_TIMEOUT);
+    let cert = c.client_cert(0, "growth");
+    for i in 0..10 {
+        c.etcdctl_ok(i % 3, &cert, &["put", &format!("/growth/{i}"), "before"]);
+    }
+
+    // Two more hosts with the same token, started together.
+    let d = c.add_agent(|_, b| b);
+    let e = c.add_agent(|_, b| b);
+    c.agents[d].start();
+    c.agents[e].start();
+    c.wait_ready(Duration::from_secs(180));
+
+    let list = c.etcdctl_ok(3, &cert, &["member", "list", "-w", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let members = list["members"].as_array().unwrap();
+    assert_eq!(members.len(), 5, "{list}");
+    let mut names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or(""))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["n1", "n2", "n3", "n4", "n5"]);
+    for m in members {
+        assert_ne!(m["isLearner"].as_bool(), Some(true), "still a learner: {m}");
+    }
+    for i in [d, e] {
+        let s = c.agents[i].status().unwrap();
+        assert_eq!(
+            s.etcd.cluster_id,
+            c.agents[0].status().unwrap().etcd.cluster_id
+        );
+        assert!(!s.etcd.is_learner);
+        for k in 0..10 {
+            let v = c.etcdctl_ok(
+                i,
+                &cert,
+                &["get", &format!("/growth/{k}"), "--print-value-only"],
+            );
+            assert_eq!(v.trim(), "before");
+        }
+        // The late hosts never bootstrapped: they started etcd once, as existing members.
+        let log = c.agents[i].log();
+        assert!(
+            !log.contains("state=new"),
+            "{} bootstrapped",
+            c.agents[i].name
+        );
+    }
+    c.etcdctl_ok(4, &cert, &["put", "/growth/after", "five"]);
+    let v = c.etcdctl_ok(0, &cert, &["get", "/growth/after", "--print-value-only"]);
+    assert_eq!(v.trim(), "five");
+}
