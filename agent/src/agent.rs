@@ -110,6 +110,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         ControllerIo {
             view: view_rx.clone(),
             health: health_rx.clone(),
+            process: process_rx.clone(),
             gossip: gossip_tx.clone(),
             etcd: etcd_tx,
             probe_target: target_tx,

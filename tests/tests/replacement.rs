@@ -68,3 +68,65 @@ fn wiped_host_rejoins_the_same_cluster() {
     assert_eq!(v.trim(), "yes");
     c.wait_ready(FORM_TIMEOUT);
 }
+
+#[test]
+fn damaged_data_is_moved_aside_and_the_host_rejoins() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    c.wait_ready(FORM_TIMEOUT);
+    let cert = c.client_cert(0, "damage");
+    for i in 0..50 {
+        c.etcdctl_ok(
+            i % 3,
+            &cert,
+            &["put", &format!("/damage/{i}"), &format!("v{i}")],
+        );
+    }
+    let cluster_id = c.agents[2].status().unwrap().etcd.cluster_id;
+
+    // Host 3's write-ahead log gets corrupted while it is down.
+    c.agents[2].stop();
+    let wal_dir = c.agents[2].state_dir().join("etcd/member/wal");
+    let wal = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .expect("a wal file");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        f.seek(SeekFrom::Start(2000)).unwrap();
+        f.write_all(&[0xff; 64]).unwrap();
+    }
+    let log_mark = c.agents[2].log().len();
+    c.agents[2].start();
+    wait_for("n3 to rejoin as a voter", FORM_TIMEOUT * 2, || {
+        c.agents[2].ready()?;
+        let s = c.agents[2].status()?;
+        if s.etcd.members.len() == 3 && s.etcd.members.iter().all(|m| !m.is_learner) {
+            Ok(())
+        } else {
+            Err(format!("members {:?}", s.etcd.members))
+        }
+    });
+    let log = c.agents[2].log()[log_mark..].to_owned();
+    assert!(log.contains("moved it aside"), "no move in the log");
+    // The damaged data is kept, not deleted.
+    let kept: Vec<_> = std::fs::read_dir(c.agents[2].state_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("etcd.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].path().join("member/wal").exists());
+    assert_eq!(c.agents[2].status().unwrap().etcd.cluster_id, cluster_id);
+    for i in 0..50 {
+        let v = c.etcdctl_ok(
+            2,
+            &cert,
+            &["get", &format!("/damage/{i}"), "--print-value-only"],
+        );
+        assert_eq!(v.trim(), format!("v{i}"));
+    }
+}

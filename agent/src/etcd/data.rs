@@ -21,9 +21,67 @@ pub fn is_empty(data_dir: &Path) -> bool {
         .unwrap_or(true)
 }
 
+/// Whether etcd's last fatal message says its data is unreadable (rather than, say, a port in
+/// use or a full disk, which moving the data aside would not fix and must not be done for).
+pub fn looks_damaged(fatal: &str) -> bool {
+    let f = fatal.to_lowercase();
+    let environmental = [
+        "address already in use",
+        "permission denied",
+        "no space left",
+        "read-only file system",
+        "too many open files",
+        "certificate",
+        "tls",
+    ];
+    if environmental.iter().any(|e| f.contains(e)) {
+        return false;
+    }
+    [
+        "wal",
+        "crc",
+        "snap",
+        "proto:",
+        "backend",
+        "bbolt",
+        "database",
+        "corrupt",
+        "unexpected eof",
+        "checksum",
+        "failed to recover",
+        "raft log",
+        "page",
+        "unfreed",
+    ]
+    .iter()
+    .any(|d| f.contains(d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn damage_is_told_from_environment_problems() {
+        assert!(looks_damaged(
+            r#"discovery failed {"error":"proto: integer overflow"}"#
+        ));
+        assert!(looks_damaged("walpb: crc mismatch"));
+        assert!(looks_damaged("failed to recover v3 backend from snapshot"));
+        assert!(looks_damaged(
+            "panic: freepages: failed to get all reachable pages (page 8: multiple references)"
+        ));
+        assert!(!looks_damaged(
+            r#"discovery failed {"error":"listen tcp 10.0.0.1:2380: bind: address already in use"}"#
+        ));
+        assert!(!looks_damaged(
+            "open /var/lib/quorate/etcd/member/wal: permission denied"
+        ));
+        assert!(!looks_damaged("write wal: no space left on device"));
+        assert!(!looks_damaged(
+            "cannot listen: tls: failed to find any PEM data"
+        ));
+    }
 
     #[test]
     fn detects_a_member_by_its_wal() {

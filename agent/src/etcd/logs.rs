@@ -44,11 +44,16 @@ pub fn parse_line(line: &str) -> EtcdLine {
     }
 }
 
-/// Forwards every line of `stream` to the log until it closes.
-pub async fn forward(stream: impl AsyncRead + Unpin, node: String) {
+/// Forwards every line of `stream` to the log until it closes; returns the last error-level
+/// line (or Go panic), which says why an etcd that exited did so.
+pub async fn forward(stream: impl AsyncRead + Unpin, node: String) -> Option<String> {
     let mut lines = BufReader::new(stream).lines();
+    let mut last_error = None;
     while let Ok(Some(line)) = lines.next_line().await {
         let EtcdLine { level, msg } = parse_line(&line);
+        if level == tracing::Level::ERROR || msg.starts_with("panic:") {
+            last_error = Some(msg.chars().take(300).collect());
+        }
         match level {
             tracing::Level::ERROR => tracing::error!(target: "etcd", node = %node, "{msg}"),
             tracing::Level::WARN => tracing::warn!(target: "etcd", node = %node, "{msg}"),
@@ -56,6 +61,7 @@ pub async fn forward(stream: impl AsyncRead + Unpin, node: String) {
             _ => tracing::info!(target: "etcd", node = %node, "{msg}"),
         }
     }
+    last_error
 }
 
 #[cfg(test)]

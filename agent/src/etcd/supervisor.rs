@@ -26,6 +26,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A child that ran this long before dying gets the short backoff again.
 const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// An exit this soon after the start counts as a failure to start.
+const QUICK_EXIT: Duration = Duration::from_secs(30);
 
 /// Requests to the supervisor.
 #[derive(Debug)]
@@ -48,6 +50,10 @@ pub struct ProcessState {
     /// Unexpected exits so far.
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// Consecutive exits within 30 s of a start (reset when etcd keeps running).
+    pub quick_failures: u32,
+    /// etcd's last error or panic message before it exited.
+    pub last_error: Option<String>,
 }
 
 /// Delay before the next restart, given the previous delay and how long the child ran.
@@ -72,6 +78,8 @@ pub struct Supervisor {
 struct Running {
     child: Child,
     started: Instant,
+    /// The stderr forwarder; it returns etcd's last error line when etcd exits.
+    stderr: Option<tokio::task::JoinHandle<Option<String>>>,
 }
 
 impl Supervisor {
@@ -98,7 +106,18 @@ impl Supervisor {
                 biased;
                 _ = cancel.cancelled() => break,
                 status = exited => {
-                    let ran_for = running.take().map(|r| r.started.elapsed()).unwrap_or_default();
+                    let (ran_for, stderr) = running
+                        .take()
+                        .map(|r| (r.started.elapsed(), r.stderr))
+                        .unwrap_or_default();
+                    let last_error = match stderr {
+                        Some(h) => tokio::time::timeout(Duration::from_secs(2), h)
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                            .flatten(),
+                        None => None,
+                    };
                     let status = match status {
                         Ok(s) => s.to_string(),
                         Err(e) => e.to_string(),
@@ -107,12 +126,14 @@ impl Supervisor {
                     let delay = next_backoff(backoff, ran_for);
                     backoff = Some(delay);
                     restart_at = Some(Instant::now() + delay);
-                    tracing::warn!(%status, ran_for = ?ran_for, restart_in = ?delay, "etcd exited unexpectedly");
+                    tracing::warn!(%status, ran_for = ?ran_for, restart_in = ?delay, last_error = ?last_error, "etcd exited unexpectedly");
                     self.state.send_modify(|s| {
                         s.pid = None;
                         s.started_at = None;
                         s.restarts += 1;
                         s.last_exit = Some(status);
+                        s.quick_failures = if ran_for < QUICK_EXIT { s.quick_failures + 1 } else { 0 };
+                        s.last_error = last_error;
                     });
                 }
                 _ = restart => {
@@ -137,7 +158,11 @@ impl Supervisor {
                             desired = Some(launch);
                             backoff = None;
                             restart_at = Some(Instant::now());
-                            self.state.send_modify(|s| s.desired = true);
+                            self.state.send_modify(|s| {
+                                s.desired = true;
+                                s.quick_failures = 0;
+                                s.last_error = None;
+                            });
                         }
                     }
                     Some(EtcdCommand::Restart) => {
@@ -213,9 +238,10 @@ impl Supervisor {
                 if let Some(out) = child.stdout.take() {
                     self.tracker.spawn(logs::forward(out, self.node.clone()));
                 }
-                if let Some(err) = child.stderr.take() {
-                    self.tracker.spawn(logs::forward(err, self.node.clone()));
-                }
+                let stderr = child
+                    .stderr
+                    .take()
+                    .map(|err| self.tracker.spawn(logs::forward(err, self.node.clone())));
                 self.state.send_modify(|s| {
                     s.pid = pid;
                     s.started_at = Some(SystemTime::now());
@@ -223,6 +249,7 @@ impl Supervisor {
                 Some(Running {
                     child,
                     started: Instant::now(),
+                    stderr,
                 })
             }
             Err(e) => {

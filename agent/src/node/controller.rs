@@ -19,7 +19,9 @@ use super::NodeError;
 use crate::api::ApiMaterial;
 use crate::config::Settings;
 use crate::etcd::client::ClientTls;
-use crate::etcd::{data, ClusterState, EtcdCommand, EtcdHealth, EtcdLaunch, TlsFiles};
+use crate::etcd::{
+    data, ClusterState, EtcdCommand, EtcdHealth, EtcdLaunch, ProcessState, TlsFiles,
+};
 use crate::fsutil;
 use crate::gossip::{GossipCommand, GossipView, NodeMeta};
 use crate::liveness::Heartbeat;
@@ -37,6 +39,9 @@ const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
 /// How often a learner asks to be promoted while it catches up.
 const PROMOTE_RETRY: Duration = Duration::from_millis(500);
 
+/// Consecutive quick etcd failures with a data error before the data counts as damaged.
+const DAMAGE_AFTER_FAILURES: u32 = 3;
+
 /// Marker: this host's member was healthy in a cluster once.
 const FORMED_MARKER: &str = "formed";
 /// Marker: this host left the cluster with `quorate leave`.
@@ -46,6 +51,7 @@ const LEFT_MARKER: &str = "left";
 pub struct ControllerIo {
     pub view: watch::Receiver<GossipView>,
     pub health: watch::Receiver<EtcdHealth>,
+    pub process: watch::Receiver<ProcessState>,
     pub gossip: mpsc::Sender<GossipCommand>,
     pub etcd: mpsc::Sender<EtcdCommand>,
     pub probe_target: watch::Sender<Option<String>>,
@@ -199,6 +205,11 @@ impl Controller {
             self.cluster_at = None;
         }
         let s = &self.settings;
+        let process = self.io.process.borrow().clone();
+        let damaged = (process.quick_failures >= DAMAGE_AFTER_FAILURES)
+            .then_some(process.last_error.as_deref())
+            .flatten()
+            .filter(|e| data::looks_damaged(e));
         let facts = Facts {
             me: &s.name,
             seed: s.seed,
@@ -215,6 +226,7 @@ impl Controller {
             member_id: health.member_id,
             is_learner: health.reachable && health.is_learner,
             cluster: &self.cluster,
+            damaged,
             view,
             me_candidate: Candidate {
                 name: s.name.clone(),
@@ -328,6 +340,22 @@ impl Controller {
             } => {
                 self.start_etcd(*state, initial_cluster.clone()).await?;
             }
+            Step::MoveDataAside { reason } => {
+                self.stop_etcd().await?;
+                let data = s.etcd_data_dir();
+                let aside = s.state_dir.join(format!("etcd.damaged-{}", unix_now()));
+                std::fs::rename(&data, &aside).map_err(|source| fsutil::FsError {
+                    op: "move aside",
+                    path: data.clone(),
+                    source,
+                })?;
+                tracing::warn!(
+                    %reason,
+                    moved_to = %aside.display(),
+                    "etcd's data is damaged; moved it aside (not deleted) and rejoining as a new member"
+                );
+                self.forget_cluster();
+            }
         }
         Ok(true)
     }
@@ -354,6 +382,20 @@ impl Controller {
             .map_err(|_| NodeError::ShuttingDown)?;
         self.io.probe_target.send_replace(Some(url));
         self.etcd_desired = true;
+        Ok(())
+    }
+
+    /// Stops etcd and waits until it has exited.
+    async fn stop_etcd(&mut self) -> Result<(), NodeError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.io
+            .etcd
+            .send(EtcdCommand::Stop(tx))
+            .await
+            .map_err(|_| NodeError::ShuttingDown)?;
+        rx.await.map_err(|_| NodeError::ShuttingDown)?;
+        self.io.probe_target.send_replace(None);
+        self.etcd_desired = false;
         Ok(())
     }
 
@@ -540,6 +582,10 @@ impl Controller {
             Step::Promote { .. } => (
                 Phase::Joining,
                 "learner: catching up, to be promoted to a voting member".into(),
+            ),
+            Step::MoveDataAside { reason } => (
+                Phase::Degraded,
+                format!("etcd's data is damaged ({reason}); moving it aside"),
             ),
             Step::Steady if ready => {
                 let leader = health

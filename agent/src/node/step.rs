@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use super::membership::{join_action, JoinAction, MemberView};
+use super::membership::{join_action, removal_is_safe, JoinAction, MemberView};
 use crate::etcd::ClusterState;
 use crate::gossip::GossipView;
 use crate::phase::Phase;
@@ -63,6 +63,8 @@ pub struct Facts<'a> {
     pub is_learner: bool,
     /// The running cluster's membership, when asked.
     pub cluster: &'a ClusterKnowledge,
+    /// etcd keeps failing to start on this host's data, with this message about the data.
+    pub damaged: Option<&'a str>,
     pub view: &'a GossipView,
     /// This agent as a plan candidate.
     pub me_candidate: Candidate,
@@ -98,6 +100,9 @@ pub enum Step {
     RemoveMember { id: u64 },
     /// Promote this host's learner to a voter (etcd refuses until it has caught up).
     Promote { id: u64 },
+    /// Stop etcd and move its damaged data directory aside (never delete it); the host then
+    /// rejoins like a replaced one.
+    MoveDataAside { reason: String },
     /// etcd is running; watch its health.
     Steady,
 }
@@ -206,6 +211,33 @@ fn joining(reason: String) -> Step {
     }
 }
 
+/// etcd cannot read this host's data. It may be moved aside only if the cluster keeps quorum
+/// without this member (then the data is not needed: the others hold everything).
+fn damaged_step(f: &Facts<'_>, why: &str) -> Step {
+    let degraded = |reason: String| Step::Wait {
+        phase: Phase::Degraded,
+        reason,
+    };
+    match f.cluster {
+        ClusterKnowledge::Unknown => Step::QueryCluster,
+        ClusterKnowledge::Unreachable(e) => degraded(format!(
+            "etcd's data looks damaged ({why}); waiting for the other members to answer ({e})"
+        )),
+        ClusterKnowledge::Members(members) => {
+            let mine = members.iter().find(|m| m.name == f.me);
+            match mine.map(|m| removal_is_safe(members, m.id)) {
+                Some(Ok(())) | None => Step::MoveDataAside {
+                    reason: why.to_owned(),
+                },
+                Some(Err(e)) => degraded(format!(
+                    "etcd's data looks damaged ({why}), but the cluster cannot do without this \
+                     member: {e}. Restore from a snapshot (docs/operations.md)"
+                )),
+            }
+        }
+    }
+}
+
 /// Run, resume, bootstrap or join.
 fn etcd_step(f: &Facts<'_>, plan: &Plan) -> Step {
     if f.left {
@@ -214,6 +246,9 @@ fn etcd_step(f: &Facts<'_>, plan: &Plan) -> Step {
             reason: "this host left the cluster (quorate leave); restart the agent to join again"
                 .into(),
         };
+    }
+    if let (true, Some(why)) = (f.etcd_desired && f.has_member, f.damaged) {
+        return damaged_step(f, why);
     }
     if f.etcd_desired {
         return match (f.is_learner, f.member_id) {
@@ -410,6 +445,7 @@ mod tests {
             member_id: None,
             is_learner: false,
             cluster: &ClusterKnowledge::Unknown,
+            damaged: None,
             view,
             me_candidate: Candidate {
                 name: me.into(),
@@ -643,6 +679,49 @@ mod tests {
         ]);
         f.cluster = &members;
         assert_eq!(next_step(&f), start(ClusterState::New, None));
+    }
+
+    #[test]
+    fn damaged_data_is_moved_aside_only_when_the_cluster_can_do_without_it() {
+        let p = plan(&[("a", "10.0.0.1"), ("b", "10.0.0.2"), ("c", "10.0.0.3")]);
+        let v = view(
+            vec![formed(issuer("a", test_hash(1))), formed(meta("b"))],
+            vec![p.clone()],
+        );
+        let mut f = facts("c", false, &v);
+        f.plan = Some(&p);
+        f.local_ca = Some(test_hash(1));
+        f.cert = CertState::Valid;
+        f.has_member = true;
+        f.etcd_desired = true;
+        f.damaged = Some("walpb: crc mismatch");
+        assert_eq!(next_step(&f), Step::QueryCluster);
+        let healthy = ClusterKnowledge::Members(vec![
+            mv(1, "a", "10.0.0.1", false, true),
+            mv(2, "b", "10.0.0.2", false, true),
+            mv(3, "c", "10.0.0.3", false, false),
+        ]);
+        f.cluster = &healthy;
+        assert!(matches!(next_step(&f), Step::MoveDataAside { .. }));
+        // With b down as well, c's data may be needed: keep it, say so.
+        let degraded = ClusterKnowledge::Members(vec![
+            mv(1, "a", "10.0.0.1", false, true),
+            mv(2, "b", "10.0.0.2", false, false),
+            mv(3, "c", "10.0.0.3", false, false),
+        ]);
+        f.cluster = &degraded;
+        assert!(
+            matches!(next_step(&f), Step::Wait { phase: Phase::Degraded, reason } if reason.contains("snapshot"))
+        );
+        let unreachable = ClusterKnowledge::Unreachable("timeout".into());
+        f.cluster = &unreachable;
+        assert!(matches!(
+            next_step(&f),
+            Step::Wait {
+                phase: Phase::Degraded,
+                ..
+            }
+        ));
     }
 
     #[test]
