@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{ApiMaterial, ApiServer};
 use crate::config::Settings;
+use crate::control;
 use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
 use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner, NodeId};
@@ -54,6 +55,12 @@ pub enum AgentError {
     State(#[from] NodeError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot create the control socket {path}: {source}")]
+    Control {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 async fn bind_tcp(
@@ -88,6 +95,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (target_tx, target_rx) = watch::channel(None);
     let (api_tx, api_rx) = watch::channel(ApiMaterial::default());
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    let (control_tx, control_rx) = mpsc::channel(4);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -105,6 +113,11 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let api_listener = bind_tcp(settings.api_bind(), "agent API", "ports.api / bind_addr").await?;
     let health_listener =
         bind_tcp(settings.health_listen, "health endpoint", "health.listen").await?;
+    let control_listener =
+        control::bind(&settings.state_dir).map_err(|source| AgentError::Control {
+            path: settings.state_dir.join(control::SOCKET_NAME),
+            source,
+        })?;
     let controller = Controller::load(
         settings.clone(),
         ControllerIo {
@@ -116,6 +129,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             probe_target: target_tx,
             api: api_tx,
             status: status_tx,
+            control: control_rx,
             heartbeat: liveness.register("controller"),
         },
     )?;
@@ -167,6 +181,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         .run(cancel.clone()),
     );
     tracker.spawn(controller.run(cancel.clone()));
+    tracker.spawn(control::serve(control_listener, control_tx, cancel.clone()));
     let liveness = Arc::new(liveness);
     tracker.spawn(health::serve(
         health_listener,

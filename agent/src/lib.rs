@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod etcd;
 pub mod fsutil;
 pub mod gossip;

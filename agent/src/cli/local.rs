@@ -78,6 +78,24 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorate leave`.
+pub async fn leave(settings: &Settings, force: bool) -> anyhow::Result<()> {
+    let path = if force {
+        "/v1/leave?force=true"
+    } else {
+        "/v1/leave"
+    };
+    let (code, body) = crate::control::post_request(&settings.state_dir, path)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if code == 200 {
+        print!("{body}");
+        Ok(())
+    } else {
+        bail!("{}", body.trim_end())
+    }
+}
+
 /// `quorate env`: ETCDCTL_* for the local member, using this node's certificate.
 pub async fn env(settings: &Settings) -> anyhow::Result<()> {
     let pki = PkiStore::new(settings.pki_dir());

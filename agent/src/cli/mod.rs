@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
-pub use local::{config_check, env, status};
+pub use local::{config_check, env, leave, status};
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -50,6 +50,13 @@ pub enum Command {
     },
     /// Print ETCDCTL_* variables for talking to the local member with this node's certificate.
     Env,
+    /// Remove this host's member from the cluster (refused if that would cost quorum), stop
+    /// etcd and keep the host out until the agent is started again.
+    Leave {
+        /// Leave even if the cluster loses quorum or cannot be reached.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,133 @@
+//! The local control socket: `<state_dir>/control.sock`, mode 0600, so only root and the
+//! service user can reach it. It carries the operator's requests that change the cluster
+//! (`quorate leave`), which must not be open to every local user as the health port is.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// File name of the socket in the state directory.
+pub const SOCKET_NAME: &str = "control.sock";
+/// How long a request may take (leaving waits for etcd to stop).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Requests for the controller.
+#[derive(Debug)]
+pub enum ControlCommand {
+    /// Remove this host's member from the cluster and stop etcd.
+    Leave {
+        force: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// Binds the socket (replacing a stale one) with mode 0600.
+pub fn bind(state_dir: &Path) -> std::io::Result<UnixListener> {
+    let path = state_dir.join(SOCKET_NAME);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+#[derive(Deserialize)]
+struct LeaveParams {
+    #[serde(default)]
+    force: bool,
+}
+
+/// Serves the socket until `cancel`.
+pub async fn serve(
+    listener: UnixListener,
+    commands: mpsc::Sender<ControlCommand>,
+    cancel: CancellationToken,
+) {
+    let router = Router::new()
+        .route("/v1/leave", post(leave))
+        .with_state(commands);
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "control socket failed");
+    }
+}
+
+async fn leave(
+    State(commands): State<mpsc::Sender<ControlCommand>>,
+    Query(params): Query<LeaveParams>,
+) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    if commands
+        .send(ControlCommand::Leave {
+            force: params.force,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping\n".into(),
+        );
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(Ok(Ok(message))) => (StatusCode::OK, format!("{message}\n")),
+        Ok(Ok(Err(message))) => (StatusCode::CONFLICT, format!("{message}\n")),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "no answer from the agent\n".into(),
+        ),
+    }
+}
+
+/// Client side: POSTs `path` on the socket in `state_dir`; returns (status, body).
+pub async fn post_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
+    let socket: PathBuf = state_dir.join(SOCKET_NAME);
+    let request = async {
+        let stream = UnixStream::connect(&socket).await.map_err(|e| {
+            format!(
+                "cannot connect to {}: {e}. Is the agent running, and are you root or the \
+                 service user?",
+                socket.display()
+            )
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(conn);
+        let req = hyper::Request::post(path)
+            .header(hyper::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        driver.abort();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), request)
+        .await
+        .map_err(|_| "the agent did not answer in time".to_owned())?
+}

@@ -1,0 +1,61 @@
+//! `quorate leave`: a host takes itself out of the cluster, unless that would cost quorum; a
+//! later start of its agent joins it again as a new member.
+
+use quorate::phase::Phase;
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
+
+#[test]
+fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart() {
+    let mut c = Cluster::new(3);
+    c.start_all();
+    c.wait_ready(FORM_TIMEOUT);
+    let cert = c.client_cert(0, "leave");
+    c.etcdctl_ok(0, &cert, &["put", "/leave/key", "kept"]);
+    let old_member = c.agents[2].status().unwrap().etcd.member_id;
+
+    // n3 leaves a healthy three-member cluster: allowed.
+    let o = c.agents[2].cli(&["leave"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("left the cluster"), "{out}");
+    let s = c.agents[2].status().unwrap();
+    assert_eq!(s.phase, Phase::Left);
+    assert!(s.etcd.pid.is_none(), "etcd still runs after leave");
+    assert!(c.agents[2].ready().is_err());
+    let list = c.etcdctl_ok(0, &cert, &["member", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    assert!(!list.contains("n3"), "{list}");
+
+    // With n2 down, n1 leaving would leave n2 alone and unreachable: refused.
+    c.agents[1].stop();
+    let o = c.agents[0].cli(&["leave"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "n1 left although that costs quorum");
+    assert!(err.contains("quorum") && err.contains("--force"), "{err}");
+    c.agents[1].start();
+    wait_for("n1 and n2 ready", FORM_TIMEOUT, || {
+        c.agents[0].ready()?;
+        c.agents[1].ready()
+    });
+
+    // A restarted n3 joins afresh, as a new member.
+    c.agents[2].stop();
+    c.agents[2].start();
+    wait_for("n3 to rejoin", FORM_TIMEOUT * 2, || {
+        c.agents[2].ready()?;
+        let s = c.agents[2].status()?;
+        if s.etcd.members.len() == 3 && s.etcd.members.iter().all(|m| !m.is_learner) {
+            Ok(s)
+        } else {
+            Err(format!("{:?}", s.etcd.members))
+        }
+    });
+    assert_ne!(c.agents[2].status().unwrap().etcd.member_id, old_member);
+    let v = c.etcdctl_ok(2, &cert, &["get", "/leave/key", "--print-value-only"]);
+    assert_eq!(v.trim(), "kept");
+}
