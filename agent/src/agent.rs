@@ -26,6 +26,7 @@ use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
 use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner, NodeId};
 use crate::health::{self, HealthState};
+use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
 use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, NodeError, NodeStatus};
@@ -96,6 +97,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (api_tx, api_rx) = watch::channel(ApiMaterial::default());
     let (status_tx, status_rx) = watch::channel(NodeStatus::default());
     let (control_tx, control_rx) = mpsc::channel(4);
+    let (issuer_tx, issuer_rx) = watch::channel(None);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -130,6 +132,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             api: api_tx,
             status: status_tx,
             control: control_rx,
+            issuer: issuer_rx,
             heartbeat: liveness.register("controller"),
         },
     )?;
@@ -181,6 +184,15 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         .run(cancel.clone()),
     );
     tracker.spawn(controller.run(cancel.clone()));
+    tracker.spawn(
+        IssuerTask {
+            settings: settings.clone(),
+            health: health_rx.clone(),
+            issuer: issuer_tx,
+            heartbeat: liveness.register("issuer election"),
+        }
+        .run(cancel.clone()),
+    );
     tracker.spawn(control::serve(control_listener, control_tx, cancel.clone()));
     let liveness = Arc::new(liveness);
     tracker.spawn(health::serve(

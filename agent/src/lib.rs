@@ -2,6 +2,7 @@
 //!
 //! See docs/architecture.md for the tasks and phases; each module's header says its concern.
 
+pub mod aead;
 pub mod agent;
 pub mod api;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod etcd;
 pub mod fsutil;
 pub mod gossip;
 pub mod health;
+pub mod issuer;
 pub mod liveness;
 pub mod metrics;
 pub mod node;

@@ -1,18 +1,16 @@
-//! The gossip envelope: every datagram is sealed with ChaCha20-Poly1305 under a key derived
-//! from the join token. Receivers open it before anything else looks at the bytes, so a packet
-//! from someone without the token is dropped (and counted) before it reaches foca's decoder.
+//! The gossip envelope: every datagram is sealed ([`crate::aead`]) under a key derived from
+//! the join token. Receivers open it before anything else looks at the bytes, so a packet from
+//! someone without the token is dropped (and counted) before it reaches foca's decoder.
 //!
-//! Layout: `version (1) | nonce (12) | ciphertext | tag (16)`; the version byte is also the
+//! Layout: `version (1) | nonce (12) | ciphertext | tag (16)`; the version byte is the
 //! associated data, so it cannot be changed without failing authentication.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::aead::{self, Aead};
 
 const VERSION: u8 = 1;
-const TAG_LEN: usize = 16;
 
 /// Bytes an envelope adds to a payload.
-pub const OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
+pub const OVERHEAD: usize = 1 + aead::OVERHEAD;
 
 /// Why a datagram was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,40 +25,21 @@ pub enum OpenError {
 
 /// Seals and opens datagrams with one key.
 pub struct Envelope {
-    key: LessSafeKey,
-    rng: SystemRandom,
+    aead: Aead,
 }
 
 impl Envelope {
     pub fn new(key: &[u8; 32]) -> Self {
-        // A 32-byte key is exactly what CHACHA20_POLY1305 takes, so this cannot fail.
-        let unbound = UnboundKey::new(&aead::CHACHA20_POLY1305, key)
-            .unwrap_or_else(|_| unreachable!("32-byte key for ChaCha20-Poly1305"));
         Self {
-            key: LessSafeKey::new(unbound),
-            rng: SystemRandom::new(),
+            aead: Aead::new(key),
         }
     }
 
     /// Encrypts and authenticates `payload`.
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        // Random 96-bit nonces: collisions become likely only after ~2^48 datagrams per key.
-        if self.rng.fill(&mut nonce).is_err() {
-            nonce = rand::random();
-        }
         let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
         out.push(VERSION);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(payload);
-        let mut body = out.split_off(1 + NONCE_LEN);
-        // seal_in_place_append_tag only fails if the payload exceeds ChaCha's 256 GiB limit.
-        let _ = self.key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from([VERSION]),
-            &mut body,
-        );
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&self.aead.seal(&[VERSION], payload));
         out
     }
 
@@ -72,20 +51,9 @@ impl Envelope {
         if datagram[0] != VERSION {
             return Err(OpenError::UnknownVersion(datagram[0]));
         }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&datagram[1..1 + NONCE_LEN]);
-        let mut body = datagram[1 + NONCE_LEN..].to_vec();
-        let plain_len = self
-            .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from([VERSION]),
-                &mut body,
-            )
-            .map_err(|_| OpenError::Unauthenticated)?
-            .len();
-        body.truncate(plain_len);
-        Ok(body)
+        self.aead
+            .open(&[VERSION], &datagram[1..])
+            .map_err(|_| OpenError::Unauthenticated)
     }
 }
 

@@ -73,6 +73,33 @@ pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberVie
             )),
         },
         None => {
+            let dead: Vec<&MemberView> = members
+                .iter()
+                .filter(|m| !m.is_learner && !m.healthy)
+                .collect();
+            if !dead.is_empty() && has_quorum(members) {
+                let names: Vec<String> = dead
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} ({:x})",
+                            if m.name.is_empty() {
+                                "unstarted"
+                            } else {
+                                &m.name
+                            },
+                            m.id
+                        )
+                    })
+                    .collect();
+                return JoinAction::Wait(format!(
+                    "etcd accepts a new member only while every voting member is reachable, and \
+                     {} {} not: remove it with `etcdctl member remove <id>`, or set \
+                     remove_dead_after to let quorate do it",
+                    names.join(", "),
+                    if dead.len() == 1 { "is" } else { "are" }
+                ));
+            }
             if members.iter().any(|m| m.is_learner) {
                 JoinAction::Wait(
                     "another host is joining as a learner; etcd allows one at a time".into(),
@@ -270,6 +297,19 @@ mod tests {
         assert!(matches!(
             join_action("c", &url(3), false, &members),
             JoinAction::Wait(w) if w.contains("unique")
+        ));
+    }
+
+    #[test]
+    fn a_dead_voter_blocks_joins_with_a_clear_message() {
+        let members = [
+            m(1, "a", false, false),
+            m(2, "b", false, true),
+            m(3, "c", false, true),
+        ];
+        assert!(matches!(
+            join_action("d", &url(4), false, &members),
+            JoinAction::Wait(w) if w.contains("a (1)") && w.contains("remove_dead_after")
         ));
     }
 

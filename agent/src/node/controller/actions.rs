@@ -82,7 +82,7 @@ impl Controller {
                 self.pki.save_ca(&ca)?;
                 tracing::info!(ca_hash = %ca.hash(), "created the cluster CA");
                 self.set_ca_pem(ca.cert_pem().to_owned());
-                self.ca = Some(Arc::new(ca));
+                self.disk_ca = Some(Arc::new(ca));
             }
             Step::DecidePlan(members) => {
                 let Some(ca_hash) = self.ca_hash else {
@@ -105,7 +105,7 @@ impl Controller {
                 self.adopt(plan.clone()).await;
             }
             Step::IssueOwnCert => {
-                let Some(ca) = self.ca.clone() else {
+                let Some(ca) = self.signing_ca() else {
                     return Ok(false);
                 };
                 certs::issue_own(&s, &self.pki, &ca)?;
@@ -265,10 +265,9 @@ impl Controller {
                 .map_err(|e| tracing::warn!(error = %e, "cannot build the API's TLS config"))
                 .ok()
         })();
-        self.io.api.send_replace(ApiMaterial {
-            tls,
-            ca: self.ca.clone(),
-        });
+        let ca = self.signing_ca();
+        self.api_signing = ca.is_some();
+        self.io.api.send_replace(ApiMaterial { tls, ca });
     }
 
     pub(super) fn launch(&self, plan: &Plan, state: ClusterState) -> EtcdLaunch {

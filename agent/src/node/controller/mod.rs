@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 mod actions;
 mod leave;
+mod maintenance;
 
 use actions::import_operator_ca;
 
@@ -58,6 +59,8 @@ pub struct ControllerIo {
     pub api: watch::Sender<ApiMaterial>,
     pub status: watch::Sender<NodeStatus>,
     pub control: mpsc::Receiver<crate::control::ControlCommand>,
+    /// The CA while this agent is the elected issuer (see `issuer::IssuerTask`).
+    pub issuer: watch::Receiver<Option<Arc<CertificateAuthority>>>,
     pub heartbeat: Heartbeat,
 }
 
@@ -66,7 +69,11 @@ pub struct Controller {
     settings: Arc<Settings>,
     pki: PkiStore,
     plans: PlanStore,
-    ca: Option<Arc<CertificateAuthority>>,
+    /// The CA key on this host's disk (the seed, or an operator-supplied CA).
+    disk_ca: Option<Arc<CertificateAuthority>>,
+    /// Whether the API currently has signing material (to republish on a role change).
+    api_signing: bool,
+    last_seen: maintenance::LastSeen,
     ca_pem: Option<String>,
     ca_hash: Option<CaHash>,
     plan: Option<Plan>,
@@ -112,7 +119,9 @@ impl Controller {
             settings,
             pki,
             plans,
-            ca,
+            disk_ca: ca,
+            api_signing: false,
+            last_seen: maintenance::LastSeen::default(),
             ca_pem,
             ca_hash,
             plan,
@@ -138,6 +147,9 @@ impl Controller {
             self.io.heartbeat.beat();
             let view = self.io.view.borrow_and_update().clone();
             let health = self.io.health.borrow_and_update().clone();
+            if self.signing_ca().is_some() != self.api_signing {
+                self.publish_api_material();
+            }
             let step = self.decide(&view, &health);
             if self.last_step.as_ref() != Some(&step) {
                 match &step {
@@ -178,6 +190,9 @@ impl Controller {
                 }
             };
             self.publish(&step, &view, &health).await;
+            if step == Step::Steady {
+                self.maintain(&view, &health).await;
+            }
             self.last_step = Some(step);
             if progressed {
                 continue;
@@ -192,6 +207,7 @@ impl Controller {
                 _ = cancel.cancelled() => break,
                 _ = self.io.view.changed() => {}
                 _ = self.io.health.changed() => {}
+                _ = self.io.issuer.changed() => {}
                 Some(command) = self.io.control.recv() => {
                     let view = self.io.view.borrow().clone();
                     self.handle_control(command, &view).await;
@@ -199,6 +215,13 @@ impl Controller {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// The CA this agent signs with, if it is the issuer: the one on disk until the cluster
+    /// has formed (the seed bootstraps everyone), then only while it holds the issuer lease.
+    fn signing_ca(&self) -> Option<Arc<CertificateAuthority>> {
+        let elected = self.io.issuer.borrow().clone();
+        elected.or_else(|| (!self.formed_here).then(|| self.disk_ca.clone()).flatten())
     }
 
     fn decide(&mut self, view: &GossipView, health: &EtcdHealth) -> Step {
@@ -221,7 +244,7 @@ impl Controller {
             expect: s.bootstrap_expect,
             pin: s.ca_pin,
             local_ca: self.ca_hash,
-            holds_ca_key: self.ca.is_some(),
+            holds_ca_key: self.signing_ca().is_some(),
             plan: self.plan.as_ref(),
             cert: cert_state(self.cert.as_ref(), SystemTime::now()),
             has_member: data::has_member(&s.etcd_data_dir()),
@@ -257,7 +280,7 @@ impl Controller {
             phase,
             message,
             ready,
-            issuer: self.ca.is_some(),
+            issuer: self.signing_ca().is_some(),
             ca_hash: self.ca_hash,
             plan: self.plan.clone(),
             certificate: self.cert.as_ref().map(|c| CertSummary::of(&c.info)),
@@ -280,7 +303,7 @@ impl Controller {
             peer_url: s.peer_url(),
             client_url: s.client_url(),
             seed: s.seed,
-            issuer: self.ca.is_some(),
+            issuer: self.signing_ca().is_some(),
             phase,
             ca_hash: self.ca_hash,
             plan_id: self.plan.as_ref().map(Plan::id),

@@ -1,0 +1,207 @@
+//! The issuer election. Once the cluster is formed, exactly one agent signs certificates: the
+//! one holding the etcd key `/quorate/issuer` under a 10 s lease it keeps alive. Voting
+//! members whose etcd is healthy campaign; the seed at once and the others after a grace
+//! period, so the seed is the issuer while it lives. When the holder dies its lease expires and
+//! another member takes over, unsealing the CA from `/quorate/ca` into memory. The agent that
+//! holds the CA key on disk (the seed) first makes sure the sealed CA is stored in etcd.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::sealed::{SealedCa, UnsealError};
+use crate::config::Settings;
+use crate::etcd::client::{connect, short_error, ClientTls};
+use crate::etcd::EtcdHealth;
+use crate::liveness::Heartbeat;
+use crate::pki::{CertificateAuthority, PkiStore};
+use crate::token::KeyPurpose;
+
+/// etcd key of the issuer lock.
+pub const ISSUER_KEY: &str = "/quorate/issuer";
+/// etcd key of the sealed CA.
+pub const CA_KEY: &str = "/quorate/ca";
+const LEASE_TTL: i64 = 10;
+/// Non-seed agents wait this long after their member became healthy before campaigning.
+const GRACE: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Errors of one term.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("etcd: {0}")]
+    Etcd(String),
+    #[error(transparent)]
+    Unseal(#[from] UnsealError),
+    #[error("etcd holds the CA {stored}, but this agent's CA is {ours}: two CAs for one cluster")]
+    CaConflict { stored: String, ours: String },
+    #[error("no certificate to talk to etcd with")]
+    NoCertificate,
+    #[error("cannot read the local CA: {0}")]
+    Pki(#[from] crate::pki::PkiError),
+}
+
+fn etcd(e: etcd_client::Error) -> IssuerError {
+    IssuerError::Etcd(short_error(&e))
+}
+
+/// The election task. It publishes the CA while this agent is the issuer.
+pub struct IssuerTask {
+    pub settings: Arc<Settings>,
+    pub health: watch::Receiver<EtcdHealth>,
+    pub issuer: watch::Sender<Option<Arc<CertificateAuthority>>>,
+    pub heartbeat: Heartbeat,
+}
+
+impl IssuerTask {
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut healthy_since: Option<Instant> = None;
+        loop {
+            self.heartbeat.beat();
+            if self.voter_healthy() {
+                let since = *healthy_since.get_or_insert_with(Instant::now);
+                if self.settings.seed || since.elapsed() >= GRACE {
+                    if let Err(e) = self.term(&cancel).await {
+                        tracing::warn!(error = %e, "issuer election");
+                    }
+                    self.issuer.send_replace(None);
+                }
+            } else {
+                healthy_since = None;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = self.health.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        self.issuer.send_replace(None);
+    }
+
+    fn voter_healthy(&self) -> bool {
+        let h = self.health.borrow();
+        h.healthy() && !h.is_learner
+    }
+
+    /// One attempt: store the CA if we hold it, campaign, and if we win, serve until the lease
+    /// is lost, the member becomes unhealthy, or the agent stops.
+    async fn term(&mut self, cancel: &CancellationToken) -> Result<(), IssuerError> {
+        let pki = PkiStore::new(self.settings.pki_dir());
+        let tls = ClientTls::from_store(&pki).ok_or(IssuerError::NoCertificate)?;
+        let url = self.settings.client_url();
+        let mut client = connect(&[url], &tls, TIMEOUT).await.map_err(etcd)?;
+        let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
+        let disk_ca = pki.load_ca()?;
+        if let Some(ca) = &disk_ca {
+            store_ca(&mut client, ca, &seal_key).await?;
+        }
+        let lease = client
+            .lease_grant(LEASE_TTL, None)
+            .await
+            .map_err(etcd)?
+            .id();
+        let name = self.settings.name.clone();
+        let campaign = Txn::new()
+            .when([Compare::create_revision(ISSUER_KEY, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                ISSUER_KEY,
+                name.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([TxnOp::get(ISSUER_KEY, None)]);
+        let won = client.txn(campaign).await.map_err(etcd)?.succeeded();
+        if !won {
+            let _ = client.lease_revoke(lease).await;
+            return Ok(());
+        }
+        let ca = match disk_ca {
+            Some(ca) => ca,
+            None => load_ca(&mut client, &seal_key).await?,
+        };
+        tracing::info!(ca_hash = %ca.hash(), "this agent is now the certificate issuer");
+        self.issuer.send_replace(Some(Arc::new(ca)));
+        let result = self.hold(&mut client, lease, cancel).await;
+        self.issuer.send_replace(None);
+        let _ = client.lease_revoke(lease).await;
+        tracing::info!("this agent is no longer the certificate issuer");
+        result
+    }
+
+    async fn hold(
+        &mut self,
+        client: &mut Client,
+        lease: i64,
+        cancel: &CancellationToken,
+    ) -> Result<(), IssuerError> {
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await.map_err(etcd)?;
+        let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL as u64 / 3));
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    self.heartbeat.beat();
+                    if !self.voter_healthy() {
+                        return Ok(());
+                    }
+                    keeper.keep_alive().await.map_err(etcd)?;
+                    match tokio::time::timeout(TIMEOUT, responses.message()).await {
+                        Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                        _ => return Err(IssuerError::Etcd("the issuer lease was lost".into())),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stores the sealed CA unless one is there; a different one there is a conflict.
+async fn store_ca(
+    client: &mut Client,
+    ca: &CertificateAuthority,
+    key: &[u8; 32],
+) -> Result<(), IssuerError> {
+    let sealed = SealedCa::seal(ca, key);
+    let txn = Txn::new()
+        .when([Compare::create_revision(CA_KEY, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(CA_KEY, sealed.to_json(), None)])
+        .or_else([TxnOp::get(CA_KEY, None)]);
+    let resp = client.txn(txn).await.map_err(etcd)?;
+    if resp.succeeded() {
+        tracing::info!("stored the CA in etcd, sealed with the join token");
+        return Ok(());
+    }
+    let stored = stored_value(&resp.op_responses())
+        .ok_or_else(|| IssuerError::Etcd("the stored CA vanished".into()))?;
+    let stored = SealedCa::from_json(&stored)?.hash()?;
+    if stored != ca.hash() {
+        return Err(IssuerError::CaConflict {
+            stored: stored.to_string(),
+            ours: ca.hash().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads and unseals the CA from etcd.
+async fn load_ca(client: &mut Client, key: &[u8; 32]) -> Result<CertificateAuthority, IssuerError> {
+    let resp = client.get(CA_KEY, None).await.map_err(etcd)?;
+    let value = resp
+        .kvs()
+        .first()
+        .map(|kv| kv.value().to_vec())
+        .ok_or_else(|| IssuerError::Etcd(format!("{CA_KEY} is not in etcd yet")))?;
+    Ok(SealedCa::from_json(&value)?.unseal(key)?)
+}
+
+fn stored_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
+    responses.iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+        _ => None,
+    })
+}
