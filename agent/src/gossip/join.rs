@@ -1,7 +1,9 @@
 //! Finding the cluster: while this agent knows no live peer, announce to the configured `join`
 //! targets and to the peers remembered from the last run (with backoff); once connected, foca
-//! spreads the rest of the membership. The remembered peers (`peers.json`) let a seed, which
-//! usually has no `join` list, find its cluster again after a restart.
+//! spreads the rest of the membership, and a configured target that is still not a member (it
+//! started after our first announce) keeps getting an announce now and then, so that no agent
+//! stays on an island. The remembered peers (`peers.json`) let a seed, which usually has no
+//! `join` list, find its cluster again after a restart.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,8 @@ use crate::liveness::Heartbeat;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(10);
+/// While connected, how often configured targets that are not members get an announce.
+const MISSING_EVERY: Duration = Duration::from_secs(2);
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The join task's inputs.
@@ -33,6 +37,7 @@ impl Joiner {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut remembered = load_peers(&self.peers_file);
         let mut retry = FIRST_RETRY;
+        let mut last_missing_announce = tokio::time::Instant::now();
         loop {
             self.heartbeat.beat();
             let connected = self.view.borrow().live().next().is_some();
@@ -42,7 +47,29 @@ impl Joiner {
                     self.view.borrow().peers.iter().map(|p| p.id.addr).collect();
                 if known != remembered {
                     save_peers(&self.peers_file, &known);
-                    remembered = known;
+                    remembered = known.clone();
+                }
+                if last_missing_announce.elapsed() >= MISSING_EVERY {
+                    last_missing_announce = tokio::time::Instant::now();
+                    let missing: Vec<SocketAddr> = resolve(&self.targets)
+                        .await
+                        .into_iter()
+                        .filter(|a| !known.contains(a))
+                        .collect();
+                    if !missing.is_empty() {
+                        tracing::debug!(
+                            ?missing,
+                            "announcing to join targets that are not members"
+                        );
+                        if self
+                            .gossip
+                            .send(GossipCommand::AnnounceTo(missing))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
                 }
             } else {
                 let mut addrs = resolve(&self.targets).await;
@@ -61,7 +88,7 @@ impl Joiner {
                     }
                 }
             }
-            let wait = if connected { MAX_RETRY } else { retry };
+            let wait = if connected { MISSING_EVERY } else { retry };
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,

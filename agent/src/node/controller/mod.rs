@@ -74,6 +74,8 @@ pub struct Controller {
     /// Whether the API currently has signing material (to republish on a role change).
     api_signing: bool,
     last_seen: maintenance::LastSeen,
+    /// Another live agent announces that it is the issuer.
+    other_issuer: bool,
     ca_pem: Option<String>,
     ca_hash: Option<CaHash>,
     plan: Option<Plan>,
@@ -122,6 +124,7 @@ impl Controller {
             disk_ca: ca,
             api_signing: false,
             last_seen: maintenance::LastSeen::default(),
+            other_issuer: false,
             ca_pem,
             ca_hash,
             plan,
@@ -147,6 +150,7 @@ impl Controller {
             self.io.heartbeat.beat();
             let view = self.io.view.borrow_and_update().clone();
             let health = self.io.health.borrow_and_update().clone();
+            self.other_issuer = view.live_metas().any(|m| m.issuer);
             if self.signing_ca().is_some() != self.api_signing {
                 self.publish_api_material();
             }
@@ -217,11 +221,13 @@ impl Controller {
         }
     }
 
-    /// The CA this agent signs with, if it is the issuer: the one on disk until the cluster
-    /// has formed (the seed bootstraps everyone), then only while it holds the issuer lease.
+    /// The CA this agent signs with, if it is the issuer: while it holds the issuer lease, or,
+    /// for the agent with the CA on disk (the seed), as long as no other live agent announces
+    /// that it holds the lease. So there is always an issuer (the seed bootstraps everyone
+    /// before etcd exists), and in steady state exactly one.
     fn signing_ca(&self) -> Option<Arc<CertificateAuthority>> {
         let elected = self.io.issuer.borrow().clone();
-        elected.or_else(|| (!self.formed_here).then(|| self.disk_ca.clone()).flatten())
+        elected.or_else(|| (!self.other_issuer).then(|| self.disk_ca.clone()).flatten())
     }
 
     fn decide(&mut self, view: &GossipView, health: &EtcdHealth) -> Step {
