@@ -76,9 +76,13 @@ pub fn cert_spec(profile: &CertProfile, now: SystemTime, validity: Duration) -> 
     }
 }
 
-/// `now` minus [`CLOCK_SKEW_ALLOWANCE`] to `now + validity`, capped at what X.509 can express.
+/// `now` minus the clock-skew allowance to `now + validity`, capped at what X.509 can express.
+/// The allowance is [`CLOCK_SKEW_ALLOWANCE`], or a tenth of the lifetime for short-lived
+/// certificates, so that the renewal point (two thirds into the lifetime) always lies after
+/// the issuance.
 pub(crate) fn validity_window(now: SystemTime, validity: Duration) -> (SystemTime, SystemTime) {
-    let not_before = now.checked_sub(CLOCK_SKEW_ALLOWANCE).unwrap_or(UNIX_EPOCH);
+    let allowance = CLOCK_SKEW_ALLOWANCE.min(validity / 10);
+    let not_before = now.checked_sub(allowance).unwrap_or(UNIX_EPOCH);
     let latest = UNIX_EPOCH + MAX_X509_TIME;
     let not_after = now.checked_add(validity).map_or(latest, |t| t.min(latest));
     (not_before, not_after)
@@ -191,6 +195,17 @@ mod tests {
         assert!(spec.client_auth && !spec.server_auth);
         assert_eq!(spec.not_before, now - CLOCK_SKEW_ALLOWANCE);
         assert_eq!(spec.not_after, now + HOUR);
+    }
+
+    #[test]
+    fn short_lifetimes_are_renewed_after_issuance_not_before() {
+        let now = at(1_800_000_000);
+        let client = CertProfile::Client { name: "c".into() };
+        let spec = cert_spec(&client, now, Duration::from_secs(30));
+        assert_eq!(spec.not_before, now - Duration::from_secs(3));
+        let renew = renewal_time(spec.not_before, spec.not_after);
+        assert!(renew > now + Duration::from_secs(15), "{renew:?}");
+        assert!(!renewal_due(spec.not_before, spec.not_after, now));
     }
 
     #[test]
