@@ -21,6 +21,8 @@ pub struct Agent {
     pub name: String,
     pub addr: IpAddr,
     pub dir: PathBuf,
+    /// The network namespace the agent runs in, if any.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -33,6 +35,7 @@ impl Agent {
             name: name.to_owned(),
             addr,
             dir,
+            netns: None,
             child: None,
         };
         agent.write_config(config);
@@ -64,7 +67,7 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("open log");
-        let mut cmd = Command::new(crate::quorate_bin());
+        let mut cmd = self.command();
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("QUORATE_") {
                 cmd.env_remove(key);
@@ -170,9 +173,22 @@ impl Agent {
         }
     }
 
+    /// The `quorate` binary, inside the agent's network namespace if it has one. `ip netns
+    /// exec` execs in place, so the child's pid is the agent's.
+    fn command(&self) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(crate::quorate_bin());
+                c
+            }
+            None => Command::new(crate::quorate_bin()),
+        }
+    }
+
     /// Runs a `quorate` subcommand with this agent's config.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(crate::quorate_bin())
+        self.command()
             .arg("--config")
             .arg(self.config_path())
             .args(args)

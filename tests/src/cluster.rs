@@ -212,3 +212,26 @@ impl Cluster {
             .join("\n")
     }
 }
+
+impl Cluster {
+    /// `n` agents, host `i` in network namespace `lab.ns(i)` with address `lab.addr(i)`.
+    pub fn in_netns(lab: &crate::NetnsLab, n: usize) -> Self {
+        let mut c = Self::with(n, |i, b| {
+            let addr = lab.addr(i);
+            b.with(|cfg| {
+                cfg.advertise_addr = Some(addr);
+                cfg.health.listen = std::net::SocketAddr::new(addr, crate::agent::HEALTH_PORT);
+                cfg.join = if i == 0 {
+                    vec![]
+                } else {
+                    vec![lab.addr(0).to_string()]
+                };
+            })
+        });
+        for (i, a) in c.agents.iter_mut().enumerate() {
+            a.addr = lab.addr(i);
+            a.netns = Some(lab.ns(i));
+        }
+        c
+    }
+}

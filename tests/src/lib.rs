@@ -6,11 +6,13 @@
 pub mod agent;
 pub mod cluster;
 pub mod net;
+pub mod netns;
 pub mod wait;
 
 pub use agent::Agent;
 pub use cluster::Cluster;
 pub use net::Subnet;
+pub use netns::NetnsLab;
 pub use wait::wait_for;
 
 use std::path::PathBuf;

@@ -36,11 +36,27 @@ fn full_restart_resumes_the_same_cluster() {
     });
     assert!(reason.contains("waiting for peers 1/3"), "{reason}");
 
-    // Full stop, then start in reverse order.
+    // Full stop, then start in reverse order, one at a time: the first one back waits and says
+    // so on /readyz and in `quorate status`.
     c.agents[0].stop();
-    for i in (0..3).rev() {
-        c.agents[i].start();
-    }
+    c.agents[2].start();
+    let waiting = wait_for("n3 to say it waits", FORM_TIMEOUT, || {
+        match c.agents[2].get("/readyz") {
+            Ok((503, body)) if body.contains("waiting for peers 1/3") => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(waiting.contains("quorum"), "{waiting}");
+    let o = c.agents[2].cli(&["status"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("waiting for peers 1/3"), "{table}");
+    assert!(table.contains("Ready:       no"), "{table}");
+    c.agents[1].start();
+    wait_for("n2 and n3 to form a quorum", FORM_TIMEOUT, || {
+        c.agents[1].ready()?;
+        c.agents[2].ready()
+    });
+    c.agents[0].start();
     c.wait_ready(FORM_TIMEOUT);
 
     for (i, a) in c.agents.iter().enumerate() {
