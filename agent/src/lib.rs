@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod fsutil;
 pub mod gossip;
 pub mod health;
+pub mod http1;
 pub mod issuer;
 pub mod liveness;
 pub mod metrics;

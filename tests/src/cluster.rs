@@ -235,3 +235,79 @@ impl Cluster {
         c
     }
 }
+
+impl Cluster {
+    /// Starts every agent and waits until all are ready.
+    pub fn start_and_wait(&mut self) {
+        self.start_all();
+        self.wait_ready(FORM_TIMEOUT);
+    }
+
+    /// Writes `n` keys `prefix/i` = `v{i}` through the members in turn.
+    pub fn put_keys(&self, cert: &ClientCert, prefix: &str, n: usize) {
+        let members = self.agents.len();
+        for i in 0..n {
+            self.etcdctl_ok(
+                i % members,
+                cert,
+                &["put", &format!("{prefix}/{i}"), &format!("v{i}")],
+            );
+        }
+    }
+
+    /// Checks, through agent `via`, that the keys of [`Cluster::put_keys`] are all there.
+    pub fn check_keys(&self, via: usize, cert: &ClientCert, prefix: &str, n: usize) {
+        for i in 0..n {
+            let v = self.etcdctl_ok(
+                via,
+                cert,
+                &["get", &format!("{prefix}/{i}"), "--print-value-only"],
+            );
+            assert_eq!(
+                v.trim(),
+                format!("v{i}"),
+                "{prefix}/{i} through {}",
+                self.agents[via].name
+            );
+        }
+    }
+
+    /// Waits until agent `i` is ready and sees exactly `members` members, all voters.
+    pub fn wait_voters(&self, i: usize, members: usize, timeout: Duration) {
+        wait_for(
+            &format!(
+                "{} ready with {members} voting members",
+                self.agents[i].name
+            ),
+            timeout,
+            || {
+                self.agents[i].ready()?;
+                let s = self.agents[i].status()?;
+                if s.etcd.members.len() == members && s.etcd.members.iter().all(|m| !m.is_learner) {
+                    Ok(())
+                } else {
+                    Err(format!("members {:?}", s.etcd.members))
+                }
+            },
+        );
+    }
+}
+
+impl Cluster {
+    /// Retries an etcdctl command through agent `i` until it succeeds (for the moments right
+    /// after a member was lost, while the others elect a new leader); returns stdout.
+    pub fn etcdctl_eventually(&self, i: usize, cert: &ClientCert, args: &[&str]) -> String {
+        wait_for(
+            &format!("etcdctl {args:?} via {}", self.agents[i].name),
+            FORM_TIMEOUT,
+            || {
+                let o = self.etcdctl(i, Some(cert), args);
+                if o.status.success() {
+                    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).into_owned())
+                }
+            },
+        )
+    }
+}

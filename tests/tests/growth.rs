@@ -3,18 +3,14 @@
 
 use std::time::Duration;
 
-use quorate_tests::cluster::FORM_TIMEOUT;
 use quorate_tests::Cluster;
 
 #[test]
 fn three_grow_to_five_with_concurrent_joins() {
     let mut c = Cluster::new(3);
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(0, "growth");
-    for i in 0..10 {
-        c.etcdctl_ok(i % 3, &cert, &["put", &format!("/growth/{i}"), "before"]);
-    }
+    c.put_keys(&cert, "/growth", 10);
 
     // Two more hosts with the same token, started together.
     let d = c.add_agent(|_, b| b);
@@ -43,14 +39,7 @@ fn three_grow_to_five_with_concurrent_joins() {
             c.agents[0].status().unwrap().etcd.cluster_id
         );
         assert!(!s.etcd.is_learner);
-        for k in 0..10 {
-            let v = c.etcdctl_ok(
-                i,
-                &cert,
-                &["get", &format!("/growth/{k}"), "--print-value-only"],
-            );
-            assert_eq!(v.trim(), "before");
-        }
+        c.check_keys(i, &cert, "/growth", 10);
         // The late hosts never bootstrapped: they started etcd once, as existing members.
         let log = c.agents[i].log();
         assert!(

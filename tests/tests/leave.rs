@@ -8,8 +8,7 @@ use quorate_tests::{wait_for, Cluster};
 #[test]
 fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart() {
     let mut c = Cluster::new(3);
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(0, "leave");
     c.etcdctl_ok(0, &cert, &["put", "/leave/key", "kept"]);
     let old_member = c.agents[2].status().unwrap().etcd.member_id;
@@ -46,15 +45,7 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     // A restarted n3 joins afresh, as a new member.
     c.agents[2].stop();
     c.agents[2].start();
-    wait_for("n3 to rejoin", FORM_TIMEOUT * 2, || {
-        c.agents[2].ready()?;
-        let s = c.agents[2].status()?;
-        if s.etcd.members.len() == 3 && s.etcd.members.iter().all(|m| !m.is_learner) {
-            Ok(s)
-        } else {
-            Err(format!("{:?}", s.etcd.members))
-        }
-    });
+    c.wait_voters(2, 3, FORM_TIMEOUT * 2);
     assert_ne!(c.agents[2].status().unwrap().etcd.member_id, old_member);
     let v = c.etcdctl_ok(2, &cert, &["get", "/leave/key", "--print-value-only"]);
     assert_eq!(v.trim(), "kept");

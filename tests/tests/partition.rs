@@ -30,7 +30,8 @@ fn partitioned_host_rejoins_and_catches_up() {
             None => Ok(()),
         }
     });
-    // The majority keeps serving reads and writes.
+    // The majority keeps serving reads and writes (once it has a leader, if n3 was it).
+    c.etcdctl_eventually(0, &cert, &["put", "/partition/leader-check", "v"]);
     for i in 0..20 {
         c.etcdctl_ok(
             i % 2,

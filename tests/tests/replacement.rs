@@ -3,21 +3,14 @@
 //! The cluster, its ID and its data survive; no second cluster is created.
 
 use quorate_tests::cluster::FORM_TIMEOUT;
-use quorate_tests::{wait_for, Cluster};
+use quorate_tests::Cluster;
 
 #[test]
 fn wiped_host_rejoins_the_same_cluster() {
     let mut c = Cluster::new(3);
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(0, "replace");
-    for i in 0..20 {
-        c.etcdctl_ok(
-            i % 3,
-            &cert,
-            &["put", &format!("/replace/{i}"), &format!("v{i}")],
-        );
-    }
+    c.put_keys(&cert, "/replace", 20);
     let before = c.agents[2].status().unwrap();
     let cluster_id = before.etcd.cluster_id.clone();
 
@@ -25,18 +18,10 @@ fn wiped_host_rejoins_the_same_cluster() {
     c.agents[2].kill9();
     std::fs::remove_dir_all(c.agents[2].state_dir()).unwrap();
     // The two others keep serving.
-    c.etcdctl_ok(0, &cert, &["put", "/replace/while-down", "yes"]);
+    c.etcdctl_eventually(0, &cert, &["put", "/replace/while-down", "yes"]);
     let log_mark = c.agents[2].log().len();
     c.agents[2].start();
-    wait_for("n3 to rejoin as a voter", FORM_TIMEOUT * 2, || {
-        c.agents[2].ready()?;
-        let s = c.agents[2].status()?;
-        if s.etcd.members.len() == 3 && s.etcd.members.iter().all(|m| !m.is_learner) {
-            Ok(())
-        } else {
-            Err(format!("members {:?}", s.etcd.members))
-        }
-    });
+    c.wait_voters(2, 3, FORM_TIMEOUT * 2);
     let after = c.agents[2].status().unwrap();
     assert_eq!(
         after.etcd.cluster_id, cluster_id,
@@ -52,14 +37,7 @@ fn wiped_host_rejoins_the_same_cluster() {
         "no removal in the log"
     );
     assert!(!log.contains("state=new"), "the wiped host bootstrapped");
-    for i in 0..20 {
-        let v = c.etcdctl_ok(
-            2,
-            &cert,
-            &["get", &format!("/replace/{i}"), "--print-value-only"],
-        );
-        assert_eq!(v.trim(), format!("v{i}"));
-    }
+    c.check_keys(2, &cert, "/replace", 20);
     let v = c.etcdctl_ok(
         2,
         &cert,
@@ -72,16 +50,9 @@ fn wiped_host_rejoins_the_same_cluster() {
 #[test]
 fn damaged_data_is_moved_aside_and_the_host_rejoins() {
     let mut c = Cluster::new(3);
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(0, "damage");
-    for i in 0..50 {
-        c.etcdctl_ok(
-            i % 3,
-            &cert,
-            &["put", &format!("/damage/{i}"), &format!("v{i}")],
-        );
-    }
+    c.put_keys(&cert, "/damage", 50);
     let cluster_id = c.agents[2].status().unwrap().etcd.cluster_id;
 
     // Host 3's write-ahead log gets corrupted while it is down.
@@ -101,15 +72,7 @@ fn damaged_data_is_moved_aside_and_the_host_rejoins() {
     }
     let log_mark = c.agents[2].log().len();
     c.agents[2].start();
-    wait_for("n3 to rejoin as a voter", FORM_TIMEOUT * 2, || {
-        c.agents[2].ready()?;
-        let s = c.agents[2].status()?;
-        if s.etcd.members.len() == 3 && s.etcd.members.iter().all(|m| !m.is_learner) {
-            Ok(())
-        } else {
-            Err(format!("members {:?}", s.etcd.members))
-        }
-    });
+    c.wait_voters(2, 3, FORM_TIMEOUT * 2);
     let log = c.agents[2].log()[log_mark..].to_owned();
     assert!(log.contains("moved it aside"), "no move in the log");
     // The damaged data is kept, not deleted.
@@ -121,12 +84,5 @@ fn damaged_data_is_moved_aside_and_the_host_rejoins() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].path().join("member/wal").exists());
     assert_eq!(c.agents[2].status().unwrap().etcd.cluster_id, cluster_id);
-    for i in 0..50 {
-        let v = c.etcdctl_ok(
-            2,
-            &cert,
-            &["get", &format!("/damage/{i}"), "--print-value-only"],
-        );
-        assert_eq!(v.trim(), format!("v{i}"));
-    }
+    c.check_keys(2, &cert, "/damage", 50);
 }

@@ -7,16 +7,9 @@ use quorate_tests::{wait_for, Cluster};
 #[test]
 fn full_restart_resumes_the_same_cluster() {
     let mut c = Cluster::new(3);
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(0, "restart");
-    for i in 0..20 {
-        c.etcdctl_ok(
-            i % 3,
-            &cert,
-            &["put", &format!("/restart/{i}"), &format!("v{i}")],
-        );
-    }
+    c.put_keys(&cert, "/restart", 20);
     let before: Vec<_> = c.agents.iter().map(|a| a.status().unwrap()).collect();
     let plans_before: Vec<String> = c
         .agents
@@ -80,13 +73,8 @@ fn full_restart_resumes_the_same_cluster() {
             .collect();
         assert_eq!(starts, ["new", "existing"], "{}: {starts:?}", a.name);
     }
-    for i in 0..20 {
-        let got = c.etcdctl_ok(
-            (i + 1) % 3,
-            &cert,
-            &["get", &format!("/restart/{i}"), "--print-value-only"],
-        );
-        assert_eq!(got.trim(), format!("v{i}"));
+    for via in 0..3 {
+        c.check_keys(via, &cert, "/restart", 20);
     }
     let list = c.etcdctl_ok(0, &cert, &["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");

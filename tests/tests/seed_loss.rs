@@ -18,8 +18,7 @@ fn ca_hash_on_disk(c: &Cluster, i: usize) -> CaHash {
 #[test]
 fn seed_loss_then_new_host_then_rebuilt_seed() {
     let mut c = Cluster::with(3, |_, b| b.remove_dead_after(Duration::from_secs(60)));
-    c.start_all();
-    c.wait_ready(FORM_TIMEOUT);
+    c.start_and_wait();
     let cert = c.client_cert(1, "seedloss");
     let ca = ca_hash_on_disk(&c, 0);
     c.etcdctl_ok(0, &cert, &["put", "/seedloss/key", "kept"]);
@@ -100,15 +99,7 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     // The seed host is rebuilt with an empty disk and its original (seed) configuration.
     let log_mark = c.agents[0].log().len();
     c.agents[0].start();
-    wait_for("the rebuilt seed to rejoin", FORM_TIMEOUT * 3, || {
-        c.agents[0].ready()?;
-        let s = c.agents[0].status()?;
-        if s.etcd.members.len() == 4 && s.etcd.members.iter().all(|m| !m.is_learner) {
-            Ok(())
-        } else {
-            Err(format!("{:?}", s.etcd.members))
-        }
-    });
+    c.wait_voters(0, 4, FORM_TIMEOUT * 3);
     let s = c.agents[0].status().unwrap();
     assert_eq!(s.plan.unwrap().id, plan, "the rebuilt seed made a new plan");
     assert_eq!(ca_hash_on_disk(&c, 0), ca, "the rebuilt seed made a new CA");

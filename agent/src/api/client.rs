@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -151,10 +150,6 @@ async fn post(
         .await
         .map_err(|source| ApiClientError::Tls { addr, source })?;
     let http = |message: String| ApiClientError::Http { addr, message };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| http(e.to_string()))?;
-    let driver = tokio::spawn(conn);
     let proof = proof::sign(proof_key, &body);
     let request = hyper::Request::post(SIGN_PATH)
         .header(hyper::header::HOST, addr.to_string())
@@ -162,17 +157,10 @@ async fn post(
         .header(PROOF_HEADER, proof)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| http(e.to_string()))?;
-    let response = sender
-        .send_request(request)
+    let (status, bytes) = crate::http1::request(tls, request, MAX_RESPONSE)
         .await
-        .map_err(|e| http(e.to_string()))?;
-    let status = response.status();
-    let bytes = Limited::new(response.into_body(), MAX_RESPONSE)
-        .collect()
-        .await
-        .map_err(|e| http(e.to_string()))?
-        .to_bytes();
-    driver.abort();
+        .map_err(http)?;
+    let status = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     if !status.is_success() {
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .map(|e| e.error)

@@ -15,7 +15,7 @@ use super::supervisor::ProcessState;
 use crate::liveness::Heartbeat;
 use crate::pki::PkiStore;
 
-const FAST: Duration = Duration::from_millis(200);
+const FAST: Duration = Duration::from_millis(100);
 const SLOW: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -37,6 +37,28 @@ pub struct NodeMeta {
     pub formed: bool,
 }
 
+#[cfg(test)]
+impl NodeMeta {
+    /// Metadata for tests: a plain waiting agent at `addr`.
+    pub(crate) fn example(name: &str, addr: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            version: (1, 1),
+            gossip_addr: addr,
+            api_addr: addr,
+            peer_url: format!("https://{name}:2380"),
+            client_url: format!("https://{name}:2379"),
+            seed: false,
+            issuer: false,
+            phase: Phase::WaitingForPeers,
+            ca_hash: None,
+            plan_id: None,
+            member_id: None,
+            formed: false,
+        }
+    }
+}
+
 /// One gossiped item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Broadcast {
@@ -153,19 +175,8 @@ mod tests {
 
     fn meta(name: &str, version: (u64, u64)) -> NodeMeta {
         NodeMeta {
-            name: name.into(),
             version,
-            gossip_addr: "127.0.0.1:7946".parse().unwrap(),
-            api_addr: "127.0.0.1:7946".parse().unwrap(),
-            peer_url: "https://127.0.0.1:2380".into(),
-            client_url: "https://127.0.0.1:2379".into(),
-            seed: false,
-            issuer: false,
-            phase: Phase::Starting,
-            ca_hash: None,
-            plan_id: None,
-            member_id: None,
-            formed: false,
+            ..NodeMeta::example(name, "127.0.0.1:7946".parse().unwrap())
         }
     }
 

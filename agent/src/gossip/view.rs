@@ -99,7 +99,6 @@ pub fn build_view<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phase::Phase;
 
     fn id(name: &str, port: u16) -> NodeId {
         NodeId {
@@ -110,21 +109,7 @@ mod tests {
     }
 
     fn meta(name: &str, port: u16) -> NodeMeta {
-        NodeMeta {
-            name: name.into(),
-            version: (1, 1),
-            gossip_addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            api_addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            peer_url: String::new(),
-            client_url: String::new(),
-            seed: false,
-            issuer: false,
-            phase: Phase::Starting,
-            ca_hash: None,
-            plan_id: None,
-            member_id: None,
-            formed: false,
-        }
+        NodeMeta::example(name, format!("127.0.0.1:{port}").parse().unwrap())
     }
 
     #[test]

@@ -392,21 +392,7 @@ mod tests {
     use crate::plan::tests::{plan, test_hash};
 
     fn meta(name: &str) -> NodeMeta {
-        NodeMeta {
-            name: name.into(),
-            version: (1, 1),
-            gossip_addr: format!("10.0.0.{}:7946", name.len()).parse().unwrap(),
-            api_addr: format!("10.0.0.{}:7946", name.len()).parse().unwrap(),
-            peer_url: format!("https://{name}:2380"),
-            client_url: format!("https://{name}:2379"),
-            seed: false,
-            issuer: false,
-            phase: Phase::WaitingForPeers,
-            ca_hash: None,
-            plan_id: None,
-            member_id: None,
-            formed: false,
-        }
+        NodeMeta::example(name, format!("10.0.0.{}:7946", name.len()).parse().unwrap())
     }
 
     fn peer(m: NodeMeta) -> Peer {

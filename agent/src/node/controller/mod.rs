@@ -38,7 +38,7 @@ const CLUSTER_KNOWLEDGE_TTL: Duration = Duration::from_secs(2);
 /// Retry interval after an expected refusal from etcd (see `ClusterError::is_transient`).
 const TRANSIENT_RETRY: Duration = Duration::from_secs(1);
 /// How often a learner asks to be promoted while it catches up.
-const PROMOTE_RETRY: Duration = Duration::from_millis(500);
+const PROMOTE_RETRY: Duration = Duration::from_millis(100);
 
 /// Consecutive quick etcd failures with a data error before the data counts as damaged.
 const DAMAGE_AFTER_FAILURES: u32 = 3;

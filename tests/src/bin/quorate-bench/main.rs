@@ -1,0 +1,108 @@
+//! quorate-bench: quorate next to the manual procedure, in the same run on the same machine,
+//! round by round, with medians, differences and ratios.
+//!
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|all] [ROUNDS]
+//!
+//! TEST_QUORATE_BIN selects the agent binary (default: target/release/quorate if built, else
+//! target/debug/quorate). See docs/benchmarks.md for results.
+
+mod formation;
+mod lifecycle;
+mod manual;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One round: the manual procedure's time, quorate's, and a scenario-specific extra figure.
+pub struct Round {
+    pub manual: Duration,
+    pub quorate: Duration,
+    pub extra: Option<Duration>,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn report(title: &str, extra: Option<&str>, rounds: &[Round]) {
+    println!("\n== {title}");
+    println!(
+        "{:>5} {:>10} {:>10} {:>10} {:>7} {:>14}",
+        "round",
+        "manual s",
+        "quorate s",
+        "diff s",
+        "ratio",
+        extra.unwrap_or("")
+    );
+    for (i, r) in rounds.iter().enumerate() {
+        println!(
+            "{:>5} {:>10.3} {:>10.3} {:>10.3} {:>7.2} {:>14}",
+            i + 1,
+            r.manual.as_secs_f64(),
+            r.quorate.as_secs_f64(),
+            r.quorate.as_secs_f64() - r.manual.as_secs_f64(),
+            r.quorate.as_secs_f64() / r.manual.as_secs_f64(),
+            r.extra
+                .map(|e| format!("{:.3}", e.as_secs_f64()))
+                .unwrap_or_default()
+        );
+    }
+    let m = median(rounds.iter().map(|r| r.manual).collect());
+    let q = median(rounds.iter().map(|r| r.quorate).collect());
+    print!(
+        "median of {}: manual {:.3} s, quorate {:.3} s, quorate adds {:.3} s (ratio {:.2})",
+        rounds.len(),
+        m.as_secs_f64(),
+        q.as_secs_f64(),
+        q.as_secs_f64() - m.as_secs_f64(),
+        q.as_secs_f64() / m.as_secs_f64()
+    );
+    if let (Some(label), true) = (extra, rounds.iter().all(|r| r.extra.is_some())) {
+        let e = median(rounds.iter().filter_map(|r| r.extra).collect());
+        print!("; {label}: {:.3} s", e.as_secs_f64());
+    }
+    println!();
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let scenario = args.next().unwrap_or_else(|| "all".into());
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    if std::env::var_os("TEST_QUORATE_BIN").is_none() {
+        let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/quorate");
+        if release.exists() {
+            std::env::set_var("TEST_QUORATE_BIN", release);
+        }
+    }
+    println!("agent binary: {}", quorate_tests::quorate_bin().display());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let all = scenario == "all";
+    if all || scenario == "formation" {
+        let r: Vec<Round> = (0..rounds)
+            .map(|_| rt.block_on(formation::round()))
+            .collect();
+        report(
+            "formation: empty hosts to a healthy 3-member mTLS cluster",
+            Some("q: etcd up s"),
+            &r,
+        );
+    }
+    if all || scenario == "growth" {
+        let r: Vec<Round> = (0..rounds)
+            .map(|_| rt.block_on(lifecycle::growth()))
+            .collect();
+        report("growth: a 4th host to a healthy voting member", None, &r);
+    }
+    if all || scenario == "replace" {
+        let r: Vec<Round> = (0..rounds)
+            .map(|_| rt.block_on(lifecycle::replace()))
+            .collect();
+        report(
+            "replacement: a wiped host to three healthy voters",
+            None,
+            &r,
+        );
+    }
+}
