@@ -165,7 +165,7 @@ impl Cluster {
 
     /// The client URL of agent `i`.
     pub fn client_url(&self, i: usize) -> String {
-        format!("https://{}:2379", self.agents[i].addr)
+        quorate::config::https_url(self.agents[i].addr, 2379)
     }
 
     /// Runs etcdctl against agent `i`'s member, with `cert` (or no client certificate).

@@ -145,3 +145,23 @@ fn config_check_and_token_generate() {
     assert_ne!(a, b);
     assert!(JoinToken::parse(a.trim()).is_ok(), "{a}");
 }
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    // packaging/quorate.toml has no token (the operator adds one); everything else must load.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/quorate.toml");
+    let env = vec![
+        (
+            "QUORATE_TOKEN".to_string(),
+            JoinToken::generate().expose().to_string(),
+        ),
+        ("QUORATE_SEED".to_string(), "true".to_string()),
+        (
+            "QUORATE_ADVERTISE_ADDR".to_string(),
+            "127.0.0.1".to_string(),
+        ),
+    ];
+    let loaded = quorate::config::load(Some(&path), env).expect("the default config loads");
+    quorate::config::validate(&loaded.config, &quorate::config::SystemHost)
+        .expect("the default config validates");
+}
