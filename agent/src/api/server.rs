@@ -66,11 +66,6 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds the API port (so a conflict fails the agent at start).
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-        TcpListener::bind(addr).await
-    }
-
     pub async fn run(mut self, cancel: CancellationToken) {
         let shared = Arc::new(Shared {
             key: self.proof_key,

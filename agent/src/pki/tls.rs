@@ -72,21 +72,6 @@ pub fn client_config_with_ca(ca_pem: &str) -> Result<Arc<ClientConfig>> {
     Ok(with_alpn(config))
 }
 
-/// A mutual-TLS client: trusts the CA in `ca_pem` and presents `cert_pem` with `key_pem`.
-pub fn client_config_with_ca_and_identity(
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-) -> Result<Arc<ClientConfig>> {
-    let chain = cert_ders(cert_pem, "client certificate")?;
-    let key = private_key_der(key_pem, "client key")?;
-    let config = client_builder()?
-        .with_root_certificates(root_store(ca_pem)?)
-        .with_client_auth_cert(chain, key)
-        .map_err(tls_error("mTLS client config"))?;
-    Ok(with_alpn(config))
-}
-
 fn client_builder() -> Result<ConfigBuilder<ClientConfig, WantsVerifier>> {
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -285,28 +270,6 @@ mod tests {
         let server = node_server(&ca, &[]);
         let plain = client_config_with_ca(ca.cert_pem()).unwrap();
         assert_eq!(exchange(server, plain).await.unwrap(), b"ping");
-        // A server that requires client certificates admits only the mTLS client.
-        let (cert, key) = test_support::node_cert(&ca, "n1", &[]);
-        let roots = Arc::new(root_store(ca.cert_pem()).unwrap());
-        let client_verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-                .build()
-                .unwrap();
-        let mut mtls_server = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(
-                cert_ders(&cert, "c").unwrap(),
-                private_key_der(&key.to_pem(), "k").unwrap(),
-            )
-            .unwrap();
-        mtls_server.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
-        let mtls_server = Arc::new(mtls_server);
-        let plain = client_config_with_ca(ca.cert_pem()).unwrap();
-        assert!(exchange(mtls_server.clone(), plain).await.is_err());
-        let mtls = client_config_with_ca_and_identity(ca.cert_pem(), &cert, &key.to_pem()).unwrap();
-        assert_eq!(exchange(mtls_server, mtls).await.unwrap(), b"ping");
         let other = test_support::ca("other");
         let wrong = client_config_with_ca(other.cert_pem()).unwrap();
         assert!(exchange(node_server(&ca, &[]), wrong).await.is_err());

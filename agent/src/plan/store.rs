@@ -35,10 +35,6 @@ impl PlanStore {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The persisted plan, if any.
     pub fn load(&self) -> Result<Option<Plan>, PlanStoreError> {
         let Some(text) = fsutil::read_optional(&self.path)? else {
