@@ -1,0 +1,227 @@
+//! Tests of the rules in the parent module.
+use super::*;
+use std::path::{Path, PathBuf};
+
+/// A host with 10.0.0.1 and loopback, etcd 3.4.23 at /usr/bin/etcd and a token file.
+struct FakeHost {
+    etcd_version: &'static str,
+}
+
+const TOKEN: &str = "qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+impl HostProbe for FakeHost {
+    fn hostname(&self) -> Option<String> {
+        Some("host-a".into())
+    }
+    fn detect_address(&self) -> Option<IpAddr> {
+        Some("10.0.0.1".parse().unwrap())
+    }
+    fn is_local_address(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || ip == "10.0.0.1".parse::<IpAddr>().unwrap()
+    }
+    fn find_executable(&self, binary: &Path) -> Option<PathBuf> {
+        (binary == Path::new("etcd") || binary == Path::new("/usr/bin/etcd"))
+            .then(|| PathBuf::from("/usr/bin/etcd"))
+    }
+    fn etcd_version_output(&self, _: &Path) -> Result<String, String> {
+        Ok(format!(
+            "etcd Version: {}\nGit SHA: x\nGo Version: go1.19\n",
+            self.etcd_version
+        ))
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        if path == Path::new("/etc/quorate/token") {
+            Ok(format!("{TOKEN}\n"))
+        } else {
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+    }
+}
+
+const HOST: FakeHost = FakeHost {
+    etcd_version: "3.4.23",
+};
+
+fn base() -> Config {
+    Config {
+        seed: true,
+        token: Some(TOKEN.into()),
+        ..Config::default()
+    }
+}
+
+fn subjects(config: &Config, host: &FakeHost) -> Vec<String> {
+    match validate(config, host) {
+        Ok(_) => vec![],
+        Err(e) => e.0.iter().map(|e| e.subject()).collect(),
+    }
+}
+
+#[test]
+fn defaults_resolve_from_the_host() {
+    let v = validate(&base(), &HOST).unwrap();
+    let s = v.settings;
+    assert_eq!(s.name, "host-a");
+    assert_eq!(s.advertise, "10.0.0.1".parse::<IpAddr>().unwrap());
+    assert_eq!(s.bind, s.advertise);
+    assert_eq!(s.peer_url(), "https://10.0.0.1:2380");
+    assert_eq!(s.client_url(), "https://10.0.0.1:2379");
+    assert_eq!(s.etcd.binary, PathBuf::from("/usr/bin/etcd"));
+    assert_eq!(s.etcd.version, (3, 4, 23));
+    assert!(v.warnings.is_empty());
+}
+
+#[test]
+fn token_sources() {
+    let mut c = base();
+    c.token = None;
+    assert_eq!(subjects(&c, &HOST), vec!["token"]);
+    let err = validate(&c, &HOST).unwrap_err().to_string();
+    assert!(err.contains("quorate token generate"), "{err}");
+
+    c.token_file = Some("/etc/quorate/token".into());
+    assert!(validate(&c, &HOST).is_ok());
+
+    c.token = Some(TOKEN.into());
+    assert_eq!(subjects(&c, &HOST), vec!["token"]);
+
+    c.token = None;
+    c.token_file = Some("/missing".into());
+    assert_eq!(subjects(&c, &HOST), vec!["token_file"]);
+
+    c.token_file = None;
+    c.token = Some("short".into());
+    assert_eq!(subjects(&c, &HOST), vec!["token"]);
+}
+
+#[test]
+fn bootstrap_expect_rules() {
+    let mut c = base();
+    c.bootstrap_expect = 0;
+    assert_eq!(subjects(&c, &HOST), vec!["bootstrap_expect"]);
+    c.bootstrap_expect = 4;
+    let v = validate(&c, &HOST).unwrap();
+    assert_eq!(v.warnings.len(), 1);
+    assert!(v.warnings[0].contains("even"), "{:?}", v.warnings);
+    c.bootstrap_expect = 1;
+    assert!(validate(&c, &HOST).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn addresses_must_be_on_this_host() {
+    let mut c = base();
+    c.advertise_addr = Some("192.0.2.7".parse().unwrap());
+    assert_eq!(subjects(&c, &HOST), vec!["advertise_addr"]);
+    let err = validate(&c, &HOST).unwrap_err().to_string();
+    assert!(
+        err.contains("192.0.2.7") && err.contains("not on this host"),
+        "{err}"
+    );
+
+    c.advertise_addr = Some("0.0.0.0".parse().unwrap());
+    assert_eq!(subjects(&c, &HOST), vec!["advertise_addr"]);
+
+    let mut c = base();
+    c.bind_addr = Some("192.0.2.7".parse().unwrap());
+    assert_eq!(subjects(&c, &HOST), vec!["bind_addr"]);
+    c.bind_addr = Some("0.0.0.0".parse().unwrap());
+    assert!(validate(&c, &HOST).is_ok());
+    // The IPv6 wildcard also accepts IPv4 (dual stack); a specific IPv6 address does not.
+    c.bind_addr = Some("::".parse().unwrap());
+    assert!(validate(&c, &HOST).is_ok());
+    c.bind_addr = Some("::1".parse().unwrap());
+    assert_eq!(subjects(&c, &HOST), vec!["bind_addr"]);
+}
+
+#[test]
+fn join_rules() {
+    let mut c = base();
+    c.seed = false;
+    assert_eq!(subjects(&c, &HOST), vec!["join"]);
+    c.join = vec!["10.0.0.2".into(), "bad host".into()];
+    assert_eq!(subjects(&c, &HOST), vec!["join"]);
+    c.join = vec!["10.0.0.2".into(), "[fd00::3]:7000".into()];
+    let s = validate(&c, &HOST).unwrap().settings;
+    assert_eq!(s.join.len(), 2);
+    // A single-node cluster needs nobody to join.
+    c.join.clear();
+    c.bootstrap_expect = 1;
+    assert!(validate(&c, &HOST).is_ok());
+}
+
+#[test]
+fn node_name_rules() {
+    let mut c = base();
+    for bad in ["", "-a", "a b", "a,b", "a=b", &"x".repeat(64)] {
+        c.node_name = Some(bad.into());
+        assert_eq!(subjects(&c, &HOST), vec!["node_name"], "{bad:?}");
+    }
+    c.node_name = Some("etcd-1.dc_2".into());
+    assert!(validate(&c, &HOST).is_ok());
+}
+
+#[test]
+fn etcd_binary_rules() {
+    let mut c = base();
+    c.etcd.binary = "/opt/etcd".into();
+    let err = validate(&c, &HOST).unwrap_err().to_string();
+    assert!(err.contains("etcd.binary") && err.contains("apt-get install etcd-server"));
+    let old = FakeHost {
+        etcd_version: "3.3.25",
+    };
+    let err = validate(&base(), &old).unwrap_err().to_string();
+    assert!(err.contains("3.3.25 is too old"), "{err}");
+    let newer = FakeHost {
+        etcd_version: "3.5.17",
+    };
+    assert!(validate(&base(), &newer).is_ok());
+}
+
+#[test]
+fn version_parsing() {
+    assert_eq!(
+        parse_etcd_version("etcd Version: 3.4.23\nGit SHA: x"),
+        Some((3, 4, 23))
+    );
+    assert_eq!(
+        parse_etcd_version("etcd Version: 3.6.0-rc.1\n"),
+        Some((3, 6, 0))
+    );
+    assert_eq!(parse_etcd_version("etcdctl version: 3.4.23"), None);
+}
+
+#[test]
+fn ports_and_pki_rules() {
+    let mut c = base();
+    c.ports.peer = c.ports.client;
+    assert_eq!(subjects(&c, &HOST), vec!["ports.peer"]);
+    let mut c = base();
+    c.ports.gossip = 0;
+    assert_eq!(subjects(&c, &HOST), vec!["ports.gossip"]);
+    let mut c = base();
+    c.pki.ca_cert_file = Some("/ca.pem".into());
+    assert_eq!(subjects(&c, &HOST), vec!["pki.ca_cert_file"]);
+    let mut c = base();
+    c.pki.ca_validity = c.pki.cert_validity;
+    assert_eq!(subjects(&c, &HOST), vec!["pki.ca_validity"]);
+    let mut c = base();
+    c.ca_hash = Some("md5:abc".into());
+    assert_eq!(subjects(&c, &HOST), vec!["ca_hash"]);
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let mut c = Config {
+        bootstrap_expect: 0,
+        state_dir: "relative".into(),
+        ..Config::default()
+    };
+    c.ports.client = 0;
+    let subjects = subjects(&c, &HOST);
+    for s in ["bootstrap_expect", "token", "state_dir", "ports.client"] {
+        assert!(
+            subjects.contains(&s.to_string()),
+            "{s} missing: {subjects:?}"
+        );
+    }
+}
