@@ -24,7 +24,9 @@ use crate::config::Settings;
 use crate::control;
 use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
-use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner, NodeId};
+use crate::gossip::{
+    next_bump, GossipError, GossipSettings, GossipTask, GossipView, Joiner, NodeId,
+};
 use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
@@ -102,7 +104,11 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
         GossipSettings {
-            identity: NodeId::new(&settings.name, settings.gossip_advertise()),
+            identity: NodeId::new(
+                &settings.name,
+                settings.gossip_advertise(),
+                next_bump(&settings.state_dir),
+            ),
             bind: settings.gossip_bind(),
             key: settings.token.derive(KeyPurpose::Gossip),
             cluster_size: settings.bootstrap_expect,

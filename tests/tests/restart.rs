@@ -78,4 +78,12 @@ fn full_restart_resumes_the_same_cluster() {
     }
     let list = c.etcdctl_ok(0, &cert, &["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");
+
+    // After every agent restarted, the plan still reaches a host that lost its disk: agents
+    // that only loaded it from disk disseminate it too.
+    c.agents[2].kill9();
+    std::fs::remove_dir_all(c.agents[2].state_dir()).unwrap();
+    c.agents[2].start();
+    c.wait_voters(2, 3, FORM_TIMEOUT * 2);
+    c.check_keys(2, &cert, "/restart", 20);
 }

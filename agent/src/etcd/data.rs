@@ -1,21 +1,42 @@
 //! What the etcd data directory says about this host: whether it already holds a member. This
 //! is the fact behind "never two clusters": a data dir with a member is always resumed, never
-//! bootstrapped again.
+//! bootstrapped again. Also whether etcd's last fatal message points at damaged data.
 
 use std::path::Path;
 
-/// Whether `data_dir` holds an etcd member (a write-ahead log was created).
-pub fn has_member(data_dir: &Path) -> bool {
-    let wal = data_dir.join("member").join("wal");
-    std::fs::read_dir(&wal)
-        .map(|mut entries| {
-            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal")))
-        })
-        .unwrap_or(false)
+/// Whether `data_dir` holds an etcd member: a write-ahead log or a backend database. An error
+/// other than "not found" is returned, never read as "no member" (that would lead to treating
+/// a good member as lost).
+pub fn member_state(data_dir: &Path) -> std::io::Result<bool> {
+    let member = data_dir.join("member");
+    let has_wal = match std::fs::read_dir(member.join("wal")) {
+        Ok(entries) => {
+            let mut found = false;
+            for entry in entries {
+                if entry?.file_name().to_string_lossy().ends_with(".wal") {
+                    found = true;
+                }
+            }
+            found
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    if has_wal {
+        return Ok(true);
+    }
+    match std::fs::metadata(member.join("snap").join("db")) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
-/// Whether etcd's last fatal message says its data is unreadable (rather than, say, a port in
-/// use or a full disk, which moving the data aside would not fix and must not be done for).
+/// [`member_state`], with an unreadable directory counted as holding a member (the safe side).
+pub fn has_member(data_dir: &Path) -> bool {
+    member_state(data_dir).unwrap_or(true)
+}
+
 pub fn looks_damaged(fatal: &str) -> bool {
     let f = fatal.to_lowercase();
     let environmental = [
@@ -77,18 +98,24 @@ mod tests {
     }
 
     #[test]
-    fn detects_a_member_by_its_wal() {
+    fn detects_a_member_by_its_wal_or_database() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!has_member(dir.path()));
         std::fs::create_dir_all(dir.path().join("member/wal")).unwrap();
         assert!(!has_member(dir.path()));
-        std::fs::write(
-            dir.path()
-                .join("member/wal/0000000000000000-0000000000000000.wal"),
-            b"x",
-        )
-        .unwrap();
+        let wal = dir
+            .path()
+            .join("member/wal/0000000000000000-0000000000000000.wal");
+        std::fs::write(&wal, b"x").unwrap();
         assert!(has_member(dir.path()));
         assert!(!has_member(&dir.path().join("missing")));
+        // A backend database alone also means a member.
+        let db_only = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(db_only.path().join("member/snap")).unwrap();
+        std::fs::write(db_only.path().join("member/snap/db"), b"x").unwrap();
+        assert!(member_state(db_only.path()).unwrap());
+        // A path that is not a directory is an error, not "no member".
+        assert!(member_state(&wal).is_err());
+        assert!(has_member(&wal));
     }
 }

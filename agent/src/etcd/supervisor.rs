@@ -184,7 +184,19 @@ impl Supervisor {
                         let _ = reply.send(());
                     }
                 },
-                _ = tick.tick() => self.heartbeat.beat(),
+                _ = tick.tick() => {
+                    self.heartbeat.beat();
+                    // A child that has run past the quick-exit window clears the record of
+                    // failed starts (it is not failing to start any more).
+                    if running.as_ref().is_some_and(|r| r.started.elapsed() >= QUICK_EXIT) {
+                        self.state.send_if_modified(|s| {
+                            let stale = s.quick_failures != 0 || s.last_error.is_some();
+                            s.quick_failures = 0;
+                            s.last_error = None;
+                            stale
+                        });
+                    }
+                }
             }
         }
         if let Some(r) = running.take() {

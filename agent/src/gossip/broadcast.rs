@@ -181,7 +181,7 @@ mod tests {
     }
 
     fn sender() -> NodeId {
-        NodeId::new("x", "127.0.0.9:7946".parse().unwrap())
+        NodeId::new("x", "127.0.0.9:7946".parse().unwrap(), 1)
     }
 
     #[test]

@@ -14,6 +14,6 @@ mod view;
 pub use broadcast::{Broadcast, NodeMeta};
 pub use driver::{GossipCommand, GossipError, GossipSettings, GossipTask};
 pub use envelope::{Envelope, OpenError};
-pub use identity::NodeId;
+pub use identity::{next_bump, NodeId};
 pub use join::Joiner;
 pub use view::{GossipView, Peer, PeerState};

@@ -120,8 +120,17 @@ impl IssuerTask {
             return Ok(());
         }
         let ca = match disk_ca {
-            Some(ca) => ca,
-            None => load_ca(&mut client, &seal_key).await?,
+            Some(ca) => Ok(ca),
+            None => load_ca(&mut client, &seal_key).await,
+        }
+        .and_then(|ca| check_trusted(&pki, ca));
+        let ca = match ca {
+            Ok(ca) => ca,
+            Err(e) => {
+                // Let another member take over at once instead of holding the lease idle.
+                let _ = client.lease_revoke(lease).await;
+                return Err(e);
+            }
         };
         tracing::info!(ca_hash = %ca.hash(), "this agent is now the certificate issuer");
         self.issuer.send_replace(Some(Arc::new(ca)));
@@ -186,6 +195,23 @@ async fn store_ca(
         });
     }
     Ok(())
+}
+
+/// The CA must be the one this node trusts (its ca.pem), or it must not sign anything.
+fn check_trusted(
+    pki: &PkiStore,
+    ca: CertificateAuthority,
+) -> Result<CertificateAuthority, IssuerError> {
+    if let Some(pem) = pki.load_ca_cert()? {
+        let trusted = crate::pki::CaHash::of_cert_pem(&pem)?;
+        if trusted != ca.hash() {
+            return Err(IssuerError::CaConflict {
+                stored: ca.hash().to_string(),
+                ours: trusted.to_string(),
+            });
+        }
+    }
+    Ok(ca)
 }
 
 /// Reads and unseals the CA from etcd.

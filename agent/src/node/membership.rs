@@ -42,9 +42,23 @@ pub enum JoinAction {
 
 /// Decides how this host (name `me`, peer URL `peer_url`) gets a member.
 pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberView]) -> JoinAction {
+    // This host's member is the one at its peer URL. A member with this host's name elsewhere
+    // is another host with the same name (or this host's address changed): never touch it.
+    if let Some(other) = members
+        .iter()
+        .find(|m| m.name == me && !m.peer_urls.iter().any(|u| u == peer_url))
+    {
+        return JoinAction::Wait(format!(
+            "etcd has a member named {me} at {} but this host's peer URL is {peer_url}: two \
+             hosts share the name {me} (set node_name), or this host's address changed (remove \
+             the old member with etcdctl member remove {:x})",
+            other.peer_urls.join(","),
+            other.id
+        ));
+    }
     let mine = members
         .iter()
-        .find(|m| m.peer_urls.iter().any(|u| u == peer_url) || m.name == me);
+        .find(|m| m.peer_urls.iter().any(|u| u == peer_url));
     match mine {
         Some(m) if m.name.is_empty() && !m.is_learner => {
             if in_plan {
@@ -186,6 +200,21 @@ pub fn dead_member_to_remove(
         .map(|m| m.id)
 }
 
+/// Learners that were added but never started (no name yet) and whose peer URL no live agent
+/// claims: left behind by a host that died between `member add` and starting etcd. etcd allows
+/// one learner at a time, so such a leftover would block every later join.
+pub fn unclaimed_learners(
+    members: &[MemberView],
+    claimed_peer_urls: &BTreeSet<String>,
+) -> Vec<u64> {
+    members
+        .iter()
+        .filter(|m| m.is_learner && m.name.is_empty())
+        .filter(|m| !m.peer_urls.iter().any(|u| claimed_peer_urls.contains(u)))
+        .map(|m| m.id)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,14 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn a_running_member_with_our_name_is_a_conflict() {
-        let mut other = m(7, "c", false, true);
-        other.peer_urls = vec![url(7)];
-        let members = [m(1, "a", false, true), m(2, "b", false, true), other];
-        assert!(matches!(
-            join_action("c", &url(3), false, &members),
-            JoinAction::Wait(w) if w.contains("unique")
-        ));
+    fn a_member_with_our_name_elsewhere_is_never_removed() {
+        // Healthy or not: another host has this name (or our address changed).
+        for healthy in [true, false] {
+            let mut other = m(7, "c", false, healthy);
+            other.peer_urls = vec![url(7)];
+            let members = [m(1, "a", false, true), m(2, "b", false, true), other];
+            assert!(matches!(
+                join_action("c", &url(3), false, &members),
+                JoinAction::Wait(w) if w.contains("share the name")
+            ));
+        }
     }
 
     #[test]
@@ -381,6 +413,19 @@ mod tests {
         // A healthy member is never "dead", whatever gossip says.
         let only_a: BTreeSet<String> = ["b".to_string()].into();
         assert_eq!(dead_member_to_remove("a", &members, &only_a), None);
+    }
+
+    #[test]
+    fn only_unstarted_unclaimed_learners_are_leftovers() {
+        let members = [
+            m(1, "a", false, true),
+            m(4, "", true, false),
+            m(5, "", true, false),
+            m(6, "f", true, true),
+        ];
+        let claimed: BTreeSet<String> = [url(5)].into();
+        assert_eq!(unclaimed_learners(&members, &claimed), vec![4]);
+        assert!(unclaimed_learners(&members[..1], &BTreeSet::new()).is_empty());
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
     });
 
     check_ports(config, &mut errors);
+    check_extra_args(config, &mut errors);
     check_pki(config, &mut errors);
     if !config.state_dir.is_absolute() {
         errors.push(ConfigError::invalid(
@@ -345,6 +346,54 @@ fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
             "move pki.ca_cert_file and pki.ca_key_file to the seed's config",
         )),
         _ => {}
+    }
+}
+
+/// Flags quorate renders itself (etcd::argv): an extra argument overriding one of them could
+/// point etcd at other data or make it bootstrap a new cluster.
+const RESERVED_ETCD_FLAGS: &[&str] = &[
+    "name",
+    "data-dir",
+    "wal-dir",
+    "listen-peer-urls",
+    "initial-advertise-peer-urls",
+    "listen-client-urls",
+    "advertise-client-urls",
+    "initial-cluster",
+    "initial-cluster-state",
+    "initial-cluster-token",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
+    "force-new-cluster",
+    "discovery",
+    "discovery-srv",
+    "discovery-token",
+    "logger",
+    "log-outputs",
+    "config-file",
+];
+
+fn check_extra_args(config: &Config, errors: &mut Vec<ConfigError>) {
+    for arg in &config.etcd.extra_args {
+        let flag = arg.trim_start_matches('-');
+        let flag = flag.split('=').next().unwrap_or(flag);
+        if RESERVED_ETCD_FLAGS.contains(&flag) {
+            errors.push(ConfigError::invalid(
+                "etcd.extra_args",
+                format!("{arg:?}"),
+                format!("--{flag} is set by quorate itself"),
+                "remove it; data locations, URLs, TLS and the bootstrap flags are derived from \
+                 the rest of the configuration (see docs/configuration.md)",
+            ));
+        }
     }
 }
 

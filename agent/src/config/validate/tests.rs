@@ -225,3 +225,23 @@ fn all_problems_are_reported_together() {
         );
     }
 }
+
+#[test]
+fn extra_args_cannot_override_rendered_flags() {
+    for bad in [
+        "--wal-dir=/ssd/wal",
+        "--data-dir",
+        "-initial-cluster-state=new",
+        "--name=x",
+    ] {
+        let mut c = base();
+        c.etcd.extra_args = vec![bad.into()];
+        assert_eq!(subjects(&c, &HOST), vec!["etcd.extra_args"], "{bad}");
+    }
+    let mut c = base();
+    c.etcd.extra_args = vec![
+        "--quota-backend-bytes=8589934592".into(),
+        "--auto-compaction-retention=1".into(),
+    ];
+    assert!(validate(&c, &HOST).is_ok());
+}

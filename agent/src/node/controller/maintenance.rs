@@ -1,7 +1,9 @@
 //! Cluster maintenance done by one agent, the one whose etcd member is the leader: removing
 //! members whose agents have been dead in gossip longer than `remove_dead_after` (off by
 //! default), one at a time and only when that cannot cost quorum, so that the cluster regains
-//! its fault tolerance and new hosts can join (etcd refuses new members while a voter is down).
+//! its fault tolerance and new hosts can join (etcd refuses new members while a voter is down);
+//! and removing learners that were added but never started and that no live agent claims
+//! (always; removing a learner never affects quorum), since they would block every join.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -12,16 +14,20 @@ use super::Controller;
 use crate::etcd::EtcdHealth;
 use crate::gossip::GossipView;
 use crate::node::cluster;
-use crate::node::membership::dead_member_to_remove;
+use crate::node::membership::{dead_member_to_remove, unclaimed_learners, MemberView};
 
 /// How often the leader's agent looks for dead members.
 const EVERY: Duration = Duration::from_secs(5);
+/// How long an unstarted learner may stay unclaimed before it is removed.
+const UNCLAIMED_LEARNER_AFTER: Duration = Duration::from_secs(120);
 
 /// When each agent was last seen alive in gossip.
 #[derive(Debug, Default)]
 pub(super) struct LastSeen {
     seen: HashMap<String, Instant>,
     checked: Option<Instant>,
+    /// Unstarted, unclaimed learners by member ID, since when.
+    unclaimed: HashMap<u64, Instant>,
 }
 
 impl LastSeen {
@@ -56,14 +62,15 @@ impl Controller {
             .filter(|n| !n.is_empty())
             .collect();
         self.last_seen.update(view, known);
-        let Some(after) = self.settings.remove_dead_after else {
-            return;
-        };
         let is_leader = health.member_id.is_some() && health.member_id == health.leader;
         if !is_leader || self.last_seen.checked.is_some_and(|t| t.elapsed() < EVERY) {
             return;
         }
         self.last_seen.checked = Some(Instant::now());
+        self.remove_unclaimed_learners(view, health).await;
+        let Some(after) = self.settings.remove_dead_after else {
+            return;
+        };
         let dead = self.last_seen.dead_longer_than(after);
         if dead.is_empty() {
             return;
@@ -94,6 +101,46 @@ impl Controller {
                 Err(e) => {
                     tracing::info!(member = %name, error = %e, "cannot remove a dead member yet")
                 }
+            }
+        }
+    }
+}
+
+impl Controller {
+    async fn remove_unclaimed_learners(&mut self, view: &GossipView, health: &EtcdHealth) {
+        let members: Vec<MemberView> = health
+            .members
+            .iter()
+            .filter_map(|m| {
+                Some(MemberView {
+                    id: u64::from_str_radix(&m.id, 16).ok()?,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    is_learner: m.is_learner,
+                    healthy: false,
+                })
+            })
+            .collect();
+        let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
+        claimed.insert(self.settings.peer_url());
+        let leftovers = unclaimed_learners(&members, &claimed);
+        let now = Instant::now();
+        self.last_seen
+            .unclaimed
+            .retain(|id, _| leftovers.contains(id));
+        for id in leftovers {
+            let since = *self.last_seen.unclaimed.entry(id).or_insert(now);
+            if since.elapsed() < UNCLAIMED_LEARNER_AFTER {
+                continue;
+            }
+            let Ok(tls) = self.client_tls() else { return };
+            let endpoints = vec![self.settings.client_url()];
+            match cluster::remove(&endpoints, &tls, id).await {
+                Ok(()) => {
+                    tracing::warn!(member = %format!("{id:x}"), "removed a learner that was added but never started (its host is gone)");
+                    self.last_seen.unclaimed.remove(&id);
+                }
+                Err(e) => tracing::info!(error = %e, "cannot remove an unstarted learner yet"),
             }
         }
     }

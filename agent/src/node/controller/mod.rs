@@ -146,6 +146,11 @@ impl Controller {
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
+        // Every holder of the plan disseminates it (not only the seed, not only right after
+        // deciding it): after all agents restarted, new and rebuilt hosts still learn it.
+        if let Some(plan) = self.plan.clone() {
+            let _ = self.io.gossip.send(GossipCommand::PublishPlan(plan)).await;
+        }
         loop {
             self.io.heartbeat.beat();
             let view = self.io.view.borrow_and_update().clone();
@@ -240,7 +245,8 @@ impl Controller {
         }
         let s = &self.settings;
         let process = self.io.process.borrow().clone();
-        let damaged = (process.quick_failures >= DAMAGE_AFTER_FAILURES)
+        // Only while etcd is down: a later successful start clears the suspicion.
+        let damaged = (process.pid.is_none() && process.quick_failures >= DAMAGE_AFTER_FAILURES)
             .then_some(process.last_error.as_deref())
             .flatten()
             .filter(|e| data::looks_damaged(e));

@@ -335,6 +335,14 @@ fn plan_step(f: &Facts<'_>, trust: Option<CaHash>) -> Step {
             reason,
         };
     }
+    // A live peer whose metadata has not arrived may already belong to a cluster (then this
+    // seed must join it, not decide a second plan): wait for everyone's metadata.
+    if let Some(p) = f.view.live().find(|p| p.meta.is_none()) {
+        return Step::Wait {
+            phase: Phase::WaitingForPeers,
+            reason: format!("waiting for {}'s metadata", p.id.name),
+        };
+    }
     let mut candidates = vec![f.me_candidate.clone()];
     candidates.extend(f.view.live_metas().map(|m| Candidate {
         name: m.name.clone(),

@@ -456,3 +456,24 @@ fn certificate_rules() {
     g.cert = CertState::Missing;
     assert!(matches!(next_step(&g), Step::Conflict(_)));
 }
+
+#[test]
+fn the_seed_does_not_decide_while_a_peers_metadata_is_missing() {
+    // Two new agents and one whose metadata has not arrived (it might hold the cluster).
+    let mut v = view(vec![meta("bb"), meta("ccc")], vec![]);
+    v.peers.push(Peer {
+        id: NodeId {
+            name: "old".into(),
+            addr: "10.0.0.9:7946".parse().unwrap(),
+            bump: 1,
+        },
+        state: PeerState::Alive,
+        meta: None,
+    });
+    let mut f = facts("a", true, &v);
+    f.holds_ca_key = true;
+    f.local_ca = Some(test_hash(1));
+    assert!(
+        matches!(next_step(&f), Step::Wait { reason, .. } if reason.contains("old's metadata"))
+    );
+}
