@@ -75,7 +75,8 @@ pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberVie
             initial_cluster: initial_cluster_with(me, m.id, members),
         },
         Some(m) if m.healthy => JoinAction::Wait(format!(
-            "a running member {:x} at {} already uses the name {me}; node names must be unique",
+            "member {:x} at this host's peer URL {} answers although this host runs no etcd: \
+             another etcd uses this address (stop it)",
             m.id,
             m.peer_urls.join(",")
         )),
