@@ -1,5 +1,13 @@
-# Shared by scripts/demo.sh and scripts/test.sh: installs what building and running quorate
-# needs on a Debian/Ubuntu machine when it is missing. Source it; do not run it.
+# Shared by scripts/demo.sh, scripts/test.sh, scripts/package.sh and tests/e2e/nspawn.sh: the
+# one place that installs what building, running and testing quorate needs on a Debian/Ubuntu
+# machine when it is missing (never assumed to be there). Source it; do not run it.
+#
+#   ensure_build_deps     protoc, a C toolchain, Rust (rustup)
+#   ensure_runtime_deps   etcd-server, etcd-client, curl
+#   ensure_test_deps      cargo-nextest
+#   ensure_package_deps   cargo-deb, cargo-generate-rpm, rpm (to inspect the .rpm)
+#   ensure_e2e_deps       systemd-container, debootstrap, iproute2, util-linux, curl
+#   debian_mirror         the Debian mirror of this machine's own apt sources
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
@@ -54,4 +62,66 @@ ensure_build_deps() {
 # ensure_runtime_deps: etcd and etcdctl (etcd 3.4 from Debian), curl for health checks.
 ensure_runtime_deps() {
     ensure_apt etcd-server etcd-client curl
+}
+
+# Pinned versions of the cargo tools the suite and the packaging use.
+CARGO_NEXTEST_VERSION=0.9.143
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
+
+# ensure_cargo_tool SUBCOMMAND CRATE VERSION [any]: `cargo SUBCOMMAND` must report VERSION
+# (with "any", any installed version will do); otherwise `cargo install --locked CRATE@VERSION`.
+ensure_cargo_tool() {
+    local sub=$1 crate=$2 version=$3 any=${4:-} have
+    have=$(cargo "$sub" --version 2>/dev/null | head -n 1 | awk '{print $2}' || true)
+    if [ -n "$have" ] && { [ "$any" = any ] || [ "$have" = "$version" ]; }; then
+        return 0
+    fi
+    log "installing $crate $version (cargo install --locked; a few minutes)"
+    cargo install --locked --quiet "$crate@$version" >&2 \
+        || die "could not install $crate $version with cargo install"
+    cargo "$sub" --version >/dev/null 2>&1 || die "$crate $version installed, but cargo $sub does not run"
+}
+
+# ensure_test_deps: the test runner.
+ensure_test_deps() {
+    ensure_cargo_tool nextest cargo-nextest "$CARGO_NEXTEST_VERSION" any
+}
+
+# ensure_package_deps: what scripts/package.sh and tests/e2e/inspect-packages.sh use.
+ensure_package_deps() {
+    ensure_apt rpm binutils file
+    ensure_cargo_tool deb cargo-deb "$CARGO_DEB_VERSION"
+    ensure_cargo_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
+}
+
+# ensure_e2e_deps: what tests/e2e/nspawn.sh and the network-namespace tests use (as root).
+ensure_e2e_deps() {
+    ensure_apt systemd-container debootstrap iproute2 util-linux curl ca-certificates
+}
+
+# debian_mirror: the Debian archive URI of this machine's own apt sources (deb822 .sources
+# files first, then sources.list), never a host name written into a script. The first
+# non-security source that serves Debian's main archive wins.
+debian_mirror() {
+    local uri=""
+    local f
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        uri=$(awk 'BEGIN { IGNORECASE = 1 }
+            /^[[:space:]]*$/ { if (u != "" && t ~ /(^|[[:space:]])deb([[:space:]]|$)/ && u !~ /security/) { print u; exit } u = ""; t = ""; next }
+            tolower($1) == "uris:"  { u = $2 }
+            tolower($1) == "types:" { t = $0 }
+            END { if (u != "" && t ~ /(^|[[:space:]])deb([[:space:]]|$)/ && u !~ /security/) print u }' "$f" | head -n 1)
+        [ -n "$uri" ] && break
+    done
+    if [ -z "$uri" ]; then
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [ -f "$f" ] || continue
+            uri=$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { if ($i !~ /security/) { print $i; exit } break } }' "$f" | head -n 1)
+            [ -n "$uri" ] && break
+        done
+    fi
+    [ -n "$uri" ] || die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); set QE2E_MIRROR"
+    printf '%s\n' "${uri%/}"
 }

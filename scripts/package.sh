@@ -5,45 +5,18 @@
 # and prints their paths (the last two lines of output, .deb first).
 #
 # Usage: scripts/package.sh
-# Installs the packaging tools when missing (pinned versions, `cargo install
-# --locked`), and protoc (needed by etcd-client's build) through apt-get when
-# run as root. Safe to run again: the packages are rebuilt in place.
+# Installs what it needs when missing, through scripts/deps.sh (protoc, the
+# pinned cargo-deb and cargo-generate-rpm, rpm). Safe to run again: the
+# packages are rebuilt in place.
 set -euo pipefail
-
-CARGO_DEB_VERSION=3.8.0
-CARGO_GENERATE_RPM_VERSION=0.21.1
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+. scripts/deps.sh
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'package.sh: %s\n' "$*" >&2; exit 1; }
-
-# cargo-deb prints "cargo-deb 3.8.0" for --version; cargo-generate-rpm
-# prints "cargo-generate-rpm 0.21.1".
-tool_version() { cargo "$1" --version 2>/dev/null | awk '{print $NF}' || true; }
-
-ensure_tool() {
-    local sub=$1 crate=$2 version=$3
-    if [ "$(tool_version "$sub")" != "$version" ]; then
-        log "installing $crate $version"
-        cargo install --locked "$crate@$version"
-    fi
-}
-
-command -v cargo >/dev/null || die "cargo not found (install Rust with rustup)"
-if ! command -v protoc >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        log "installing protobuf-compiler (protoc)"
-        apt-get install -y protobuf-compiler >/dev/null || {
-            apt-get update >/dev/null && apt-get install -y protobuf-compiler >/dev/null; }
-    else
-        die "protoc not found: apt-get install protobuf-compiler (or dnf install protobuf-compiler)"
-    fi
-fi
-ensure_tool deb cargo-deb "$CARGO_DEB_VERSION"
-ensure_tool generate-rpm cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
+ensure_build_deps
+ensure_package_deps
 
 log "building the release binary"
 cargo build --release -p quorate
@@ -69,12 +42,10 @@ RPM=$(ls -t "$RPM_DIR"/quorate-*.rpm 2>/dev/null | head -n 1)
 
 # cargo-generate-rpm silently uses a scriptlet path as the script text when it
 # cannot find the file: make sure the real scripts went in.
-if command -v rpm >/dev/null; then
-    scripts=$(rpm -qp --scripts "$RPM" 2>/dev/null)
-    for marker in '%pre of the quorate .rpm' '%post of the quorate .rpm' \
-                  '%preun of the quorate .rpm' '%postun of the quorate .rpm'; do
-        grep -qF "$marker" <<<"$scripts" || die "$RPM lacks the scriptlet '$marker'"
-    done
-fi
+scripts=$(rpm -qp --scripts "$RPM" 2>/dev/null) || die "rpm cannot read $RPM"
+for marker in '%pre of the quorate .rpm' '%post of the quorate .rpm' \
+              '%preun of the quorate .rpm' '%postun of the quorate .rpm'; do
+    grep -qF "$marker" <<<"$scripts" || die "$RPM lacks the scriptlet '$marker'"
+done
 
 printf '%s\n%s\n' "$DEB" "$RPM"

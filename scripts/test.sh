@@ -1,44 +1,85 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, integration tests with real agents and
-# real etcd 3.4 on loopback addresses, and (when run as root) the packages and the end-to-end
-# test under systemd in nspawn containers. Installs what it needs when missing.
+# real etcd on loopback addresses and in network namespaces, and (when run as root) the
+# packages and the end-to-end test under systemd in nspawn containers. Installs everything it
+# uses when missing (scripts/deps.sh), stops at the first failing tier with its own message,
+# and ends with one summary line over all tiers.
+#
+#   bash scripts/test.sh             everything
+#   SKIP_E2E=1 bash scripts/test.sh  without the packages and the end-to-end test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 SECONDS=0
 
+LOGS=$PWD/target/test-logs
+mkdir -p "$LOGS"
+# Tests that cannot run record why here (quorate_tests::skip); the summary lists them.
+export TEST_SKIP_FILE=$LOGS/skipped.txt
+: >"$TEST_SKIP_FILE"
+
+# Which tiers run, decided before anything is installed or built.
+E2E=1
+if [ "${SKIP_E2E:-}" = 1 ]; then
+    E2E=0
+    echo "packages and end-to-end: SKIP_E2E=1 was set" >>"$TEST_SKIP_FILE"
+elif [ "$(id -u)" != 0 ]; then
+    E2E=0
+    echo "packages and end-to-end: not root (they need nspawn and network namespaces)" >>"$TEST_SKIP_FILE"
+fi
+
+log "installing what the suite uses, when missing"
 ensure_build_deps
 ensure_runtime_deps
-if ! cargo nextest --version >/dev/null 2>&1; then
-    log "installing cargo-nextest"
-    cargo install --locked cargo-nextest >/dev/null 2>&1 || log "cargo-nextest unavailable; using cargo test"
+ensure_test_deps
+if [ "$E2E" = 1 ]; then
+    ensure_package_deps
+    ensure_e2e_deps
 fi
 
 log "cargo fmt --check"
-cargo fmt --all -- --check
+cargo fmt --all -- --check || die "cargo fmt --check failed: run cargo fmt --all"
 log "cargo clippy"
-cargo clippy -q --workspace --all-targets -- -D warnings
+cargo clippy -q --workspace --all-targets -- -D warnings || die "cargo clippy found problems (above)"
 log "building"
-cargo build -q --workspace --bins --tests
+cargo build -q --workspace --bins --tests || die "the build failed (above)"
 
 log "unit and integration tests"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast --test-threads 2
-else
-    cargo test -q --workspace --no-fail-fast -- --test-threads 2
-fi
+rust_rc=0
+cargo nextest run --workspace --no-fail-fast --test-threads 2 --status-level pass \
+    --final-status-level fail 2>&1 | tee "$LOGS/nextest.log" || rust_rc=$?
+# nextest's lines: "PASS [ 0.012s] (n/N) quorate-tests::formation formation_..." for an
+# integration test (the quorate-tests crate), anything else is a unit test.
+all_passed=$(grep -cE '^ *PASS \[' "$LOGS/nextest.log" || true)
+integration_passed=$(grep -cE '^ *PASS \[[^]]*\] +(\([ 0-9/]+\) +)?quorate-tests::' "$LOGS/nextest.log" || true)
+unit_passed=$((all_passed - integration_passed))
+rust_failed=$(grep -cE '^ *(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|ABORT) \[' "$LOGS/nextest.log" || true)
+[ "$rust_rc" = 0 ] || die "unit and integration tests failed: $rust_failed failing (see above and $LOGS/nextest.log)"
 
-if [ "${SKIP_E2E:-}" = 1 ]; then
-    log "SKIP_E2E=1: skipping the packages and the end-to-end test under systemd"
-elif [ "$(id -u)" != 0 ]; then
-    log "not root: skipping the packages and the end-to-end test (they need nspawn and network namespaces)"
-else
+pkg_passed=0 e2e_passed=0
+if [ "$E2E" = 1 ]; then
     log "building the .deb and .rpm"
-    mapfile -t pkgs < <(bash scripts/package.sh | tail -n 2)
+    pkgs_out=$(bash scripts/package.sh) || die "scripts/package.sh failed (its output is above)"
+    mapfile -t pkgs < <(tail -n 2 <<<"$pkgs_out")
+    [ "${#pkgs[@]}" = 2 ] && [ -f "${pkgs[0]}" ] && [ -f "${pkgs[1]}" ] \
+        || die "scripts/package.sh did not print the .deb and .rpm paths (got: $(tail -n 2 <<<"$pkgs_out"))"
     log "inspecting the packages"
-    bash tests/e2e/inspect-packages.sh "${pkgs[0]}" "${pkgs[1]}"
+    inspect_rc=0
+    bash tests/e2e/inspect-packages.sh "${pkgs[0]}" "${pkgs[1]}" 2>&1 | tee "$LOGS/inspect.log" || inspect_rc=$?
+    [ "$inspect_rc" = 0 ] || die "package inspection failed (see above)"
+    pkg_passed=$(sed -nE 's/^inspect-packages: ([0-9]+) passed.*/\1/p' "$LOGS/inspect.log" | tail -n 1)
     log "end-to-end test: three systemd-nspawn hosts, cloud-init, the .deb"
-    timeout 20m bash tests/e2e/nspawn.sh "${pkgs[0]}" "${pkgs[1]}"
+    e2e_rc=0
+    timeout 20m bash tests/e2e/nspawn.sh "${pkgs[0]}" "${pkgs[1]}" 2>&1 | tee "$LOGS/e2e.log" || e2e_rc=$?
+    [ "$e2e_rc" = 0 ] || die "the end-to-end test failed (exit $e2e_rc, see above; logs in target/e2e-logs)"
+    e2e_passed=$(sed -nE 's/^e2e: ([0-9]+) passed.*/\1/p' "$LOGS/e2e.log" | tail -n 1)
 fi
 
-log "all tests passed in ${SECONDS}s"
+skipped=$(grep -c . "$TEST_SKIP_FILE" || true)
+total=$((unit_passed + integration_passed + ${pkg_passed:-0} + ${e2e_passed:-0}))
+echo
+log "summary after ${SECONDS}s: unit $unit_passed passed, integration $integration_passed passed, package checks ${pkg_passed:-0} passed, end-to-end checks ${e2e_passed:-0} passed; $skipped skipped"
+if [ "$skipped" != 0 ]; then
+    sed 's/^/    SKIPPED /' "$TEST_SKIP_FILE" >&2
+fi
+echo "suite: $total passed, 0 failed, $skipped skipped"

@@ -18,7 +18,8 @@
 #   QE2E_CACHE         rootfs cache          (default /var/cache/quorate-e2e)
 #   QE2E_WORK          scratch directory     (default /var/tmp/quorate-e2e)
 #   QE2E_LOGS          logs kept after a run (default <repo>/target/e2e-logs)
-#   QE2E_MIRROR        Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   QE2E_MIRROR        Debian mirror for debootstrap (default: the Debian mirror of
+#                      this machine's own apt sources, see debian_mirror in scripts/deps.sh)
 #   QE2E_FORM_TIMEOUT  seconds allowed for the cluster to form (default 300)
 #
 # Network: 10.77.0.0/24 only. Bridge br-qe2e (host side 10.77.0.254),
@@ -28,10 +29,12 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# The one place that installs host tools; this script's own log and die follow and win.
+. "$REPO/scripts/deps.sh"
 CACHE=${QE2E_CACHE:-/var/cache/quorate-e2e}
 WORK=${QE2E_WORK:-/var/tmp/quorate-e2e}
 LOGS=${QE2E_LOGS:-$REPO/target/e2e-logs}
-MIRROR=${QE2E_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${QE2E_MIRROR:-}
 FORM_TIMEOUT=${QE2E_FORM_TIMEOUT:-300}
 
 SUBNET=10.77.0
@@ -239,16 +242,12 @@ on_exit() {
 # ---------------------------------------------------------------- phases
 host_prereqs() {
     [ "$(id -u)" = 0 ] || die "run as root (needs systemd-nspawn, ip netns, mount)"
-    local missing=()
-    command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v ip >/dev/null || missing+=(iproute2)
-    command -v rpm >/dev/null || missing+=(rpm)
-    command -v nsenter >/dev/null || missing+=(util-linux)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing host tools: ${missing[*]}"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    ensure_e2e_deps
+    ensure_package_deps
+    if [ -z "$MIRROR" ]; then
+        MIRROR=$(debian_mirror) || die "cannot find a Debian mirror in this machine's apt sources; set QE2E_MIRROR"
     fi
+    log "debootstrap mirror: $MIRROR (from this machine's apt sources unless QE2E_MIRROR is set)"
     grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || die "overlayfs is not available"
     # Refuse to run next to another copy of this test, and never reuse a
     # subnet someone else routes.
@@ -267,7 +266,8 @@ get_packages() {
     if [ -z "$DEB" ]; then
         log "building packages with scripts/package.sh"
         local out
-        out=$("$REPO/scripts/package.sh" | tail -n 2)
+        out=$("$REPO/scripts/package.sh") || die "scripts/package.sh failed (its output is above)"
+        out=$(tail -n 2 <<<"$out")
         DEB=$(sed -n 1p <<<"$out")
         RPM=$(sed -n 2p <<<"$out")
     fi
