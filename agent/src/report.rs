@@ -278,3 +278,6 @@ impl StatusReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

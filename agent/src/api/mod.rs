@@ -1,9 +1,11 @@
 //! The agent API: certificate signing over TLS, authenticated by a proof of the join token.
-//! See [`server`] for the issuer side and [`client`] for the requester side.
+//! See [`server`] for the issuer side, [`sign`] for what it grants or refuses, and [`client`]
+//! for the requester side.
 
 pub mod client;
 pub mod proof;
 pub mod server;
+pub mod sign;
 pub mod wire;
 
 pub use client::{request_certificate, ApiClientError, CsrRequest, ServerTrust};

@@ -2,14 +2,15 @@
 //! and operators that prove knowledge of the join token. Every agent with a certificate serves
 //! it; only the issuer (the agent holding the CA key) signs. The proof is verified on the raw
 //! body before the JSON parser sees a byte; failures are counted and answered with 401.
-//! The issuer decides certificate contents from its policy and from gossip, never from the CSR.
+//! The issuer decides certificate contents from its policy and from gossip, never from the CSR;
+//! that decision is [`super::sign::decide`], and this module is its thin HTTP driver.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,17 +23,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::proof::{self, PROOF_HEADER};
-use super::wire::{CertKind, ErrorBody, SignRequest, SignResponse, SIGN_PATH};
+use super::proof::PROOF_HEADER;
+use super::sign::{decide, issue, Refusal, SignContext};
+use super::wire::{ErrorBody, SIGN_PATH};
 use crate::gossip::GossipView;
 use crate::liveness::Heartbeat;
 use crate::metrics::Counters;
-use crate::pki::{cert_spec, CertProfile, CertificateAuthority};
+use crate::pki::CertificateAuthority;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
-/// Requests older (or newer) than this are refused.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -132,114 +132,55 @@ async fn serve_connection(
     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
 }
 
-fn reject(status: StatusCode, message: impl Into<String>) -> Response {
+fn reject(refusal: &Refusal) -> Response {
     (
-        status,
+        refusal.status(),
         Json(ErrorBody {
-            error: message.into(),
+            error: refusal.to_string(),
         }),
     )
         .into_response()
 }
 
-fn valid_client_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
-}
-
+/// The signing handler: gathers the inputs of [`decide`], signs what it grants and counts
+/// the outcome.
 async fn sign(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     Counters::inc(&s.counters.api_requests);
     let proof = headers
         .get(PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !proof::verify(&s.key, &body, proof) {
-        Counters::inc(&s.counters.api_rejected_unauthenticated);
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong join-token proof; use the cluster's join token",
-        );
-    }
-    let invalid = |status, message: String| {
-        Counters::inc(&s.counters.api_rejected_invalid);
-        tracing::info!(%message, "refused a signing request");
-        reject(status, message)
+    let ca = s.material.borrow().ca.clone();
+    let decision = {
+        let view = s.view.borrow();
+        let ctx = SignContext {
+            proof_key: &s.key,
+            now: SystemTime::now(),
+            validity: s.validity,
+            holds_ca: ca.is_some(),
+            view: &view,
+        };
+        decide(&ctx, &body, proof)
     };
-    let req: SignRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return invalid(StatusCode::BAD_REQUEST, format!("malformed request: {e}")),
-    };
-    let now = SystemTime::now();
-    let sent = UNIX_EPOCH + Duration::from_secs(req.sent_at);
-    let skew = now
-        .duration_since(sent)
-        .or_else(|e| Ok::<_, ()>(e.duration()))
-        .unwrap_or_default();
-    if skew > MAX_CLOCK_SKEW {
-        return invalid(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "request time is {}s away from this host's clock; synchronise the clocks (NTP)",
-                skew.as_secs()
-            ),
-        );
-    }
-    let Some(ca) = s.material.borrow().ca.clone() else {
-        return reject(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this agent does not hold the CA; ask the issuer",
-        );
-    };
-    let profile = match req.kind {
-        CertKind::Node => {
-            let view = s.view.borrow();
-            let Some(meta) = view
-                .peer(&req.name)
-                .filter(|p| p.is_live())
-                .and_then(|p| p.meta.as_ref())
-            else {
-                return invalid(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "node {} is not known in gossip yet; retry shortly",
-                        req.name
-                    ),
-                );
-            };
-            CertProfile::Node {
-                name: req.name.clone(),
-                addrs: vec![meta.gossip_addr.ip()],
-            }
-        }
-        CertKind::Client => {
-            if !valid_client_name(&req.name) {
-                return invalid(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "client name {:?} must be 1-64 letters, digits, '-', '_', '.' or '@'",
-                        req.name
-                    ),
-                );
-            }
-            CertProfile::Client {
-                name: req.name.clone(),
-            }
-        }
-    };
-    let spec = cert_spec(&profile, now, s.validity);
-    match ca.sign_csr(&req.csr_pem, &spec) {
-        Ok(cert_pem) => {
+    let issued = decision.and_then(|grant| {
+        let ca = ca.as_deref().ok_or(Refusal::NotIssuer)?;
+        issue(ca, &grant).map(|response| (grant, response))
+    });
+    match issued {
+        Ok((grant, response)) => {
             Counters::inc(&s.counters.certificates_issued);
-            tracing::info!(name = %req.name, kind = ?req.kind, "issued certificate");
-            Json(SignResponse {
-                cert_pem,
-                ca_pem: ca.cert_pem().to_owned(),
-            })
-            .into_response()
+            tracing::info!(name = %grant.name, kind = ?grant.kind, "issued certificate");
+            Json(response).into_response()
         }
-        Err(e) => invalid(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(refusal) => {
+            refusal.count(&s.counters);
+            if refusal.is_invalid() {
+                tracing::info!(message = %refusal, "refused a signing request");
+            }
+            reject(&refusal)
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;
