@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::etcd::{EtcdHealth, EtcdMember, ProcessState};
+use crate::etcd::{EtcdHealth, Member, ProcessState};
 use crate::gossip::{GossipView, PeerState};
 use crate::metrics::Counters;
 use crate::node::{CertSummary, NodeStatus};
@@ -69,7 +69,7 @@ pub struct EtcdReport {
     pub is_learner: bool,
     pub version: Option<String>,
     pub quorum: bool,
-    pub members: Vec<EtcdMember>,
+    pub members: Vec<Member>,
     pub error: Option<String>,
 }
 
@@ -263,7 +263,7 @@ impl StatusReport {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:<18} {:<16} {:<8} {}",
+                    "  {:<18x} {:<16} {:<8} {}",
                     m.id,
                     name,
                     if m.is_learner { "learner" } else { "voter" },

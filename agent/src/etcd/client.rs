@@ -26,22 +26,6 @@ impl ClientTls {
     }
 }
 
-/// etcd-client's errors carry the whole tonic chain; keep what an operator needs.
-pub fn short_error(e: &etcd_client::Error) -> String {
-    let text = e.to_string();
-    if text.contains("Connection refused") || text.contains("tcp connect error") {
-        "connection refused (etcd is not listening)".to_owned()
-    } else if text.contains("deadline has elapsed") || text.contains("timed out") {
-        "request timed out".to_owned()
-    } else if let Some(i) = text.find("message: \"") {
-        // grpc status: keep etcd's own message.
-        let rest = &text[i + 10..];
-        rest.split('"').next().unwrap_or(rest).to_owned()
-    } else {
-        text.chars().take(200).collect()
-    }
-}
-
 /// Connects to `endpoints` with per-request `timeout`.
 pub async fn connect(
     endpoints: &[String],

@@ -6,11 +6,13 @@
 use std::time::Duration;
 
 use etcd_client::Client;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{connect, short_error, ClientTls};
+use super::client::{connect, ClientTls};
+use super::error::EtcdError;
+use super::member::Member;
 use super::supervisor::ProcessState;
 use crate::liveness::Heartbeat;
 use crate::pki::PkiStore;
@@ -18,16 +20,6 @@ use crate::pki::PkiStore;
 const FAST: Duration = Duration::from_millis(100);
 const SLOW: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One member as etcd lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EtcdMember {
-    pub id: String,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
 
 /// The local member's health.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -43,7 +35,7 @@ pub struct EtcdHealth {
     pub version: Option<String>,
     /// A linearizable read succeeded.
     pub quorum: bool,
-    pub members: Vec<EtcdMember>,
+    pub members: Vec<Member>,
     pub error: Option<String>,
 }
 
@@ -55,7 +47,7 @@ impl EtcdHealth {
 
     /// The leader's name, from the member list.
     pub fn leader_name(&self) -> Option<&str> {
-        let leader = format!("{:x}", self.leader?);
+        let leader = self.leader?;
         self.members
             .iter()
             .find(|m| m.id == leader)
@@ -174,7 +166,7 @@ pub async fn probe(client: &mut Client) -> EtcdHealth {
             h.version = Some(status.version().to_owned());
         }
         Ok(Err(e)) => {
-            h.error = Some(short_error(&e));
+            h.error = Some(EtcdError::from(e).to_string());
             return h;
         }
         Err(_) => {
@@ -183,17 +175,7 @@ pub async fn probe(client: &mut Client) -> EtcdHealth {
         }
     }
     if let Ok(Ok(list)) = tokio::time::timeout(TIMEOUT, client.member_list()).await {
-        h.members = list
-            .members()
-            .iter()
-            .map(|m| EtcdMember {
-                id: format!("{:x}", m.id()),
-                name: m.name().to_owned(),
-                peer_urls: m.peer_urls().to_vec(),
-                client_urls: m.client_urls().to_vec(),
-                is_learner: m.is_learner(),
-            })
-            .collect();
+        h.members = list.members().iter().map(Member::from).collect();
     }
     // Learners do not serve linearizable reads; their health is the leader's view.
     if h.is_learner {
@@ -201,7 +183,7 @@ pub async fn probe(client: &mut Client) -> EtcdHealth {
     }
     match tokio::time::timeout(TIMEOUT, client.get("quorate/health", None)).await {
         Ok(Ok(_)) => h.quorum = true,
-        Ok(Err(e)) => h.error = Some(short_error(&e)),
+        Ok(Err(e)) => h.error = Some(EtcdError::from(e).to_string()),
         Err(_) => h.error = Some("linearizable read timed out (no quorum?)".into()),
     }
     h
@@ -224,8 +206,8 @@ mod tests {
         assert!(h.healthy());
         assert!(h.problem().is_none());
         assert_eq!(h.leader_name(), None);
-        h.members.push(EtcdMember {
-            id: "abc".into(),
+        h.members.push(Member {
+            id: 0xabc,
             name: "n1".into(),
             peer_urls: vec![],
             client_urls: vec![],

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::sealed::{SealedCa, UnsealError};
 use crate::config::Settings;
-use crate::etcd::client::{connect, short_error, ClientTls};
-use crate::etcd::EtcdHealth;
+use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::{EtcdError, EtcdHealth};
 use crate::liveness::Heartbeat;
 use crate::pki::{CertificateAuthority, PkiStore};
 use crate::token::KeyPurpose;
@@ -33,8 +33,14 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 /// Errors of one term.
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
-    #[error("etcd: {0}")]
-    Etcd(String),
+    #[error("etcd {op} failed: {error}")]
+    Etcd { op: &'static str, error: EtcdError },
+    #[error("the issuer lease was lost")]
+    LeaseLost,
+    #[error("the stored CA vanished")]
+    CaVanished,
+    #[error("{CA_KEY} is not in etcd yet")]
+    CaNotStored,
     #[error(transparent)]
     Unseal(#[from] UnsealError),
     #[error("etcd holds the CA {stored}, but this agent's CA is {ours}: two CAs for one cluster")]
@@ -45,8 +51,12 @@ pub enum IssuerError {
     Pki(#[from] crate::pki::PkiError),
 }
 
-fn etcd(e: etcd_client::Error) -> IssuerError {
-    IssuerError::Etcd(short_error(&e))
+/// Classifies a failed etcd request `op`.
+fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> IssuerError {
+    move |e| IssuerError::Etcd {
+        op,
+        error: EtcdError::from(e),
+    }
 }
 
 /// The election task. It publishes the CA while this agent is the issuer.
@@ -94,7 +104,9 @@ impl IssuerTask {
         let pki = PkiStore::new(self.settings.pki_dir());
         let tls = ClientTls::from_store(&pki).ok_or(IssuerError::NoCertificate)?;
         let url = self.settings.client_url();
-        let mut client = connect(&[url], &tls, TIMEOUT).await.map_err(etcd)?;
+        let mut client = connect(&[url], &tls, TIMEOUT)
+            .await
+            .map_err(etcd("connect"))?;
         let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
         let disk_ca = pki.load_ca()?;
         if let Some(ca) = &disk_ca {
@@ -103,7 +115,7 @@ impl IssuerTask {
         let lease = client
             .lease_grant(LEASE_TTL, None)
             .await
-            .map_err(etcd)?
+            .map_err(etcd("lease grant"))?
             .id();
         let name = self.settings.name.clone();
         let campaign = Txn::new()
@@ -114,7 +126,11 @@ impl IssuerTask {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(ISSUER_KEY, None)]);
-        let won = client.txn(campaign).await.map_err(etcd)?.succeeded();
+        let won = client
+            .txn(campaign)
+            .await
+            .map_err(etcd("campaign"))?
+            .succeeded();
         if !won {
             let _ = client.lease_revoke(lease).await;
             return Ok(());
@@ -147,7 +163,10 @@ impl IssuerTask {
         lease: i64,
         cancel: &CancellationToken,
     ) -> Result<(), IssuerError> {
-        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await.map_err(etcd)?;
+        let (mut keeper, mut responses) = client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(etcd("lease keep-alive"))?;
         let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL as u64 / 3));
         loop {
             tokio::select! {
@@ -158,10 +177,10 @@ impl IssuerTask {
                     if !self.voter_healthy() {
                         return Ok(());
                     }
-                    keeper.keep_alive().await.map_err(etcd)?;
+                    keeper.keep_alive().await.map_err(etcd("lease keep-alive"))?;
                     match tokio::time::timeout(TIMEOUT, responses.message()).await {
                         Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                        _ => return Err(IssuerError::Etcd("the issuer lease was lost".into())),
+                        _ => return Err(IssuerError::LeaseLost),
                     }
                 }
             }
@@ -180,13 +199,12 @@ async fn store_ca(
         .when([Compare::create_revision(CA_KEY, CompareOp::Equal, 0)])
         .and_then([TxnOp::put(CA_KEY, sealed.to_json(), None)])
         .or_else([TxnOp::get(CA_KEY, None)]);
-    let resp = client.txn(txn).await.map_err(etcd)?;
+    let resp = client.txn(txn).await.map_err(etcd("store CA"))?;
     if resp.succeeded() {
         tracing::info!("stored the CA in etcd, sealed with the join token");
         return Ok(());
     }
-    let stored = stored_value(&resp.op_responses())
-        .ok_or_else(|| IssuerError::Etcd("the stored CA vanished".into()))?;
+    let stored = stored_value(&resp.op_responses()).ok_or(IssuerError::CaVanished)?;
     let stored = SealedCa::from_json(&stored)?.hash()?;
     if stored != ca.hash() {
         return Err(IssuerError::CaConflict {
@@ -216,12 +234,12 @@ fn check_trusted(
 
 /// Reads and unseals the CA from etcd.
 async fn load_ca(client: &mut Client, key: &[u8; 32]) -> Result<CertificateAuthority, IssuerError> {
-    let resp = client.get(CA_KEY, None).await.map_err(etcd)?;
+    let resp = client.get(CA_KEY, None).await.map_err(etcd("read CA"))?;
     let value = resp
         .kvs()
         .first()
         .map(|kv| kv.value().to_vec())
-        .ok_or_else(|| IssuerError::Etcd(format!("{CA_KEY} is not in etcd yet")))?;
+        .ok_or(IssuerError::CaNotStored)?;
     Ok(SealedCa::from_json(&value)?.unseal(key)?)
 }
 

@@ -14,16 +14,7 @@
 
 use std::collections::BTreeSet;
 
-/// One etcd member and whether it answered a health check just now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberView {
-    pub id: u64,
-    /// Empty while the member has never started.
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub is_learner: bool,
-    pub healthy: bool,
-}
+use crate::etcd::{Member, MemberHealth};
 
 /// What a host without data does, given the member list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,56 +32,65 @@ pub enum JoinAction {
 }
 
 /// Decides how this host (name `me`, peer URL `peer_url`) gets a member.
-pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberView]) -> JoinAction {
+pub fn join_action(
+    me: &str,
+    peer_url: &str,
+    in_plan: bool,
+    members: &[MemberHealth],
+) -> JoinAction {
     // This host's member is the one at its peer URL. A member with this host's name elsewhere
     // is another host with the same name (or this host's address changed): never touch it.
     if let Some(other) = members
         .iter()
-        .find(|m| m.name == me && !m.peer_urls.iter().any(|u| u == peer_url))
+        .find(|m| m.member.name == me && !m.member.peer_urls.iter().any(|u| u == peer_url))
     {
         return JoinAction::Wait(format!(
             "etcd has a member named {me} at {} but this host's peer URL is {peer_url}: two \
              hosts share the name {me} (set node_name), or this host's address changed (remove \
              the old member with etcdctl member remove {:x})",
-            other.peer_urls.join(","),
-            other.id
+            other.member.peer_urls.join(","),
+            other.member.id
         ));
     }
     let mine = members
         .iter()
-        .find(|m| m.peer_urls.iter().any(|u| u == peer_url));
+        .find(|m| m.member.peer_urls.iter().any(|u| u == peer_url));
     match mine {
-        Some(m) if m.name.is_empty() && !m.is_learner => {
+        Some(m) if m.member.name.is_empty() && !m.member.is_learner => {
             if in_plan {
                 JoinAction::StartNew
             } else {
                 JoinAction::Wait(format!(
                     "etcd lists an unstarted voting member with this host's peer URL {peer_url} \
                      that is not in the plan; remove it with etcdctl member remove {:x}",
-                    m.id
+                    m.member.id
                 ))
             }
         }
-        Some(m) if m.name.is_empty() => JoinAction::StartLearner {
-            initial_cluster: initial_cluster_with(me, m.id, members),
+        Some(m) if m.member.name.is_empty() => JoinAction::StartLearner {
+            initial_cluster: initial_cluster_with(
+                me,
+                m.member.id,
+                members.iter().map(|m| &m.member),
+            ),
         },
         Some(m) if m.healthy => JoinAction::Wait(format!(
             "member {:x} at this host's peer URL {} answers although this host runs no etcd: \
              another etcd uses this address (stop it)",
-            m.id,
-            m.peer_urls.join(",")
+            m.member.id,
+            m.member.peer_urls.join(",")
         )),
-        Some(m) => match removal_is_safe(members, m.id) {
-            Ok(()) => JoinAction::RemoveStale { id: m.id },
+        Some(m) => match removal_is_safe(members, m.member.id) {
+            Ok(()) => JoinAction::RemoveStale { id: m.member.id },
             Err(why) => JoinAction::Wait(format!(
                 "this host's old member {} ({:x}) must be removed before it can rejoin, but {why}",
-                m.name, m.id
+                m.member.name, m.member.id
             )),
         },
         None => {
-            let dead: Vec<&MemberView> = members
+            let dead: Vec<&MemberHealth> = members
                 .iter()
-                .filter(|m| !m.is_learner && !m.healthy)
+                .filter(|m| !m.member.is_learner && !m.healthy)
                 .collect();
             if !dead.is_empty() && has_quorum(members) {
                 let names: Vec<String> = dead
@@ -98,12 +98,12 @@ pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberVie
                     .map(|m| {
                         format!(
                             "{} ({:x})",
-                            if m.name.is_empty() {
+                            if m.member.name.is_empty() {
                                 "unstarted"
                             } else {
-                                &m.name
+                                &m.member.name
                             },
-                            m.id
+                            m.member.id
                         )
                     })
                     .collect();
@@ -115,7 +115,7 @@ pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberVie
                     if dead.len() == 1 { "is" } else { "are" }
                 ));
             }
-            if members.iter().any(|m| m.is_learner) {
+            if members.iter().any(|m| m.member.is_learner) {
                 JoinAction::Wait(
                     "another host is joining as a learner; etcd allows one at a time".into(),
                 )
@@ -131,7 +131,11 @@ pub fn join_action(me: &str, peer_url: &str, in_plan: bool, members: &[MemberVie
 /// `--initial-cluster` for a joining member: every member's name and peer URLs, with our
 /// own (still unnamed) entry named `me`. Other unstarted members get a placeholder name;
 /// etcd matches existing members by peer URL.
-pub fn initial_cluster_with(me: &str, my_id: u64, members: &[MemberView]) -> String {
+pub fn initial_cluster_with<'a>(
+    me: &str,
+    my_id: u64,
+    members: impl IntoIterator<Item = &'a Member>,
+) -> String {
     let mut parts = Vec::new();
     for m in members {
         let name = if m.id == my_id {
@@ -149,27 +153,27 @@ pub fn initial_cluster_with(me: &str, my_id: u64, members: &[MemberView]) -> Str
 }
 
 /// Whether the voting members that answered form a quorum.
-pub fn has_quorum(members: &[MemberView]) -> bool {
-    let voters: Vec<&MemberView> = members.iter().filter(|m| !m.is_learner).collect();
+pub fn has_quorum(members: &[MemberHealth]) -> bool {
+    let voters: Vec<&MemberHealth> = members.iter().filter(|m| !m.member.is_learner).collect();
     let healthy = voters.iter().filter(|m| m.healthy).count();
     !voters.is_empty() && healthy > voters.len() / 2
 }
 
 /// Whether removing member `id` leaves a cluster whose healthy voters still form a quorum.
 /// Removing a learner never affects quorum.
-pub fn removal_is_safe(members: &[MemberView], id: u64) -> Result<(), String> {
-    let Some(target) = members.iter().find(|m| m.id == id) else {
+pub fn removal_is_safe(members: &[MemberHealth], id: u64) -> Result<(), String> {
+    let Some(target) = members.iter().find(|m| m.member.id == id) else {
         return Err(format!("member {id:x} is not in the cluster"));
     };
     if !has_quorum(members) {
         return Err("the cluster has no quorum now".into());
     }
-    if target.is_learner {
+    if target.member.is_learner {
         return Ok(());
     }
-    let remaining: Vec<&MemberView> = members
+    let remaining: Vec<&MemberHealth> = members
         .iter()
-        .filter(|m| !m.is_learner && m.id != id)
+        .filter(|m| !m.member.is_learner && m.member.id != id)
         .collect();
     if remaining.is_empty() {
         return Err("it is the last voting member".into());
@@ -190,24 +194,21 @@ pub fn removal_is_safe(members: &[MemberView], id: u64) -> Result<(), String> {
 /// at most one per call, never `me`, and only when removal is safe.
 pub fn dead_member_to_remove(
     me: &str,
-    members: &[MemberView],
+    members: &[MemberHealth],
     dead_too_long: &BTreeSet<String>,
 ) -> Option<u64> {
     members
         .iter()
-        .filter(|m| m.name != me && !m.name.is_empty() && !m.healthy)
-        .filter(|m| dead_too_long.contains(&m.name))
-        .find(|m| removal_is_safe(members, m.id).is_ok())
-        .map(|m| m.id)
+        .filter(|m| m.member.name != me && !m.member.name.is_empty() && !m.healthy)
+        .filter(|m| dead_too_long.contains(&m.member.name))
+        .find(|m| removal_is_safe(members, m.member.id).is_ok())
+        .map(|m| m.member.id)
 }
 
 /// Learners that were added but never started (no name yet) and whose peer URL no live agent
 /// claims: left behind by a host that died between `member add` and starting etcd. etcd allows
 /// one learner at a time, so such a leftover would block every later join.
-pub fn unclaimed_learners(
-    members: &[MemberView],
-    claimed_peer_urls: &BTreeSet<String>,
-) -> Vec<u64> {
+pub fn unclaimed_learners(members: &[Member], claimed_peer_urls: &BTreeSet<String>) -> Vec<u64> {
     members
         .iter()
         .filter(|m| m.is_learner && m.name.is_empty())
@@ -220,14 +221,21 @@ pub fn unclaimed_learners(
 mod tests {
     use super::*;
 
-    fn m(id: u64, name: &str, learner: bool, healthy: bool) -> MemberView {
-        MemberView {
-            id,
-            name: name.into(),
-            peer_urls: vec![format!("https://10.0.0.{id}:2380")],
-            is_learner: learner,
+    fn m(id: u64, name: &str, learner: bool, healthy: bool) -> MemberHealth {
+        MemberHealth {
+            member: Member {
+                id,
+                name: name.into(),
+                peer_urls: vec![format!("https://10.0.0.{id}:2380")],
+                client_urls: vec![format!("https://10.0.0.{id}:2379")],
+                is_learner: learner,
+            },
             healthy,
         }
+    }
+
+    fn plain(members: &[MemberHealth]) -> Vec<Member> {
+        members.iter().map(|m| m.member.clone()).collect()
     }
 
     fn url(id: u64) -> String {
@@ -324,7 +332,7 @@ mod tests {
         // Healthy or not: another host has this name (or our address changed).
         for healthy in [true, false] {
             let mut other = m(7, "c", false, healthy);
-            other.peer_urls = vec![url(7)];
+            other.member.peer_urls = vec![url(7)];
             let members = [m(1, "a", false, true), m(2, "b", false, true), other];
             assert!(matches!(
                 join_action("c", &url(3), false, &members),
@@ -425,8 +433,8 @@ mod tests {
             m(6, "f", true, true),
         ];
         let claimed: BTreeSet<String> = [url(5)].into();
-        assert_eq!(unclaimed_learners(&members, &claimed), vec![4]);
-        assert!(unclaimed_learners(&members[..1], &BTreeSet::new()).is_empty());
+        assert_eq!(unclaimed_learners(&plain(&members), &claimed), vec![4]);
+        assert!(unclaimed_learners(&plain(&members[..1]), &BTreeSet::new()).is_empty());
     }
 
     #[test]
@@ -437,7 +445,7 @@ mod tests {
             m(4, "", true, false),
         ];
         assert_eq!(
-            initial_cluster_with("d", 4, &members),
+            initial_cluster_with("d", 4, &plain(&members)),
             "a=https://10.0.0.1:2380,unstarted-2=https://10.0.0.2:2380,d=https://10.0.0.4:2380"
         );
     }

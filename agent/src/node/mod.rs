@@ -4,7 +4,6 @@
 //! ([`Controller`]) carries it out and publishes the node's status and gossip metadata.
 
 mod certs;
-pub mod cluster;
 mod controller;
 pub mod membership;
 mod status;
@@ -28,7 +27,7 @@ pub enum NodeError {
     #[error(transparent)]
     Api(#[from] crate::api::ApiClientError),
     #[error(transparent)]
-    Cluster(#[from] cluster::ClusterError),
+    Cluster(#[from] crate::etcd::ClusterError),
     #[error("operator-supplied CA {path}: {message}")]
     OperatorCa { path: PathBuf, message: String },
     #[error("the agent is shutting down")]

@@ -11,11 +11,11 @@ use super::{Controller, FORMED_MARKER, PROMOTE_RETRY};
 use crate::api::ApiMaterial;
 use crate::config::Settings;
 use crate::etcd::client::ClientTls;
-use crate::etcd::{ClusterState, EtcdCommand, EtcdLaunch, TlsFiles};
+use crate::etcd::cluster;
+use crate::etcd::{ClusterError, ClusterState, EtcdCommand, EtcdLaunch, TlsFiles};
 use crate::fsutil;
 use crate::gossip::{GossipCommand, GossipView};
 use crate::node::certs::{self, load_node_cert};
-use crate::node::cluster;
 use crate::node::membership::initial_cluster_with;
 use crate::node::step::{ClusterKnowledge, Step};
 use crate::node::NodeError;
@@ -193,8 +193,7 @@ impl Controller {
 
     /// This node's certificate, for talking to etcd.
     pub(super) fn client_tls(&self) -> Result<ClientTls, NodeError> {
-        ClientTls::from_store(&self.pki)
-            .ok_or(NodeError::Cluster(cluster::ClusterError::NoCertificate))
+        ClientTls::from_store(&self.pki).ok_or(NodeError::Cluster(ClusterError::NoCertificate))
     }
 
     /// Client URLs of the other members, those of running peers first, then the rest of the

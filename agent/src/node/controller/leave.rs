@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use super::{Controller, LEFT_MARKER};
 use crate::control::ControlCommand;
 use crate::etcd::client::ClientTls;
-use crate::etcd::data;
+use crate::etcd::{cluster, data};
 use crate::fsutil;
 use crate::gossip::GossipView;
-use crate::node::cluster;
 use crate::node::membership::removal_is_safe;
 
 impl Controller {
@@ -41,8 +40,8 @@ impl Controller {
             let tls = self.client_tls().map_err(|e| e.to_string())?;
             match cluster::members(&endpoints, &tls).await {
                 Ok(members) => {
-                    if let Some(me) = members.iter().find(|m| m.name == s.name) {
-                        if let Err(why) = removal_is_safe(&members, me.id) {
+                    if let Some(me) = members.iter().find(|m| m.member.name == s.name) {
+                        if let Err(why) = removal_is_safe(&members, me.member.id) {
                             if !force {
                                 return Err(format!(
                                     "refusing to leave: removing this member would cost the \
@@ -51,7 +50,7 @@ impl Controller {
                             }
                             tracing::warn!(%why, "leaving by force although it costs quorum");
                         }
-                        remove_patiently(&endpoints, &tls, me.id).await?;
+                        remove_patiently(&endpoints, &tls, me.member.id).await?;
                     }
                 }
                 Err(e) if force => {

@@ -11,10 +11,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Controller;
-use crate::etcd::EtcdHealth;
+use crate::etcd::{cluster, EtcdHealth};
 use crate::gossip::GossipView;
-use crate::node::cluster;
-use crate::node::membership::{dead_member_to_remove, unclaimed_learners, MemberView};
+use crate::node::membership::{dead_member_to_remove, unclaimed_learners};
 
 /// How often the leader's agent looks for dead members.
 const EVERY: Duration = Duration::from_secs(5);
@@ -88,8 +87,8 @@ impl Controller {
         if let Some(id) = dead_member_to_remove(&self.settings.name, &members, &dead) {
             let name = members
                 .iter()
-                .find(|m| m.id == id)
-                .map(|m| m.name.clone())
+                .find(|m| m.member.id == id)
+                .map(|m| m.member.name.clone())
                 .unwrap_or_default();
             match cluster::remove(&endpoints, &tls, id).await {
                 Ok(()) => tracing::warn!(
@@ -108,22 +107,9 @@ impl Controller {
 
 impl Controller {
     async fn remove_unclaimed_learners(&mut self, view: &GossipView, health: &EtcdHealth) {
-        let members: Vec<MemberView> = health
-            .members
-            .iter()
-            .filter_map(|m| {
-                Some(MemberView {
-                    id: u64::from_str_radix(&m.id, 16).ok()?,
-                    name: m.name.clone(),
-                    peer_urls: m.peer_urls.clone(),
-                    is_learner: m.is_learner,
-                    healthy: false,
-                })
-            })
-            .collect();
         let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
         claimed.insert(self.settings.peer_url());
-        let leftovers = unclaimed_learners(&members, &claimed);
+        let leftovers = unclaimed_learners(&health.members, &claimed);
         let now = Instant::now();
         self.last_seen
             .unclaimed

@@ -6,8 +6,8 @@
 
 use std::net::SocketAddr;
 
-use super::membership::{join_action, removal_is_safe, JoinAction, MemberView};
-use crate::etcd::ClusterState;
+use super::membership::{join_action, removal_is_safe, JoinAction};
+use crate::etcd::{ClusterState, MemberHealth};
 use crate::gossip::GossipView;
 use crate::phase::Phase;
 use crate::pki::CaHash;
@@ -32,7 +32,7 @@ pub enum ClusterKnowledge {
     /// No member answered; why.
     Unreachable(String),
     /// The member list with each member's health.
-    Members(Vec<MemberView>),
+    Members(Vec<MemberHealth>),
 }
 
 /// Everything the decision depends on.
@@ -224,8 +224,8 @@ fn damaged_step(f: &Facts<'_>, why: &str) -> Step {
             "etcd's data looks damaged ({why}); waiting for the other members to answer ({e})"
         )),
         ClusterKnowledge::Members(members) => {
-            let mine = members.iter().find(|m| m.name == f.me);
-            match mine.map(|m| removal_is_safe(members, m.id)) {
+            let mine = members.iter().find(|m| m.member.name == f.me);
+            match mine.map(|m| removal_is_safe(members, m.member.id)) {
                 Some(Ok(())) | None => Step::MoveDataAside {
                     reason: why.to_owned(),
                 },

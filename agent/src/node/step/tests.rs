@@ -164,12 +164,15 @@ fn formed(mut m: NodeMeta) -> NodeMeta {
     m
 }
 
-fn mv(id: u64, name: &str, ip: &str, learner: bool, healthy: bool) -> MemberView {
-    MemberView {
-        id,
-        name: name.into(),
-        peer_urls: vec![format!("https://{ip}:2380")],
-        is_learner: learner,
+fn mv(id: u64, name: &str, ip: &str, learner: bool, healthy: bool) -> MemberHealth {
+    MemberHealth {
+        member: crate::etcd::Member {
+            id,
+            name: name.into(),
+            peer_urls: vec![format!("https://{ip}:2380")],
+            client_urls: vec![format!("https://{ip}:2379")],
+            is_learner: learner,
+        },
         healthy,
     }
 }
