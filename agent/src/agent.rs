@@ -1,13 +1,17 @@
 //! The wiring: `quorate run` in one function. It binds every socket first (so a port conflict
-//! fails the start with a clear message), creates the channels, spawns the named loops, waits
-//! for SIGTERM/SIGINT, then cancels everything and waits for each loop's cleanup (etcd stopped,
-//! gossip left) within a deadline.
+//! fails the start with a clear message), creates the channels, builds each task with its own
+//! constructor and spawns it, waits for SIGTERM/SIGINT, then cancels everything and waits for
+//! each task's cleanup (etcd stopped, gossip left) within `etcd.stop_timeout` + 5 s.
 //!
 //! ```text
 //!   joiner ──AnnounceTo──▶ gossip ──view──▶ controller ──Run/Stop──▶ supervisor (etcd child)
-//!                            ▲  SetMeta/PublishPlan │        ▲ health        │
-//!                            └──────────────────────┘        └──── prober ◀──┘ probe target
-//!   controller ──ApiMaterial──▶ api server      controller ──NodeStatus──▶ notifier, health
+//!                            ▲   SetMeta/PublishPlan │ │ │               │ process
+//!                            └───────────────────────┘ │ └─probe target─▶ prober ──health──▶ *
+//!   control socket ──Leave──▶ controller               │
+//!   controller (NodeState) ──TLS material──▶ prober, issuer election, maintenance
+//!   controller ──ApiMaterial──▶ agent API        issuer election ──CA while elected──▶ controller
+//!   controller ──NodeStatus──▶ health endpoint, systemd notifier
+//!   maintenance (leader's agent): dead members, leftover learners, through etcd
 //! ```
 
 use std::net::SocketAddr;
@@ -24,18 +28,14 @@ use crate::config::Settings;
 use crate::control;
 use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
-use crate::gossip::{
-    next_bump, GossipError, GossipSettings, GossipTask, GossipView, Joiner, NodeId,
-};
+use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner};
 use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
 use crate::metrics::Counters;
-use crate::node::{Controller, ControllerIo, NodeError, NodeStatus};
+use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
-use crate::pki::PkiStore;
-use crate::report::Identity;
-use crate::token::KeyPurpose;
+use crate::pki::TlsMaterial;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,36 +86,28 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let settings = Arc::new(settings);
     fsutil::ensure_dir(&settings.state_dir, fsutil::MODE_DIR)?;
     let counters = Arc::new(Counters::default());
-    let mut liveness = Liveness::new();
+    let mut live = Liveness::new();
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let tasks = TaskTracker::new();
 
-    let (view_tx, view_rx) = watch::channel(GossipView::default());
+    let (view_tx, view) = watch::channel(GossipView::default());
     let (gossip_tx, gossip_rx) = mpsc::channel(64);
     let (etcd_tx, etcd_rx) = mpsc::channel(8);
-    let (health_tx, health_rx) = watch::channel(EtcdHealth::default());
-    let (process_tx, process_rx) = watch::channel(ProcessState::default());
-    let (target_tx, target_rx) = watch::channel(None);
-    let (api_tx, api_rx) = watch::channel(ApiMaterial::default());
-    let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+    let (health_tx, health) = watch::channel(EtcdHealth::default());
+    let (process_tx, process) = watch::channel(ProcessState::default());
+    let (target_tx, target) = watch::channel(None);
+    let (api_tx, api) = watch::channel(ApiMaterial::default());
+    let (status_tx, status) = watch::channel(NodeStatus::default());
     let (control_tx, control_rx) = mpsc::channel(4);
-    let (issuer_tx, issuer_rx) = watch::channel(None);
+    let (issuer_tx, issuer) = watch::channel(None);
+    let (material_tx, material) = watch::channel(Arc::new(TlsMaterial::default()));
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
-        GossipSettings {
-            identity: NodeId::new(
-                &settings.name,
-                settings.gossip_advertise(),
-                next_bump(&settings.state_dir),
-            ),
-            bind: settings.gossip_bind(),
-            key: settings.token.derive(KeyPurpose::Gossip),
-            cluster_size: settings.bootstrap_expect,
-        },
+        GossipSettings::for_node(&settings),
         view_tx,
         counters.clone(),
-        liveness.register("gossip"),
+        live.register("gossip"),
     )
     .await?;
     let api_listener = bind_tcp(settings.api_bind(), "agent API", "ports.api / bind_addr").await?;
@@ -126,106 +118,83 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
             path: settings.state_dir.join(control::SOCKET_NAME),
             source,
         })?;
-    let controller = Controller::load(
-        settings.clone(),
-        ControllerIo {
-            view: view_rx.clone(),
-            health: health_rx.clone(),
-            process: process_rx.clone(),
-            gossip: gossip_tx.clone(),
-            etcd: etcd_tx,
-            probe_target: target_tx,
-            api: api_tx,
-            status: status_tx,
-            control: control_rx,
-            issuer: issuer_rx,
-            heartbeat: liveness.register("controller"),
-        },
-    )?;
+    let io = ControllerIo {
+        view: view.clone(),
+        health: health.clone(),
+        process: process.clone(),
+        gossip: gossip_tx.clone(),
+        etcd: etcd_tx,
+        probe_target: target_tx,
+        api: api_tx,
+        status: status_tx,
+        control: control_rx,
+        issuer,
+        heartbeat: live.register("controller"),
+    };
+    let controller = Controller::new(settings.clone(), io, material_tx)?;
 
-    tracker.spawn(gossip.run(gossip_rx, cancel.clone()));
-    tracker.spawn(
-        Joiner {
-            targets: settings.join.clone(),
-            peers_file: settings.state_dir.join("peers.json"),
-            gossip: gossip_tx,
-            view: view_rx.clone(),
-            heartbeat: liveness.register("joiner"),
-        }
-        .run(cancel.clone()),
+    let joiner = Joiner::new(&settings, gossip_tx, view.clone(), live.register("joiner"));
+    let supervisor = Supervisor::new(
+        &settings,
+        counters.clone(),
+        process_tx,
+        tasks.clone(),
+        live.register("etcd supervisor"),
     );
-    tracker.spawn(
-        Supervisor {
-            binary: settings.etcd.binary.clone(),
-            stop_timeout: settings.etcd.stop_timeout,
-            node: settings.name.clone(),
-            counters: counters.clone(),
-            heartbeat: liveness.register("etcd supervisor"),
-            state: process_tx,
-            tracker: tracker.clone(),
-        }
-        .run(etcd_rx, cancel.clone()),
+    let prober = Prober::new(
+        material.clone(),
+        target,
+        process.clone(),
+        health_tx,
+        live.register("etcd probe"),
     );
-    tracker.spawn(
-        Prober {
-            store: PkiStore::new(settings.pki_dir()),
-            target: target_rx,
-            process: process_rx.clone(),
-            health: health_tx,
-            heartbeat: liveness.register("etcd probe"),
-        }
-        .run(cancel.clone()),
+    let api_server = ApiServer::new(
+        api_listener,
+        &settings,
+        api,
+        view.clone(),
+        counters.clone(),
+        tasks.clone(),
+        live.register("agent API"),
     );
-    tracker.spawn(
-        ApiServer {
-            listener: api_listener,
-            material: api_rx,
-            view: view_rx.clone(),
-            proof_key: settings.token.derive(KeyPurpose::ApiProof),
-            cert_validity: settings.pki.cert_validity,
-            counters: counters.clone(),
-            tracker: tracker.clone(),
-            heartbeat: liveness.register("agent API"),
-        }
-        .run(cancel.clone()),
+    let issuer = IssuerTask::new(
+        settings.clone(),
+        health.clone(),
+        material.clone(),
+        issuer_tx,
+        live.register("issuer election"),
     );
-    tracker.spawn(controller.run(cancel.clone()));
-    tracker.spawn(
-        IssuerTask {
-            settings: settings.clone(),
-            health: health_rx.clone(),
-            issuer: issuer_tx,
-            heartbeat: liveness.register("issuer election"),
-        }
-        .run(cancel.clone()),
+    let maintenance = MaintenanceTask::new(
+        settings.clone(),
+        view.clone(),
+        health.clone(),
+        material,
+        live.register("maintenance"),
     );
-    tracker.spawn(control::serve(control_listener, control_tx, cancel.clone()));
-    let liveness = Arc::new(liveness);
-    tracker.spawn(health::serve(
-        health_listener,
-        HealthState {
-            identity: Identity {
-                node: settings.name.clone(),
-                advertise: settings.advertise.to_string(),
-                seed: settings.seed,
-            },
-            status: status_rx.clone(),
-            view: view_rx,
-            health: health_rx,
-            process: process_rx,
-            counters,
-            liveness: liveness.clone(),
-        },
-        cancel.clone(),
-    ));
-    tracker.spawn(
-        Notifier {
-            status: status_rx,
-            liveness,
-        }
-        .run(cancel.clone()),
+    let live = Arc::new(live);
+    let health_state = HealthState::new(
+        &settings,
+        status.clone(),
+        view,
+        health,
+        process,
+        counters,
+        live.clone(),
     );
-    tracker.close();
+    let notifier = Notifier::new(status, live);
+
+    tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
+    tasks.spawn(joiner.run(cancel.clone()));
+    tasks.spawn(supervisor.run(etcd_rx, cancel.clone()));
+    tasks.spawn(prober.run(cancel.clone()));
+    tasks.spawn(api_server.run(cancel.clone()));
+    tasks.spawn(controller.run(cancel.clone()));
+    tasks.spawn(issuer.run(cancel.clone()));
+    tasks.spawn(maintenance.run(cancel.clone()));
+    tasks.spawn(control::serve(control_listener, control_tx, cancel.clone()));
+    tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));
+    tasks.spawn(notifier.run(cancel.clone()));
+    tasks.close();
     tracing::info!(
         node = %settings.name,
         advertise = %settings.advertise,
@@ -238,10 +207,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     tracing::info!("shutting down");
     cancel.cancel();
     let deadline = settings.etcd.stop_timeout + Duration::from_secs(5);
-    if tokio::time::timeout(deadline, tracker.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
         tracing::warn!(?deadline, "some tasks did not stop in time");
     }
     tracing::info!("stopped");

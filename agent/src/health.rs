@@ -36,6 +36,31 @@ pub struct HealthState {
 }
 
 impl HealthState {
+    /// What the endpoint reports about this node.
+    pub fn new(
+        settings: &crate::config::Settings,
+        status: watch::Receiver<NodeStatus>,
+        view: watch::Receiver<GossipView>,
+        health: watch::Receiver<EtcdHealth>,
+        process: watch::Receiver<ProcessState>,
+        counters: Arc<Counters>,
+        liveness: Arc<Liveness>,
+    ) -> Self {
+        Self {
+            identity: Identity {
+                node: settings.name.clone(),
+                advertise: settings.advertise.to_string(),
+                seed: settings.seed,
+            },
+            status,
+            view,
+            health,
+            process,
+            counters,
+            liveness,
+        }
+    }
+
     fn report(&self) -> StatusReport {
         StatusReport::build(
             &self.identity,

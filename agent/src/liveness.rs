@@ -2,9 +2,15 @@
 //! periodic tick); the systemd watchdog is fed only while every loop has beaten recently, so a
 //! stuck loop gets the agent restarted by systemd instead of hiding behind a healthy process.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// How often [`beating`] beats while it waits.
+const BEAT_WHILE_WAITING: Duration = Duration::from_secs(1);
 
 /// One loop's heartbeat.
 #[derive(Clone)]
@@ -18,6 +24,26 @@ impl Heartbeat {
     pub fn beat(&self) {
         self.last
             .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` to its end while `heartbeat` keeps beating (so a long wait on etcd never starves
+/// the systemd watchdog); `None` when `cancel` fires first, which drops `work` at its current
+/// await point. Every long piece of IO in a loop goes through this.
+pub async fn beating<F: Future>(
+    heartbeat: &Heartbeat,
+    cancel: &CancellationToken,
+    work: F,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut tick = tokio::time::interval(BEAT_WHILE_WAITING);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return None,
+            out = &mut work => return Some(out),
+            _ = tick.tick() => heartbeat.beat(),
+        }
     }
 }
 
@@ -77,5 +103,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         a.beat();
         assert_eq!(l.stale(Duration::from_millis(20)), vec!["b"]);
+    }
+
+    #[tokio::test]
+    async fn beating_feeds_the_heartbeat_while_it_waits_and_stops_on_cancel() {
+        let mut l = Liveness::new();
+        let hb = l.register("slow");
+        let cancel = CancellationToken::new();
+        // Without beats the loop would be 3 s stale at the end of the work.
+        let stale = beating(&hb, &cancel, async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            l.stale(Duration::from_millis(2500))
+        })
+        .await;
+        assert_eq!(stale, Some(vec![]), "the heartbeat was fed while the work waited");
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            c2.cancel();
+        });
+        let out = beating(&hb, &cancel, std::future::pending::<()>()).await;
+        assert_eq!(out, None, "cancel ends the wait");
     }
 }

@@ -31,6 +31,10 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    pub fn new(status: watch::Receiver<NodeStatus>, liveness: Arc<Liveness>) -> Self {
+        Self { status, liveness }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let watchdog = sd_notify::watchdog_enabled();
         let mut ping =

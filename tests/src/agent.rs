@@ -23,6 +23,8 @@ pub struct Agent {
     pub dir: PathBuf,
     /// The network namespace the agent runs in, if any.
     pub netns: Option<String>,
+    /// Extra environment for the agent process (e.g. NOTIFY_SOCKET, to play systemd).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -36,6 +38,7 @@ impl Agent {
             addr,
             dir,
             netns: None,
+            env: Vec::new(),
             child: None,
         };
         agent.write_config(config);
@@ -73,6 +76,7 @@ impl Agent {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = cmd
             .arg("--config")
             .arg(self.config_path())

@@ -11,3 +11,28 @@ pub mod wire;
 pub use client::{request_certificate, ApiClientError, CsrRequest, ServerTrust};
 pub use server::{ApiMaterial, ApiServer};
 pub use wire::{CertKind, SignRequest, SignResponse};
+
+impl ApiServer {
+    /// The agent API of this node on `listener`: proofs checked with the key derived from the
+    /// join token, certificates signed for `pki.cert_validity` while `material` carries a CA.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        settings: &crate::config::Settings,
+        material: tokio::sync::watch::Receiver<ApiMaterial>,
+        view: tokio::sync::watch::Receiver<crate::gossip::GossipView>,
+        counters: std::sync::Arc<crate::metrics::Counters>,
+        tracker: tokio_util::task::TaskTracker,
+        heartbeat: crate::liveness::Heartbeat,
+    ) -> Self {
+        Self {
+            listener,
+            material,
+            view,
+            proof_key: settings.token.derive(crate::token::KeyPurpose::ApiProof),
+            cert_validity: settings.pki.cert_validity,
+            counters,
+            tracker,
+            heartbeat,
+        }
+    }
+}

@@ -10,12 +10,14 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{connect, ClientTls};
+use super::client::connect;
 use super::error::EtcdError;
 use super::member::Member;
 use super::supervisor::ProcessState;
+use std::sync::Arc;
+
 use crate::liveness::Heartbeat;
-use crate::pki::PkiStore;
+use crate::pki::TlsMaterial;
 
 const FAST: Duration = Duration::from_millis(100);
 const SLOW: Duration = Duration::from_secs(2);
@@ -76,16 +78,33 @@ impl EtcdHealth {
 
 /// The probe task.
 pub struct Prober {
-    pub store: PkiStore,
+    /// The node's TLS material: a renewed certificate is used by the next connection.
+    material: watch::Receiver<Arc<TlsMaterial>>,
     /// The local client URL, while etcd is supposed to run.
-    pub target: watch::Receiver<Option<String>>,
+    target: watch::Receiver<Option<String>>,
     /// The child process: a dead or restarted etcd is re-probed at once.
-    pub process: watch::Receiver<ProcessState>,
-    pub health: watch::Sender<EtcdHealth>,
-    pub heartbeat: Heartbeat,
+    process: watch::Receiver<ProcessState>,
+    health: watch::Sender<EtcdHealth>,
+    heartbeat: Heartbeat,
 }
 
 impl Prober {
+    pub fn new(
+        material: watch::Receiver<Arc<TlsMaterial>>,
+        target: watch::Receiver<Option<String>>,
+        process: watch::Receiver<ProcessState>,
+        health: watch::Sender<EtcdHealth>,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        Self {
+            material,
+            target,
+            process,
+            health,
+            heartbeat,
+        }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut client: Option<(String, Client)> = None;
         loop {
@@ -135,13 +154,15 @@ impl Prober {
                 _ = cancel.cancelled() => return,
                 _ = self.target.changed() => {}
                 _ = self.process.changed() => {}
+                // A new certificate or CA: the next probe connects with it.
+                _ = self.material.changed() => client = None,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
     async fn connect(&self, url: &str) -> Option<Client> {
-        let tls = ClientTls::from_store(&self.store)?;
+        let tls = self.material.borrow().client().cloned()?;
         match connect(&[url.to_owned()], &tls, TIMEOUT).await {
             Ok(c) => Some(c),
             Err(e) => {

@@ -34,8 +34,6 @@ const QUICK_EXIT: Duration = Duration::from_secs(30);
 pub enum EtcdCommand {
     /// Keep etcd running with this launch (a different launch restarts it).
     Run(Box<EtcdLaunch>),
-    /// Restart etcd now with the current launch (e.g. after a certificate change).
-    Restart,
     /// Stop etcd and keep it stopped; the reply comes once it has exited.
     Stop(oneshot::Sender<()>),
 }
@@ -54,6 +52,16 @@ pub struct ProcessState {
     pub quick_failures: u32,
     /// etcd's last error or panic message before it exited.
     pub last_error: Option<String>,
+}
+
+/// Consecutive quick failures after an exit of a child that ran for `ran_for`: one more when it
+/// died within [`QUICK_EXIT`] of its start (it is failing to start), none after a longer run.
+pub fn quick_failures_after_exit(previous: u32, ran_for: Duration) -> u32 {
+    if ran_for < QUICK_EXIT {
+        previous.saturating_add(1)
+    } else {
+        0
+    }
 }
 
 /// Delay before the next restart, given the previous delay and how long the child ran.
@@ -83,6 +91,26 @@ struct Running {
 }
 
 impl Supervisor {
+    /// The supervisor of this node's etcd (`etcd.binary`, `etcd.stop_timeout`); etcd's log
+    /// forwarders run on `tracker`.
+    pub fn new(
+        settings: &crate::config::Settings,
+        counters: Arc<Counters>,
+        state: watch::Sender<ProcessState>,
+        tracker: TaskTracker,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        Self {
+            binary: settings.etcd.binary.clone(),
+            stop_timeout: settings.etcd.stop_timeout,
+            node: settings.name.clone(),
+            counters,
+            heartbeat,
+            state,
+            tracker,
+        }
+    }
+
     pub async fn run(self, mut commands: mpsc::Receiver<EtcdCommand>, cancel: CancellationToken) {
         let mut desired: Option<EtcdLaunch> = None;
         let mut running: Option<Running> = None;
@@ -132,7 +160,7 @@ impl Supervisor {
                         s.started_at = None;
                         s.restarts += 1;
                         s.last_exit = Some(status);
-                        s.quick_failures = if ran_for < QUICK_EXIT { s.quick_failures + 1 } else { 0 };
+                        s.quick_failures = quick_failures_after_exit(s.quick_failures, ran_for);
                         s.last_error = last_error;
                     });
                 }
@@ -163,15 +191,6 @@ impl Supervisor {
                                 s.quick_failures = 0;
                                 s.last_error = None;
                             });
-                        }
-                    }
-                    Some(EtcdCommand::Restart) => {
-                        if let Some(r) = running.take() {
-                            tracing::info!("restarting etcd");
-                            self.stop(r).await;
-                        }
-                        if desired.is_some() {
-                            restart_at = Some(Instant::now());
                         }
                     }
                     Some(EtcdCommand::Stop(reply)) => {
@@ -297,6 +316,15 @@ impl Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quick_exits_count_up_and_a_long_run_resets() {
+        let quick = QUICK_EXIT - Duration::from_millis(1);
+        assert_eq!(quick_failures_after_exit(0, quick), 1);
+        assert_eq!(quick_failures_after_exit(2, quick), 3);
+        assert_eq!(quick_failures_after_exit(u32::MAX, quick), u32::MAX);
+        assert_eq!(quick_failures_after_exit(5, QUICK_EXIT), 0);
+    }
 
     #[test]
     fn backoff_doubles_caps_and_resets() {

@@ -41,6 +41,23 @@ pub struct GossipSettings {
     pub cluster_size: u32,
 }
 
+impl GossipSettings {
+    /// Gossip for this node: its identity with the next incarnation from the state directory,
+    /// its bind address, the key derived from the join token.
+    pub fn for_node(settings: &crate::config::Settings) -> Self {
+        Self {
+            identity: NodeId::new(
+                &settings.name,
+                settings.gossip_advertise(),
+                super::next_bump(&settings.state_dir),
+            ),
+            bind: settings.gossip_bind(),
+            key: settings.token.derive(crate::token::KeyPurpose::Gossip),
+            cluster_size: settings.bootstrap_expect,
+        }
+    }
+}
+
 /// Requests to the gossip task.
 #[derive(Debug)]
 pub enum GossipCommand {

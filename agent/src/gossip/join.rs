@@ -14,7 +14,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{GossipCommand, GossipView};
-use crate::config::JoinTarget;
+use crate::config::{JoinTarget, Settings};
+
+/// File in the state directory with the peers last seen alive (a seed with no join list finds
+/// the cluster through it after a restart).
+pub const PEERS_FILE: &str = "peers.json";
 use crate::fsutil;
 use crate::liveness::Heartbeat;
 
@@ -34,6 +38,23 @@ pub struct Joiner {
 }
 
 impl Joiner {
+    /// The joiner for this node: its `join` targets, and the peers it remembers in the state
+    /// directory (`peers.json`).
+    pub fn new(
+        settings: &Settings,
+        gossip: mpsc::Sender<GossipCommand>,
+        view: watch::Receiver<GossipView>,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        Self {
+            targets: settings.join.clone(),
+            peers_file: settings.state_dir.join(PEERS_FILE),
+            gossip,
+            view,
+            heartbeat,
+        }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut remembered = load_peers(&self.peers_file);
         let mut retry = FIRST_RETRY;

@@ -8,6 +8,8 @@ mod driver;
 mod envelope;
 mod identity;
 mod join;
+#[cfg(test)]
+pub(crate) mod testing;
 mod timers;
 mod view;
 

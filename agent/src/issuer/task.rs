@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::sealed::{SealedCa, UnsealError};
 use crate::config::Settings;
-use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::client::connect;
 use crate::etcd::{EtcdError, EtcdHealth};
 use crate::liveness::Heartbeat;
-use crate::pki::{CertificateAuthority, PkiStore};
+use crate::pki::{CaHash, CertificateAuthority, TlsMaterial};
 use crate::token::KeyPurpose;
 
 /// etcd key of the issuer lock.
@@ -59,22 +59,49 @@ fn etcd(op: &'static str) -> impl FnOnce(etcd_client::Error) -> IssuerError {
     }
 }
 
+/// Whether an agent whose member has been a healthy voter since `healthy_since` campaigns at
+/// `now`: the seed at once, the others after [`GRACE`], so the seed is the issuer while it lives.
+pub fn may_campaign(seed: bool, healthy_since: Option<Instant>, now: Instant) -> bool {
+    match healthy_since {
+        None => false,
+        Some(since) => seed || now.saturating_duration_since(since) >= GRACE,
+    }
+}
+
 /// The election task. It publishes the CA while this agent is the issuer.
 pub struct IssuerTask {
-    pub settings: Arc<Settings>,
-    pub health: watch::Receiver<EtcdHealth>,
-    pub issuer: watch::Sender<Option<Arc<CertificateAuthority>>>,
-    pub heartbeat: Heartbeat,
+    settings: Arc<Settings>,
+    health: watch::Receiver<EtcdHealth>,
+    material: watch::Receiver<Arc<TlsMaterial>>,
+    issuer: watch::Sender<Option<Arc<CertificateAuthority>>>,
+    heartbeat: Heartbeat,
 }
 
 impl IssuerTask {
+    pub fn new(
+        settings: Arc<Settings>,
+        health: watch::Receiver<EtcdHealth>,
+        material: watch::Receiver<Arc<TlsMaterial>>,
+        issuer: watch::Sender<Option<Arc<CertificateAuthority>>>,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        Self {
+            settings,
+            health,
+            material,
+            issuer,
+            heartbeat,
+        }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut healthy_since: Option<Instant> = None;
         loop {
             self.heartbeat.beat();
             if self.voter_healthy() {
-                let since = *healthy_since.get_or_insert_with(Instant::now);
-                if self.settings.seed || since.elapsed() >= GRACE {
+                let now = Instant::now();
+                healthy_since.get_or_insert(now);
+                if may_campaign(self.settings.seed, healthy_since, now) {
                     if let Err(e) = self.term(&cancel).await {
                         tracing::warn!(error = %e, "issuer election");
                     }
@@ -101,14 +128,14 @@ impl IssuerTask {
     /// One attempt: store the CA if we hold it, campaign, and if we win, serve until the lease
     /// is lost, the member becomes unhealthy, or the agent stops.
     async fn term(&mut self, cancel: &CancellationToken) -> Result<(), IssuerError> {
-        let pki = PkiStore::new(self.settings.pki_dir());
-        let tls = ClientTls::from_store(&pki).ok_or(IssuerError::NoCertificate)?;
+        let material = self.material.borrow().clone();
+        let tls = material.client().ok_or(IssuerError::NoCertificate)?;
         let url = self.settings.client_url();
-        let mut client = connect(&[url], &tls, TIMEOUT)
+        let mut client = connect(&[url], tls, TIMEOUT)
             .await
             .map_err(etcd("connect"))?;
         let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
-        let disk_ca = pki.load_ca()?;
+        let disk_ca = material.disk_ca.clone();
         if let Some(ca) = &disk_ca {
             store_ca(&mut client, ca, &seal_key).await?;
         }
@@ -137,9 +164,9 @@ impl IssuerTask {
         }
         let ca = match disk_ca {
             Some(ca) => Ok(ca),
-            None => load_ca(&mut client, &seal_key).await,
+            None => load_ca(&mut client, &seal_key).await.map(Arc::new),
         }
-        .and_then(|ca| check_trusted(&pki, ca));
+        .and_then(|ca| check_trusted(material.ca_hash, ca));
         let ca = match ca {
             Ok(ca) => ca,
             Err(e) => {
@@ -149,7 +176,7 @@ impl IssuerTask {
             }
         };
         tracing::info!(ca_hash = %ca.hash(), "this agent is now the certificate issuer");
-        self.issuer.send_replace(Some(Arc::new(ca)));
+        self.issuer.send_replace(Some(ca));
         let result = self.hold(&mut client, lease, cancel).await;
         self.issuer.send_replace(None);
         let _ = client.lease_revoke(lease).await;
@@ -217,11 +244,10 @@ async fn store_ca(
 
 /// The CA must be the one this node trusts (its ca.pem), or it must not sign anything.
 fn check_trusted(
-    pki: &PkiStore,
-    ca: CertificateAuthority,
-) -> Result<CertificateAuthority, IssuerError> {
-    if let Some(pem) = pki.load_ca_cert()? {
-        let trusted = crate::pki::CaHash::of_cert_pem(&pem)?;
+    trusted: Option<CaHash>,
+    ca: Arc<CertificateAuthority>,
+) -> Result<Arc<CertificateAuthority>, IssuerError> {
+    if let Some(trusted) = trusted {
         if trusted != ca.hash() {
             return Err(IssuerError::CaConflict {
                 stored: ca.hash().to_string(),
@@ -248,4 +274,19 @@ fn stored_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
         TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_campaigns_at_once_the_others_after_the_grace() {
+        let t0 = Instant::now();
+        assert!(!may_campaign(true, None, t0), "not a healthy voter: never");
+        assert!(!may_campaign(false, None, t0));
+        assert!(may_campaign(true, Some(t0), t0));
+        assert!(!may_campaign(false, Some(t0), t0 + GRACE - Duration::from_millis(1)));
+        assert!(may_campaign(false, Some(t0), t0 + GRACE));
+    }
 }

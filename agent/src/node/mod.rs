@@ -1,16 +1,24 @@
-//! The node controller: the one owner of this node's bootstrap state (trusted CA, CA key on
-//! the issuer, plan, node certificate, whether etcd should run). A pure function ([`step`])
-//! picks the next step from what is on disk and what gossip and etcd report; the driver
-//! ([`Controller`]) carries it out and publishes the node's status and gossip metadata.
+//! The node: the one owner of this node's persistent state ([`NodeState`]: trusted CA, CA key
+//! on the seed, plan, node certificate, markers), the pure decisions about it ([`step`],
+//! [`membership`], [`leave`], [`policy`], [`describe`]), and the tasks that act on them: the
+//! [`Controller`], which carries out the next step and publishes the node's status and gossip
+//! metadata, and the [`MaintenanceTask`] of the leader's agent.
 
 mod certs;
 mod controller;
+pub mod describe;
+pub mod leave;
+pub mod maintenance;
 pub mod membership;
+pub mod policy;
+pub mod state;
 mod status;
 pub mod step;
 
 pub use certs::{cert_state, load_node_cert, NodeCert};
 pub use controller::{Controller, ControllerIo};
+pub use maintenance::MaintenanceTask;
+pub use state::NodeState;
 pub use status::{CertSummary, NodeStatus};
 
 use std::path::PathBuf;

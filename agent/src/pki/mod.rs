@@ -9,6 +9,7 @@ mod ca;
 mod fingerprint;
 mod inspect;
 mod key;
+mod material;
 mod pem;
 mod policy;
 mod store;
@@ -22,6 +23,7 @@ pub use ca::CertificateAuthority;
 pub use fingerprint::CaHash;
 pub use inspect::{inspect, key_matches_cert, verify_issued_by, CertInfo};
 pub use key::NodeKey;
+pub use material::{NodeTls, TlsMaterial};
 pub use policy::{
     cert_spec, is_dns_name, renewal_due, renewal_time, CertProfile, CertSpec, CLOCK_SKEW_ALLOWANCE,
 };

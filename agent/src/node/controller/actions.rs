@@ -1,26 +1,23 @@
 //! Carrying out the controller's steps: the CA and plan, certificates, starting and stopping
 //! etcd, and membership changes through the running cluster. Each returns whether state changed
-//! (so the next step can follow at once) or an error (retried with backoff by the loop).
+//! (so the next step can follow at once) or an error (retried with backoff by the loop). The
+//! loop runs them inside `beating`, so none can stall the heartbeat or outlive a shutdown.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::{Controller, FORMED_MARKER, PROMOTE_RETRY};
-use crate::api::ApiMaterial;
-use crate::config::Settings;
+use super::{ClusterCache, Controller, PROMOTE_RETRY};
 use crate::etcd::client::ClientTls;
-use crate::etcd::cluster;
-use crate::etcd::{ClusterError, ClusterState, EtcdCommand, EtcdLaunch, TlsFiles};
+use crate::etcd::{cluster, ClusterError, ClusterState, EtcdCommand, EtcdLaunch};
 use crate::fsutil;
 use crate::gossip::{GossipCommand, GossipView};
-use crate::node::certs::{self, load_node_cert};
 use crate::node::membership::initial_cluster_with;
+use crate::node::policy::cluster_endpoints;
 use crate::node::step::{ClusterKnowledge, Step};
 use crate::node::NodeError;
-use crate::phase::Phase;
-use crate::pki::{server_config, CaHash, CertificateAuthority, PkiStore};
+use crate::pki::CertificateAuthority;
 use crate::plan::{new_cluster_token, Plan};
 
 impl Controller {
@@ -28,6 +25,7 @@ impl Controller {
         &mut self,
         step: &Step,
         view: &GossipView,
+        signing: Option<Arc<CertificateAuthority>>,
     ) -> Result<bool, NodeError> {
         let s = self.settings.clone();
         match step {
@@ -35,11 +33,14 @@ impl Controller {
             Step::QueryCluster => {
                 let endpoints = self.cluster_endpoints(view);
                 let tls = self.client_tls()?;
-                self.cluster = match cluster::members(&endpoints, &tls).await {
+                let knowledge = match cluster::members(&endpoints, &tls).await {
                     Ok(members) => ClusterKnowledge::Members(members),
                     Err(e) => ClusterKnowledge::Unreachable(e.to_string()),
                 };
-                self.cluster_at = Some(Instant::now());
+                self.cluster = ClusterCache {
+                    knowledge,
+                    at: Some(Instant::now()),
+                };
             }
             Step::AddLearner => {
                 let endpoints = self.cluster_endpoints(view);
@@ -47,7 +48,7 @@ impl Controller {
                 let (id, members) = cluster::add_learner(&endpoints, &tls, &s.peer_url()).await?;
                 tracing::info!(member = %format!("{id:x}"), "added this host to the cluster as a learner");
                 self.forget_cluster();
-                let initial = initial_cluster_with(&s.name, id, &members);
+                let initial = initial_cluster_with(&s.name, id, members.iter());
                 self.start_etcd(ClusterState::Existing, Some(initial))
                     .await?;
             }
@@ -65,7 +66,7 @@ impl Controller {
                     Ok(()) => tracing::info!("promoted this host's learner to a voting member"),
                     Err(e) if e.is_learner_not_ready() => {
                         tracing::debug!("learner not caught up yet");
-                        self.retry = Some((Instant::now() + PROMOTE_RETRY, PROMOTE_RETRY));
+                        self.retry.next = Some((Instant::now() + PROMOTE_RETRY, PROMOTE_RETRY));
                         return Ok(false);
                     }
                     Err(e) => return Err(e.into()),
@@ -73,19 +74,11 @@ impl Controller {
                 return Ok(false);
             }
             Step::CreateCa => {
-                let label: [u8; 4] = rand::random();
-                let ca = CertificateAuthority::generate(
-                    &format!("quorate cluster CA {}", hex::encode(label)),
-                    SystemTime::now(),
-                    s.pki.ca_validity,
-                )?;
-                self.pki.save_ca(&ca)?;
-                tracing::info!(ca_hash = %ca.hash(), "created the cluster CA");
-                self.set_ca_pem(ca.cert_pem().to_owned());
-                self.disk_ca = Some(Arc::new(ca));
+                let hash = self.state.create_ca(SystemTime::now())?;
+                tracing::info!(ca_hash = %hash, "created the cluster CA");
             }
             Step::DecidePlan(members) => {
-                let Some(ca_hash) = self.ca_hash else {
+                let Some(ca_hash) = self.state.ca_hash() else {
                     return Ok(false);
                 };
                 let plan = Plan::new(
@@ -95,30 +88,23 @@ impl Controller {
                     &s.name,
                     unix_now(),
                 );
-                self.plans.save(&plan)?;
                 tracing::info!(plan = %plan.id(), initial_cluster = %plan.initial_cluster(), "decided the bootstrap plan");
-                self.adopt(plan).await;
+                self.adopt(plan).await?;
             }
             Step::AdoptPlan(plan) => {
-                self.plans.save(plan)?;
                 tracing::info!(plan = %plan.id(), decided_by = %plan.decided_by, initial_cluster = %plan.initial_cluster(), "adopted the bootstrap plan");
-                self.adopt(plan.clone()).await;
+                self.adopt(plan.clone()).await?;
             }
             Step::IssueOwnCert => {
-                let Some(ca) = self.signing_ca() else {
+                let Some(ca) = signing else {
                     return Ok(false);
                 };
-                certs::issue_own(&s, &self.pki, &ca)?;
+                self.state.issue_own_cert(&ca)?;
                 tracing::info!("issued this node's certificate");
-                self.reload_cert()?;
             }
             Step::RequestCert { issuer, ca } => {
                 tracing::info!(%issuer, "requesting this node's certificate");
-                certs::request_own(&s, &self.pki, *issuer, *ca).await?;
-                if let Some(pem) = self.pki.load_ca_cert()? {
-                    self.set_ca_pem(pem);
-                }
-                self.reload_cert()?;
+                self.state.request_cert(*issuer, *ca).await?;
                 tracing::info!(%issuer, "received this node's certificate");
             }
             Step::StartEtcd {
@@ -129,16 +115,10 @@ impl Controller {
             }
             Step::MoveDataAside { reason } => {
                 self.stop_etcd().await?;
-                let data = s.etcd_data_dir();
-                let aside = s.state_dir.join(format!("etcd.damaged-{}", unix_now()));
-                std::fs::rename(&data, &aside).map_err(|source| fsutil::FsError {
-                    op: "move aside",
-                    path: data.clone(),
-                    source,
-                })?;
+                let aside = self.state.move_data_aside("damaged", unix_now())?;
                 tracing::warn!(
                     %reason,
-                    moved_to = %aside.display(),
+                    moved_to = ?aside,
                     "etcd's data is damaged; moved it aside (not deleted) and rejoining as a new member"
                 );
                 self.forget_cluster();
@@ -152,7 +132,7 @@ impl Controller {
         state: ClusterState,
         initial_cluster: Option<String>,
     ) -> Result<(), NodeError> {
-        let Some(plan) = self.plan.clone() else {
+        let Some(plan) = self.state.plan().cloned() else {
             return Ok(());
         };
         fsutil::ensure_dir(&self.settings.etcd_data_dir(), fsutil::MODE_DIR)?;
@@ -186,90 +166,28 @@ impl Controller {
         Ok(())
     }
 
-    pub(super) fn forget_cluster(&mut self) {
-        self.cluster = ClusterKnowledge::Unknown;
-        self.cluster_at = None;
-    }
-
     /// This node's certificate, for talking to etcd.
     pub(super) fn client_tls(&self) -> Result<ClientTls, NodeError> {
-        ClientTls::from_store(&self.pki).ok_or(NodeError::Cluster(ClusterError::NoCertificate))
+        self.state
+            .material()
+            .client()
+            .cloned()
+            .ok_or(NodeError::Cluster(ClusterError::NoCertificate))
     }
 
-    /// Client URLs of the other members, those of running peers first, then the rest of the
-    /// live peers and the plan's members.
+    /// The other members' client URLs, in the order to try them.
     pub(super) fn cluster_endpoints(&self, view: &GossipView) -> Vec<String> {
-        let me = self.settings.client_url();
-        let mut running: Vec<String> = Vec::new();
-        let mut others: Vec<String> = Vec::new();
-        for m in view.live_metas() {
-            if m.phase == Phase::Running {
-                running.push(m.client_url.clone());
-            } else {
-                others.push(m.client_url.clone());
-            }
-        }
-        if let Some(plan) = &self.plan {
-            others.extend(plan.members.iter().map(|m| m.client_url.clone()));
-        }
-        let mut urls = Vec::new();
-        for u in running.into_iter().chain(others) {
-            if u != me && !urls.contains(&u) {
-                urls.push(u);
-            }
-        }
-        urls
+        cluster_endpoints(&self.settings.client_url(), view, self.state.plan())
     }
 
-    /// Records that this host's member has been healthy in a cluster.
-    pub(super) fn mark_formed(&mut self) {
-        if self.formed_here {
-            return;
-        }
-        let path = self.settings.state_dir.join(FORMED_MARKER);
-        match fsutil::atomic_write(&path, b"", fsutil::MODE_PUBLIC) {
-            Ok(()) => self.formed_here = true,
-            Err(e) => tracing::warn!(error = %e, "cannot record that the cluster formed"),
-        }
-    }
-
-    pub(super) async fn adopt(&mut self, plan: Plan) {
-        let _ = self
-            .io
-            .gossip
-            .send(GossipCommand::PublishPlan(plan.clone()))
-            .await;
-        self.plan = Some(plan);
-    }
-
-    pub(super) fn set_ca_pem(&mut self, pem: String) {
-        self.ca_hash = CaHash::of_cert_pem(&pem).ok();
-        self.ca_pem = Some(pem);
-    }
-
-    pub(super) fn reload_cert(&mut self) -> Result<(), NodeError> {
-        self.cert = load_node_cert(&self.pki, self.ca_pem.as_deref(), self.settings.advertise)?;
-        self.publish_api_material();
+    /// Persists `plan` and spreads it.
+    async fn adopt(&mut self, plan: Plan) -> Result<(), NodeError> {
+        self.state.save_plan(plan.clone())?;
+        let _ = self.io.gossip.send(GossipCommand::PublishPlan(plan)).await;
         Ok(())
     }
 
-    /// Gives the API server our certificate (and the CA, when we are the issuer).
-    pub(super) fn publish_api_material(&mut self) {
-        let tls = (|| {
-            let ca = self.ca_pem.as_deref()?;
-            self.cert.as_ref().filter(|c| c.problem.is_none())?;
-            let cert = self.pki.load_node_cert().ok()??;
-            let key = std::fs::read_to_string(self.pki.node_key_path()).ok()?;
-            server_config(&cert, ca, &key)
-                .map_err(|e| tracing::warn!(error = %e, "cannot build the API's TLS config"))
-                .ok()
-        })();
-        let ca = self.signing_ca();
-        self.api_signing = ca.is_some();
-        self.io.api.send_replace(ApiMaterial { tls, ca });
-    }
-
-    pub(super) fn launch(&self, plan: &Plan, state: ClusterState) -> EtcdLaunch {
+    fn launch(&self, plan: &Plan, state: ClusterState) -> EtcdLaunch {
         let s = &self.settings;
         EtcdLaunch {
             name: s.name.clone(),
@@ -281,11 +199,7 @@ impl Controller {
             initial_cluster: plan.initial_cluster(),
             state,
             cluster_token: plan.cluster_token.clone(),
-            tls: TlsFiles {
-                cert: self.pki.node_cert_path(),
-                key: self.pki.node_key_path(),
-                ca: self.pki.ca_cert_path(),
-            },
+            tls: self.state.tls_files(),
             extra_args: s.etcd.extra_args.clone(),
         }
     }
@@ -296,42 +210,4 @@ pub(super) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-}
-
-/// On the seed, installs the operator-supplied CA (pki.ca_cert_file / ca_key_file) into the
-/// PKI directory, unless the same CA is already there. A different CA already there is an
-/// error: the seed of a running cluster cannot switch CAs.
-pub(super) fn import_operator_ca(settings: &Settings, pki: &PkiStore) -> Result<(), NodeError> {
-    let (Some(cert_path), Some(key_path)) = (&settings.pki.ca_cert_file, &settings.pki.ca_key_file)
-    else {
-        return Ok(());
-    };
-    let read = |path: &std::path::PathBuf| {
-        std::fs::read_to_string(path).map_err(|e| NodeError::OperatorCa {
-            path: path.clone(),
-            message: e.to_string(),
-        })
-    };
-    let ca = CertificateAuthority::from_pem(&read(cert_path)?, &read(key_path)?).map_err(|e| {
-        NodeError::OperatorCa {
-            path: cert_path.clone(),
-            message: e.to_string(),
-        }
-    })?;
-    match pki.load_ca()? {
-        Some(existing) if existing.hash() == ca.hash() => Ok(()),
-        Some(existing) => Err(NodeError::OperatorCa {
-            path: cert_path.clone(),
-            message: format!(
-                "this node already uses CA {}; the configured CA is {}",
-                existing.hash(),
-                ca.hash()
-            ),
-        }),
-        None => {
-            pki.save_ca(&ca)?;
-            tracing::info!(ca_hash = %ca.hash(), "installed the operator-supplied CA");
-            Ok(())
-        }
-    }
 }

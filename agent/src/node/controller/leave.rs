@@ -1,17 +1,22 @@
-//! `quorate leave`: the operator takes this host out of the cluster. The member is removed
-//! through the other members (refused when that would break quorum, unless forced), etcd is
-//! stopped, its data is moved aside (never deleted), and the host is marked as left: it stays
-//! out until the agent is started again, which then joins it afresh.
+//! `quorate leave`: the operator takes this host out of the cluster. The policy
+//! ([`leave_decision`]) decides; this driver asks the cluster, removes the member through the
+//! other members (waiting out etcd's passing refusals), stops etcd, moves its data aside (never
+//! deletes it), and marks the host as left: it stays out until the agent is started again,
+//! which then joins it afresh. The loop runs it inside `beating`, so a leave that waits on an
+//! unreachable cluster keeps the watchdog fed and ends at once on shutdown.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Controller, LEFT_MARKER};
+use super::Controller;
 use crate::control::ControlCommand;
 use crate::etcd::client::ClientTls;
 use crate::etcd::{cluster, data};
-use crate::fsutil;
 use crate::gossip::GossipView;
-use crate::node::membership::removal_is_safe;
+use crate::node::leave::{leave_decision, LeaveDecision};
+
+/// How long `leave` waits out etcd's passing refusals (a cluster younger than 5 s, a voter
+/// that just came back).
+const PATIENCE: Duration = Duration::from_secs(30);
 
 impl Controller {
     pub(super) async fn handle_control(&mut self, command: ControlCommand, view: &GossipView) {
@@ -28,55 +33,56 @@ impl Controller {
     }
 
     async fn leave(&mut self, force: bool, view: &GossipView) -> Result<String, String> {
-        if self.left {
-            return Ok("this host has already left the cluster".into());
-        }
         let s = self.settings.clone();
-        let data_dir = s.etcd_data_dir();
-        if self.etcd_desired || data::has_member(&data_dir) {
-            // Our own member answers too (it knows the members and who is healthy).
-            let mut endpoints = vec![s.client_url()];
-            endpoints.extend(self.cluster_endpoints(view));
-            let tls = self.client_tls().map_err(|e| e.to_string())?;
-            match cluster::members(&endpoints, &tls).await {
-                Ok(members) => {
-                    if let Some(me) = members.iter().find(|m| m.member.name == s.name) {
-                        if let Err(why) = removal_is_safe(&members, me.member.id) {
-                            if !force {
-                                return Err(format!(
-                                    "refusing to leave: removing this member would cost the \
-                                     cluster its quorum ({why}); use --force to leave anyway"
-                                ));
-                            }
-                            tracing::warn!(%why, "leaving by force although it costs quorum");
-                        }
-                        remove_patiently(&endpoints, &tls, me.member.id).await?;
-                    }
+        let holds_member = self.etcd_desired || data::has_member(&s.etcd_data_dir());
+        let mut endpoints = vec![s.client_url()];
+        endpoints.extend(self.cluster_endpoints(view));
+        let tls = if holds_member && !self.state.left() {
+            Some(self.client_tls().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let answer = match &tls {
+            Some(tls) => Some(
+                cluster::members(&endpoints, tls)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
+        let decision = leave_decision(
+            &s.name,
+            self.state.left(),
+            force,
+            answer
+                .as_ref()
+                .map(|a| a.as_deref().map_err(String::as_str)),
+        );
+        match decision {
+            LeaveDecision::AlreadyLeft => return Ok("this host has already left the cluster".into()),
+            LeaveDecision::Refuse(message) => return Err(message),
+            LeaveDecision::StopOnly { warning } => {
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
                 }
-                Err(e) if force => {
-                    tracing::warn!(error = %e, "cannot reach the cluster; leaving without removing the member")
+            }
+            LeaveDecision::Remove { id, warning } => {
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot reach the cluster to remove this member ({e}); use --force to \
-                         stop etcd anyway"
-                    ))
+                if let Some(tls) = &tls {
+                    remove_patiently(&endpoints, tls, id).await?;
                 }
             }
         }
         self.stop_etcd().await.map_err(|e| e.to_string())?;
-        let mut moved = String::new();
-        if data_dir.exists() {
-            let aside = s
-                .state_dir
-                .join(format!("etcd.left-{}", super::actions::unix_now()));
-            std::fs::rename(&data_dir, &aside)
-                .map_err(|e| format!("cannot move {} aside: {e}", data_dir.display()))?;
-            moved = format!("; its etcd data was moved to {}", aside.display());
-        }
-        fsutil::atomic_write(&s.state_dir.join(LEFT_MARKER), b"", fsutil::MODE_PUBLIC)
-            .map_err(|e| e.to_string())?;
-        self.left = true;
+        let moved = self
+            .state
+            .move_data_aside("left", super::actions::unix_now())
+            .map_err(|e| e.to_string())?
+            .map(|aside| format!("; its etcd data was moved to {}", aside.display()))
+            .unwrap_or_default();
+        self.state.mark_left().map_err(|e| e.to_string())?;
         self.forget_cluster();
         Ok(format!(
             "{} left the cluster{moved}. Start the agent again to rejoin as a new member",
@@ -85,15 +91,13 @@ impl Controller {
     }
 }
 
-/// How long `leave` waits out etcd's passing refusals (a cluster younger than 5 s).
-const PATIENCE: Duration = Duration::from_secs(30);
-
+/// Removes member `id`, waiting up to [`PATIENCE`] while etcd refuses for a passing reason.
 async fn remove_patiently(endpoints: &[String], tls: &ClientTls, id: u64) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         match cluster::remove(endpoints, tls, id).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && Instant::now() < deadline => {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
                 tracing::info!("waiting to remove this member: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

@@ -25,9 +25,10 @@ pub enum CertState {
 }
 
 /// What this agent knows of the running cluster's membership (asked for when needed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ClusterKnowledge {
     /// Not asked recently.
+    #[default]
     Unknown,
     /// No member answered; why.
     Unreachable(String),
