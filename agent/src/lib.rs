@@ -14,6 +14,7 @@ pub mod gossip;
 pub mod health;
 pub mod http1;
 pub mod issuer;
+pub mod jobs;
 pub mod liveness;
 pub mod metrics;
 pub mod node;
