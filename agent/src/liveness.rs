@@ -116,7 +116,11 @@ mod tests {
             l.stale(Duration::from_millis(2500))
         })
         .await;
-        assert_eq!(stale, Some(vec![]), "the heartbeat was fed while the work waited");
+        assert_eq!(
+            stale,
+            Some(vec![]),
+            "the heartbeat was fed while the work waited"
+        );
         let c2 = cancel.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -20,9 +20,9 @@ const WATCHDOG: Duration = Duration::from_secs(4);
 /// etcd.stop_timeout's default.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether n1's etcd considers the peer with member ID `remote` inactive (its rafthttp
+/// Whether n1's etcd considers the peer with member ID `remote` (hex) inactive (its rafthttp
 /// stream timed out), from etcd's own `etcd_network_active_peers` gauge.
-fn peer_inactive(c: &Cluster, cert: &ClientCert, remote: u64) -> Result<(), String> {
+fn peer_inactive(c: &Cluster, cert: &ClientCert, remote: &str) -> Result<(), String> {
     let url = format!("{}/metrics", c.client_url(0));
     let out = Command::new("curl")
         .args(["-s", "--max-time", "3", "--cacert"])
@@ -35,7 +35,7 @@ fn peer_inactive(c: &Cluster, cert: &ClientCert, remote: u64) -> Result<(), Stri
         .output()
         .map_err(|e| format!("curl: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let remote = format!("Remote=\"{remote:x}\"");
+    let remote = format!("Remote=\"{remote}\"");
     let line = text
         .lines()
         .find(|l| l.starts_with("etcd_network_active_peers") && l.contains(&remote))
@@ -84,17 +84,22 @@ fn a_waiting_leave_keeps_the_watchdog_fed_and_sigterm_ends_it_in_time() {
             }
         })
     };
-    wait_for("the agent to feed the watchdog", FORM_TIMEOUT, || {
-        match pings.lock().unwrap().len() {
+    wait_for(
+        "the agent to feed the watchdog",
+        FORM_TIMEOUT,
+        || match pings.lock().unwrap().len() {
             0 => Err("no WATCHDOG=1 yet".to_owned()),
             _ => Ok(()),
-        }
-    });
+        },
+    );
 
     // Freeze host n2 (agent and etcd): its member stays in the cluster, unreachable.
     let s2 = c.agents[1].status().unwrap();
     let n2_member = s2.etcd.member_id.expect("n2's member id");
-    let frozen: Vec<u32> = [c.agents[1].pid(), s2.etcd.pid].into_iter().flatten().collect();
+    let frozen: Vec<u32> = [c.agents[1].pid(), s2.etcd.pid]
+        .into_iter()
+        .flatten()
+        .collect();
     for pid in &frozen {
         kill(Pid::from_raw(*pid as i32), Signal::SIGSTOP).unwrap();
     }
@@ -105,7 +110,7 @@ fn a_waiting_leave_keeps_the_watchdog_fed_and_sigterm_ends_it_in_time() {
     };
     // Until n1's etcd counts n2 as inactive, it would let n1 remove itself.
     wait_for("n1's etcd to count n2 inactive", FORM_TIMEOUT, || {
-        peer_inactive(&c, &cert, n2_member)
+        peer_inactive(&c, &cert, &n2_member)
     });
     wait_for("n1 to see n2 down in gossip", FORM_TIMEOUT, || {
         let s = c.agents[0].status()?;

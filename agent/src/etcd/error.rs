@@ -97,6 +97,8 @@ impl EtcdError {
         }
         match e {
             E::GRpcStatus(status) => from_status(status.code(), status.message()),
+            // etcd-client's own words when a keep-alive answers with a zero TTL.
+            E::LeaseKeepAliveError(m) if m == "lease not found" => EtcdError::LeaseNotFound,
             other => EtcdError::Client(other.to_string()),
         }
     }

@@ -286,7 +286,11 @@ mod tests {
         assert!(!may_campaign(true, None, t0), "not a healthy voter: never");
         assert!(!may_campaign(false, None, t0));
         assert!(may_campaign(true, Some(t0), t0));
-        assert!(!may_campaign(false, Some(t0), t0 + GRACE - Duration::from_millis(1)));
+        assert!(!may_campaign(
+            false,
+            Some(t0),
+            t0 + GRACE - Duration::from_millis(1)
+        ));
         assert!(may_campaign(false, Some(t0), t0 + GRACE));
     }
 }

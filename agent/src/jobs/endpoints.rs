@@ -10,7 +10,8 @@ use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 
 use super::keepalive::{Renew, Renewal};
 use super::REQUEST_TIMEOUT;
-use crate::etcd::client::{connect, short_error, ClientTls};
+use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::EtcdError;
 
 /// What each endpoint answered when none of them did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,7 +69,9 @@ impl Endpoints {
             };
             match tokio::time::timeout(REQUEST_TIMEOUT, attempt).await {
                 Ok(Ok(v)) => return Ok((i, v)),
-                Ok(Err(e)) => errors.0.push((url.clone(), short_error(&e))),
+                Ok(Err(e)) => errors
+                    .0
+                    .push((url.clone(), EtcdError::classify(&e).to_string())),
                 Err(_) => errors.0.push((url.clone(), "request timed out".to_owned())),
             }
         }
@@ -85,14 +88,10 @@ impl Endpoints {
     }
 }
 
-/// Whether etcd said the lease does not exist (expired or revoked). The keep-alive opening
-/// reports a zero TTL as this error. Local and minimal until a shared classifier exists.
+/// Whether etcd said the lease does not exist (expired or revoked); the keep-alive opening
+/// reports a zero TTL as this error.
 fn lease_not_found(e: &etcd_client::Error) -> bool {
-    match e {
-        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("not found"),
-        etcd_client::Error::GRpcStatus(s) => s.message().contains("lease not found"),
-        _ => false,
-    }
+    matches!(EtcdError::classify(e), EtcdError::LeaseNotFound)
 }
 
 /// A keep-alive stream to one endpoint, with the client that carries it.
@@ -128,8 +127,16 @@ impl EtcdRenewer {
     /// gone.
     async fn renew_here(&mut self) -> Result<Option<Duration>, String> {
         if let Some(s) = &mut self.stream {
-            s.keeper.keep_alive().await.map_err(|e| short_error(&e))?;
-            return match s.responses.message().await.map_err(|e| short_error(&e))? {
+            s.keeper
+                .keep_alive()
+                .await
+                .map_err(|e| EtcdError::classify(&e).to_string())?;
+            return match s
+                .responses
+                .message()
+                .await
+                .map_err(|e| EtcdError::classify(&e).to_string())?
+            {
                 Some(r) if r.ttl() > 0 => Ok(Some(Duration::from_secs(r.ttl() as u64))),
                 Some(_) => Ok(None),
                 None => Err("the keep-alive stream closed".to_owned()),
@@ -139,7 +146,7 @@ impl EtcdRenewer {
             .endpoints
             .connect(self.current)
             .await
-            .map_err(|e| short_error(&e))?;
+            .map_err(|e| EtcdError::classify(&e).to_string())?;
         // Opening the stream renews once (and fails with "lease not found" for a TTL of 0).
         match client.lease_keep_alive(self.lease).await {
             Ok((keeper, responses)) => {
@@ -151,7 +158,7 @@ impl EtcdRenewer {
                 Ok(Some(self.ttl))
             }
             Err(e) if lease_not_found(&e) => Ok(None),
-            Err(e) => Err(short_error(&e)),
+            Err(e) => Err(EtcdError::classify(&e).to_string()),
         }
     }
 }

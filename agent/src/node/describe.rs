@@ -186,7 +186,11 @@ mod tests {
             ),
         ];
         for (step, phase, words) in cases {
-            assert_eq!(say(&step, &v, &h, false), (phase, words.to_owned()), "{step:?}");
+            assert_eq!(
+                say(&step, &v, &h, false),
+                (phase, words.to_owned()),
+                "{step:?}"
+            );
         }
     }
 

@@ -144,7 +144,9 @@ mod tests {
     #[test]
     fn an_unreachable_cluster_is_refused_unless_forced() {
         match leave_decision("a", false, false, Some(Err("timed out"))) {
-            LeaveDecision::Refuse(msg) => assert!(msg.contains("timed out") && msg.contains("--force")),
+            LeaveDecision::Refuse(msg) => {
+                assert!(msg.contains("timed out") && msg.contains("--force"))
+            }
             other => panic!("{other:?}"),
         }
         match leave_decision("a", false, true, Some(Err("timed out"))) {

@@ -112,8 +112,16 @@ mod tests {
         let bad = Some("wal: crc mismatch");
         assert_eq!(damaged_verdict(&process(None, 3, bad), data), bad);
         assert_eq!(damaged_verdict(&process(None, 5, bad), data), bad);
-        assert_eq!(damaged_verdict(&process(None, 2, bad), data), None, "too few failures");
-        assert_eq!(damaged_verdict(&process(Some(7), 3, bad), data), None, "etcd runs");
+        assert_eq!(
+            damaged_verdict(&process(None, 2, bad), data),
+            None,
+            "too few failures"
+        );
+        assert_eq!(
+            damaged_verdict(&process(Some(7), 3, bad), data),
+            None,
+            "etcd runs"
+        );
         assert_eq!(
             damaged_verdict(&process(None, 3, Some("address already in use")), data),
             None,

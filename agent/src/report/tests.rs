@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::etcd::Member;
 use crate::pki::CertInfo;
 
 /// 2027-01-15T08:00:00Z, when every certificate below was issued.
@@ -58,9 +59,9 @@ fn peer(name: &str, addr: &str, state: PeerState, phase: Option<Phase>) -> Gossi
     }
 }
 
-fn member(id: &str, name: &str, ip: &str, is_learner: bool) -> EtcdMember {
-    EtcdMember {
-        id: id.into(),
+fn member(id: &str, name: &str, ip: &str, is_learner: bool) -> Member {
+    Member {
+        id: u64::from_str_radix(id, 16).unwrap(),
         name: name.into(),
         peer_urls: vec![format!("https://{ip}:2380")],
         client_urls: vec![format!("https://{ip}:2379")],
@@ -81,7 +82,7 @@ fn counters(set: &[(&str, u64)]) -> BTreeMap<String, u64> {
     all
 }
 
-fn three_members() -> Vec<EtcdMember> {
+fn three_members() -> Vec<Member> {
     vec![
         member("3b5d2f8a1c9e7d40", "etcd-1", "10.0.0.1", false),
         member("8e9e05c52164694d", "etcd-2", "10.0.0.2", false),

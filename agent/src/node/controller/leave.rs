@@ -59,7 +59,9 @@ impl Controller {
                 .map(|a| a.as_deref().map_err(String::as_str)),
         );
         match decision {
-            LeaveDecision::AlreadyLeft => return Ok("this host has already left the cluster".into()),
+            LeaveDecision::AlreadyLeft => {
+                return Ok("this host has already left the cluster".into())
+            }
             LeaveDecision::Refuse(message) => return Err(message),
             LeaveDecision::StopOnly { warning } => {
                 if let Some(w) = warning {

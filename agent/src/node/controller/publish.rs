@@ -79,7 +79,12 @@ impl Controller {
             return;
         }
         self.published.api = Some(key);
-        let tls = self.state.material().node.as_ref().map(|n| n.server.clone());
+        let tls = self
+            .state
+            .material()
+            .node
+            .as_ref()
+            .map(|n| n.server.clone());
         self.io.api.send_replace(ApiMaterial { tls, ca: signing });
     }
 }

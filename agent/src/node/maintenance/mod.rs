@@ -92,7 +92,13 @@ impl MaintenanceTask {
     }
 
     /// One turn of the leader's agent.
-    async fn turn(&mut self, now: Instant, view: &GossipView, health: &EtcdHealth, tls: &ClientTls) {
+    async fn turn(
+        &mut self,
+        now: Instant,
+        view: &GossipView,
+        health: &EtcdHealth,
+        tls: &ClientTls,
+    ) {
         let s = &self.settings;
         let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
         claimed.insert(s.peer_url());

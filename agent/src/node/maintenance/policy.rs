@@ -104,7 +104,9 @@ mod tests {
         assert!(dead.contains("a") && !dead.contains("b"), "{dead:?}");
         // Unnamed (never started) members are not tracked.
         s.observe(t30, [""], []);
-        assert!(!s.dead_longer_than(t30 + Duration::from_secs(99), Duration::ZERO).contains(""));
+        assert!(!s
+            .dead_longer_than(t30 + Duration::from_secs(99), Duration::ZERO)
+            .contains(""));
     }
 
     #[test]
@@ -129,6 +131,9 @@ mod tests {
         // If 8 is left over again later, its grace starts anew.
         assert!(s.learners_to_remove(due, &[7, 8]) == vec![7]);
         s.forget_learner(7);
-        assert!(s.learners_to_remove(due, &[7]).is_empty(), "grace restarts after removal");
+        assert!(
+            s.learners_to_remove(due, &[7]).is_empty(),
+            "grace restarts after removal"
+        );
     }
 }
