@@ -137,13 +137,12 @@ mod tests {
         let running = meta("c", 3);
         let view = view_of(vec![starting.clone(), running.clone()]);
         let plan = Plan::new(
-            ["a", "b", "d"]
+            [("a", 1), ("b", 2), ("d", 4)]
                 .iter()
-                .enumerate()
-                .map(|(i, n)| PlanMember {
+                .map(|(n, i)| PlanMember {
                     name: (*n).into(),
-                    peer_url: format!("https://127.0.0.{}:2380", i + 1),
-                    client_url: format!("https://127.0.0.{}:2379", i + 1),
+                    peer_url: format!("https://127.0.0.{i}:2380"),
+                    client_url: format!("https://127.0.0.{i}:2379"),
                 })
                 .collect(),
             crate::plan::tests::test_hash(1),
@@ -158,7 +157,7 @@ mod tests {
             vec![
                 running.client_url.clone(),
                 starting.client_url.clone(),
-                "https://127.0.0.3:2379".to_owned(),
+                "https://127.0.0.4:2379".to_owned(),
             ]
         );
         assert!(cluster_endpoints(me, &GossipView::default(), None).is_empty());
