@@ -64,10 +64,8 @@ fn a_waiting_leave_keeps_the_watchdog_fed_and_sigterm_ends_it_in_time() {
         ),
         ("WATCHDOG_USEC".into(), WATCHDOG.as_micros().to_string()),
     ];
-    c.start_and_wait();
-    let cert = c.client_cert(0, "leave-shutdown");
-
-    // Record every WATCHDOG=1 the agent sends, with its arrival time.
+    // Record every WATCHDOG=1 the agent sends, with its arrival time. The socket is read from
+    // the start, as systemd does: a full queue would block the agent's notifier.
     let pings: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let stop_listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener = {
@@ -84,6 +82,8 @@ fn a_waiting_leave_keeps_the_watchdog_fed_and_sigterm_ends_it_in_time() {
             }
         })
     };
+    c.start_and_wait();
+    let cert = c.client_cert(0, "leave-shutdown");
     wait_for(
         "the agent to feed the watchdog",
         FORM_TIMEOUT,

@@ -36,6 +36,23 @@ pub struct MemberHealth {
     pub healthy: bool,
 }
 
+#[cfg(test)]
+impl MemberHealth {
+    /// A member at `ip` for other modules' tests.
+    pub fn example(id: u64, name: &str, ip: &str, is_learner: bool, healthy: bool) -> Self {
+        Self {
+            member: Member {
+                id,
+                name: name.into(),
+                peer_urls: vec![format!("https://{ip}:2380")],
+                client_urls: vec![format!("https://{ip}:2379")],
+                is_learner,
+            },
+            healthy,
+        }
+    }
+}
+
 /// serde helper: a member ID as a hex string.
 mod hex_id {
     use serde::{Deserialize, Deserializer, Serializer};

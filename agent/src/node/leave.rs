@@ -72,19 +72,9 @@ pub fn leave_decision(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::etcd::Member;
 
     fn m(id: u64, name: &str, healthy: bool) -> MemberHealth {
-        MemberHealth {
-            member: Member {
-                id,
-                name: name.into(),
-                peer_urls: vec![format!("https://10.0.0.{id}:2380")],
-                client_urls: vec![format!("https://10.0.0.{id}:2379")],
-                is_learner: false,
-            },
-            healthy,
-        }
+        MemberHealth::example(id, name, &format!("10.0.0.{id}"), false, healthy)
     }
 
     #[test]

@@ -222,16 +222,7 @@ mod tests {
     use super::*;
 
     fn m(id: u64, name: &str, learner: bool, healthy: bool) -> MemberHealth {
-        MemberHealth {
-            member: Member {
-                id,
-                name: name.into(),
-                peer_urls: vec![format!("https://10.0.0.{id}:2380")],
-                client_urls: vec![format!("https://10.0.0.{id}:2379")],
-                is_learner: learner,
-            },
-            healthy,
-        }
+        MemberHealth::example(id, name, &format!("10.0.0.{id}"), learner, healthy)
     }
 
     fn plain(members: &[MemberHealth]) -> Vec<Member> {

@@ -165,16 +165,7 @@ fn formed(mut m: NodeMeta) -> NodeMeta {
 }
 
 fn mv(id: u64, name: &str, ip: &str, learner: bool, healthy: bool) -> MemberHealth {
-    MemberHealth {
-        member: crate::etcd::Member {
-            id,
-            name: name.into(),
-            peer_urls: vec![format!("https://{ip}:2380")],
-            client_urls: vec![format!("https://{ip}:2379")],
-            is_learner: learner,
-        },
-        healthy,
-    }
+    MemberHealth::example(id, name, ip, learner, healthy)
 }
 
 #[test]
