@@ -12,14 +12,14 @@ use quorate_tests::Cluster;
 fn a_cluster_on_ipv6() {
     let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
     if std::net::UdpSocket::bind(SocketAddr::new(v6, 0)).is_err() {
-        quorate_tests::skip("ipv6::a_cluster_on_ipv6", "no IPv6 loopback (::1) on this machine");
+        quorate_tests::skip(
+            "ipv6::a_cluster_on_ipv6",
+            "no IPv6 loopback (::1) on this machine",
+        );
         return;
     }
     let mut c = Cluster::with(1, |_, b: ConfigBuilder| {
-        b.seed(true).bootstrap_expect(1).with(|cfg| {
-            cfg.advertise_addr = Some(v6);
-            cfg.health.listen = SocketAddr::new(v6, 7947);
-        })
+        b.seed(true).bootstrap_expect(1).advertise(v6)
     });
     c.agents[0].addr = v6;
     c.start_all();
