@@ -15,7 +15,7 @@ log "building quorate"
 cargo build -q -p quorate --bins
 BIN=$PWD/target/debug/quorate
 
-for port in 2379 2380 7946 7947; do
+for port in 2379 2380 2381 7946 7947; do
     if ss -Hltn "sport = :$port" 2>/dev/null | grep -q '127\.0\.0\.[123]:'; then
         die "port $port on 127.0.0.1-3 is in use (Debian's etcd.service? stop it: systemctl disable --now etcd)"
     fi
@@ -43,6 +43,7 @@ state_dir = "$DIR/n$i/state"
 [etcd]
 # The three members share one loopback interface, so none listens on 127.0.0.1 for all.
 listen_localhost = false
+metrics_listen = "127.0.0.$i:2381"
 
 [health]
 listen = "127.0.0.$i:7947"
@@ -102,6 +103,7 @@ Try, in another terminal:
   export ETCDCTL_CACERT=$DIR/client/ca.pem ETCDCTL_CERT=$DIR/client/demo-user.pem ETCDCTL_KEY=$DIR/client/demo-user-key.pem
   etcdctl member list -w table
   etcdctl put hello world && etcdctl get hello
+  curl -s http://127.0.0.1:2381/metrics | grep ^etcd_mvcc_db_total_size
   $BIN --config $DIR/n3/quorate.toml status
 
 Ctrl-C stops the cluster.

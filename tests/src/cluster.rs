@@ -218,9 +218,7 @@ impl Cluster {
     pub fn in_netns(lab: &crate::NetnsLab, n: usize) -> Self {
         let mut c = Self::with(n, |i, b| {
             let addr = lab.addr(i);
-            b.with(|cfg| {
-                cfg.advertise_addr = Some(addr);
-                cfg.health.listen = std::net::SocketAddr::new(addr, crate::agent::HEALTH_PORT);
+            b.advertise(addr).with(|cfg| {
                 cfg.join = if i == 0 {
                     vec![]
                 } else {

@@ -82,6 +82,20 @@ fn bad_configs_fail_fast_naming_field_and_fix() {
         ),
         (good(dir.path()).seed(false).to_toml(), &["join", "seed"]),
         (good(dir.path()).token("short").to_toml(), &["token", "32"]),
+        (
+            good(dir.path()).quota("0").to_toml(),
+            &["etcd.quota = \"0\"", "Fix: write a size"],
+        ),
+        (
+            good(dir.path()).quota("lots").to_toml(),
+            &["etcd.quota = \"lots\": not a size", "Fix"],
+        ),
+        (
+            good(dir.path())
+                .with(|c| c.etcd.metrics_listen = Some("localhost".into()))
+                .to_toml(),
+            &["etcd.metrics_listen", "Fix: write ip:port"],
+        ),
     ];
     for (config, expected) in cases {
         let out = run_with(&config);
@@ -144,6 +158,45 @@ fn config_check_and_token_generate() {
     );
     assert_ne!(a, b);
     assert!(JoinToken::parse(a.trim()).is_ok(), "{a}");
+}
+
+/// `etcd.extra_args` from before etcd.quota existed: `config check` shows the flag taken over
+/// with a warning naming the new key; the key and the flag together stop the agent.
+#[test]
+fn quota_in_extra_args_is_taken_over_and_refused_alongside_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = good(dir.path())
+        .with(|c| c.etcd.extra_args = vec!["--quota-backend-bytes=8589934592".into()]);
+    let path = dir.path().join("q.toml");
+    std::fs::write(&path, old.to_toml()).unwrap();
+    let o = Command::new(quorate_bin())
+        .args(["--config", path.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "warning: etcd.extra_args: \"--quota-backend-bytes=8589934592\" is now the setting \
+             etcd.quota; quorate took it over as etcd.quota = \"8GiB\""
+        ) && stdout.contains("etcd quota:       8GiB (8589934592 bytes)"),
+        "{stdout}"
+    );
+
+    let out = run_with(&old.quota("8GiB").to_toml());
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("etcd.extra_args = \"--quota-backend-bytes=8589934592\"")
+            && out.stderr.contains("etcd.quota, which is set too")
+            && out.stderr.contains("Fix: keep etcd.quota"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -19,10 +19,7 @@ fn a_cluster_on_ipv6() {
         return;
     }
     let mut c = Cluster::with(1, |_, b: ConfigBuilder| {
-        b.seed(true).bootstrap_expect(1).with(|cfg| {
-            cfg.advertise_addr = Some(v6);
-            cfg.health.listen = SocketAddr::new(v6, 7947);
-        })
+        b.seed(true).bootstrap_expect(1).advertise(v6)
     });
     c.agents[0].addr = v6;
     c.start_all();

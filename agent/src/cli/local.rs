@@ -45,6 +45,28 @@ pub fn config_check(v: &Validated, path: Option<&std::path::Path>) {
         s.api_bind()
     );
     println!("  health:           http://{}", s.health_listen);
+    let x = &s.etcd.extra_args;
+    println!(
+        "  etcd compaction:  {}",
+        x.compaction_retention
+            .map(|d| format!("periodic, keeps {}", humantime::format_duration(d)))
+            .unwrap_or_else(|| "off".into())
+    );
+    println!(
+        "  etcd quota:       {}",
+        x.quota_backend_bytes
+            .map(|b| format!("{} ({b} bytes)", crate::config::format_size(b)))
+            .unwrap_or_else(|| "etcd's default".into())
+    );
+    println!(
+        "  etcd metrics:     {}",
+        x.metrics_listen
+            .map(|a| format!("http://{a}/metrics"))
+            .unwrap_or_else(|| "off".into())
+    );
+    if !x.operator.is_empty() {
+        println!("  etcd extra args:  {}", x.operator.join(" "));
+    }
     for w in &v.warnings {
         println!("warning: {w}");
     }

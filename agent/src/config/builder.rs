@@ -2,11 +2,11 @@
 //! directories, short lifetimes. It produces a [`Config`] that serialises to the same TOML an
 //! operator writes, so multi-process tests exercise the real loading path.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::Config;
+use super::{Config, SizeText, DEFAULT_HEALTH_LISTEN, DEFAULT_METRICS_PORT};
 
 /// Builds a [`Config`] field by field.
 #[derive(Debug, Clone, Default)]
@@ -17,13 +17,21 @@ pub struct ConfigBuilder {
 impl ConfigBuilder {
     /// A config for a node named `name` advertising `addr`, with gossip/API bound there too.
     pub fn new(name: &str, addr: IpAddr) -> Self {
-        let mut config = Config {
+        let config = Config {
             node_name: Some(name.to_owned()),
-            advertise_addr: Some(addr),
             ..Config::default()
         };
-        config.health.listen = std::net::SocketAddr::new(addr, super::DEFAULT_HEALTH_LISTEN.port());
-        Self { config }
+        Self { config }.advertise(addr)
+    }
+    /// Advertises `addr` and moves the health endpoint and etcd's metrics listener there, so
+    /// that agents sharing one loopback interface (one address each) do not collide on
+    /// 127.0.0.1.
+    pub fn advertise(mut self, addr: IpAddr) -> Self {
+        self.config.advertise_addr = Some(addr);
+        self.config.health.listen = SocketAddr::new(addr, DEFAULT_HEALTH_LISTEN.port());
+        self.config.etcd.metrics_listen =
+            Some(SocketAddr::new(addr, DEFAULT_METRICS_PORT).to_string());
+        self
     }
     pub fn token(mut self, token: &str) -> Self {
         self.config.token = Some(token.to_owned());
@@ -65,6 +73,16 @@ impl ConfigBuilder {
         self.config.remove_dead_after = Some(d);
         self
     }
+    /// `etcd.compaction_retention`.
+    pub fn compaction_retention(mut self, d: Duration) -> Self {
+        self.config.etcd.compaction_retention = Some(d);
+        self
+    }
+    /// `etcd.quota`, written as in the config file ("64MiB").
+    pub fn quota(mut self, size: &str) -> Self {
+        self.config.etcd.quota = Some(SizeText::from(size));
+        self
+    }
     pub fn log_level(mut self, level: &str) -> Self {
         self.config.log.level = level.to_owned();
         self
@@ -94,9 +112,24 @@ mod tests {
             .seed(true)
             .join(["127.0.0.1".to_string()])
             .cert_validity(Duration::from_secs(120))
-            .listen_localhost(false);
+            .listen_localhost(false)
+            .compaction_retention(Duration::from_secs(5))
+            .quota("64MiB");
         let text = b.to_toml();
         let back: Config = toml::from_str(&text).unwrap();
         assert_eq!(back, b.build());
+    }
+
+    #[test]
+    fn each_address_gets_its_own_listeners() {
+        let c = ConfigBuilder::new("n1", "127.0.3.2".parse().unwrap()).build();
+        assert_eq!(c.health.listen.to_string(), "127.0.3.2:7947");
+        assert_eq!(c.etcd.metrics_listen.as_deref(), Some("127.0.3.2:2381"));
+        let c = ConfigBuilder::new("n1", "127.0.3.2".parse().unwrap())
+            .advertise("::1".parse().unwrap())
+            .build();
+        assert_eq!(c.advertise_addr, Some("::1".parse().unwrap()));
+        assert_eq!(c.health.listen.to_string(), "[::1]:7947");
+        assert_eq!(c.etcd.metrics_listen.as_deref(), Some("[::1]:2381"));
     }
 }

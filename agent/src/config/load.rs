@@ -32,6 +32,9 @@ pub const ENV_VARS: &[&str] = &[
     "etcd.listen_localhost",
     "etcd.extra_args",
     "etcd.stop_timeout",
+    "etcd.compaction_retention",
+    "etcd.quota",
+    "etcd.metrics_listen",
     "health.listen",
     "pki.cert_validity",
     "pki.ca_validity",
@@ -43,6 +46,17 @@ pub const ENV_VARS: &[&str] = &[
 
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &["join", "etcd.extra_args"];
+/// Keys whose environment value stays a string even when it looks like a number: durations
+/// ("0" turns compaction off) and sizes (bytes).
+const STRING_KEYS: &[&str] = &[
+    "remove_dead_after",
+    "etcd.stop_timeout",
+    "etcd.compaction_retention",
+    "etcd.quota",
+    "etcd.metrics_listen",
+    "pki.cert_validity",
+    "pki.ca_validity",
+];
 /// `QUORATE_*` variables that are not config keys.
 const NOT_KEYS: &[&str] = &["QUORATE_CONFIG"];
 
@@ -142,8 +156,11 @@ fn read_file(path: Option<&Path>) -> Result<(toml::Table, Option<PathBuf>), Conf
 }
 
 /// An environment string as a TOML value: lists split on commas, integers and booleans as
-/// such, everything else a string.
+/// such (except for [`STRING_KEYS`]), everything else a string.
 fn env_value(key: &str, raw: &str) -> toml::Value {
+    if STRING_KEYS.contains(&key) {
+        return toml::Value::String(raw.to_owned());
+    }
     if LIST_KEYS.contains(&key) {
         return toml::Value::Array(
             raw.split(',')
@@ -246,6 +263,49 @@ mod tests {
     }
 
     #[test]
+    fn day2_etcd_keys_from_file_and_env() {
+        let f = file("[etcd]\nquota = 8589934592\ncompaction_retention = \"2h30m\"\n");
+        let c = load(Some(f.path()), env(&[])).unwrap().config;
+        assert_eq!(c.etcd.quota, Some("8589934592".into()));
+        assert_eq!(
+            c.etcd.compaction_retention,
+            Some(std::time::Duration::from_secs(9000))
+        );
+        assert_eq!(c.etcd.metrics_listen, None);
+        let loaded = load(
+            Some(f.path()),
+            env(&[
+                ("QUORATE_ETCD_COMPACTION_RETENTION", "0"),
+                ("QUORATE_ETCD_QUOTA", "512MiB"),
+                ("QUORATE_ETCD_METRICS_LISTEN", ""),
+            ]),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.etcd.compaction_retention, Some(std::time::Duration::ZERO));
+        assert_eq!(c.etcd.quota, Some("512MiB".into()));
+        assert_eq!(c.etcd.metrics_listen.as_deref(), Some(""));
+        assert_eq!(loaded.env_overrides.len(), 3);
+        let c = load(
+            Some(f.path()),
+            env(&[
+                ("QUORATE_ETCD_QUOTA", "1073741824"),
+                ("QUORATE_ETCD_METRICS_LISTEN", "127.0.0.5:2381"),
+            ]),
+        )
+        .unwrap()
+        .config;
+        assert_eq!(c.etcd.quota, Some("1073741824".into()));
+        assert_eq!(c.etcd.metrics_listen.as_deref(), Some("127.0.0.5:2381"));
+        let err = load(
+            Some(f.path()),
+            env(&[("QUORATE_ETCD_COMPACTION_RETENTION", "1 fortnight")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.0[0].subject(), "QUORATE_ETCD_COMPACTION_RETENTION");
+    }
+
+    #[test]
     fn unknown_key_in_file_names_key_and_line() {
         let f = file("node_name = \"a\"\nbootstrap_expected = 3\n");
         let err = load(Some(f.path()), env(&[])).unwrap_err().to_string();
@@ -289,8 +349,11 @@ mod tests {
                 | "ports.api" => "1",
                 "advertise_addr" | "bind_addr" => "10.0.0.1",
                 "health.listen" => "127.0.0.1:1",
-                "remove_dead_after" | "etcd.stop_timeout" | "pki.cert_validity"
-                | "pki.ca_validity" => "1m",
+                "remove_dead_after"
+                | "etcd.stop_timeout"
+                | "pki.cert_validity"
+                | "pki.ca_validity"
+                | "etcd.compaction_retention" => "1m",
                 "log.format" => "json",
                 _ => "x",
             };

@@ -8,6 +8,7 @@ mod error;
 mod host;
 mod load;
 mod settings;
+mod size;
 mod validate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,6 +22,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostProbe, SystemHost};
 pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
 pub use settings::{https_url, EtcdSettings, JoinTarget, Settings};
+pub use size::{format_size, parse_size, SizeProblem, SizeText};
 pub use validate::{parse_etcd_version, validate, Validated, MIN_ETCD_VERSION};
 
 /// Where `quorate run` looks for its configuration unless `--config` says otherwise.
@@ -36,6 +38,15 @@ pub const DEFAULT_AGENT_PORT: u16 = 7946;
 /// Default health endpoint.
 pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7947);
+/// Default history etcd keeps before periodic compaction removes it.
+pub const DEFAULT_COMPACTION_RETENTION: Duration = Duration::from_secs(60 * 60);
+/// Default etcd backend quota (etcd's own default, made explicit).
+pub const DEFAULT_QUOTA: &str = "2GiB";
+/// Port of etcd's plain-HTTP metrics listener (kubeadm's choice).
+pub const DEFAULT_METRICS_PORT: u16 = 2381;
+/// Default plain-HTTP metrics listener of etcd: loopback only.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_METRICS_PORT);
 
 /// The configuration file as written by the operator. All fields have defaults except the
 /// token; see docs/configuration.md for the reference.
@@ -135,6 +146,17 @@ pub struct EtcdSection {
     /// How long etcd gets to stop after SIGTERM before SIGKILL.
     #[serde(with = "humantime_serde")]
     pub stop_timeout: Duration,
+    /// History etcd keeps before periodic compaction removes it. Unset:
+    /// [`DEFAULT_COMPACTION_RETENTION`]; `"0"` turns compaction off.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub compaction_retention: Option<Duration>,
+    /// etcd's backend quota (`"2GiB"`, `"512MiB"`, bytes). Unset: [`DEFAULT_QUOTA`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<SizeText>,
+    /// Where etcd serves `/metrics` over plain HTTP, `host:port`. Unset:
+    /// [`DEFAULT_METRICS_LISTEN`]; `""` turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for EtcdSection {
@@ -144,6 +166,9 @@ impl Default for EtcdSection {
             listen_localhost: true,
             extra_args: Vec::new(),
             stop_timeout: Duration::from_secs(10),
+            compaction_retention: None,
+            quota: None,
+            metrics_listen: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{LogSection, PkiSection, Ports, DEFAULT_AGENT_PORT};
+use crate::etcd::argv::ExtraArgs;
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
@@ -40,7 +41,10 @@ pub struct EtcdSettings {
     /// Its version, as `etcd --version` printed it.
     pub version: (u32, u32, u32),
     pub listen_localhost: bool,
-    pub extra_args: Vec<String>,
+    /// The flags after the cluster and TLS ones: compaction, quota, the metrics listener and
+    /// what is left of the operator's `etcd.extra_args` once quorate took over the flags it
+    /// now owns.
+    pub extra_args: ExtraArgs,
     pub stop_timeout: Duration,
 }
 

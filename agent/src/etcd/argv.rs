@@ -1,11 +1,13 @@
 //! etcd's command line, rendered purely from the launch description so that it is golden-tested
 //! and identical on every host: the flags of the production guides (mutual TLS on client and
-//! peer traffic), `--initial-cluster` from the plan, and `--initial-cluster-state` decided by
-//! the caller from what is on disk.
+//! peer traffic), `--initial-cluster` from the plan, `--initial-cluster-state` decided by the
+//! caller from what is on disk, and the day-2 flags (compaction, space quota, plain-HTTP
+//! metrics) without which etcd keeps every revision until it hits its quota.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::https_url;
 
@@ -49,7 +51,70 @@ pub struct EtcdLaunch {
     pub state: ClusterState,
     pub cluster_token: String,
     pub tls: TlsFiles,
-    pub extra_args: Vec<String>,
+    /// Everything after the cluster and TLS flags.
+    pub extra_args: ExtraArgs,
+}
+
+/// The flags rendered after the cluster and TLS ones: quorate's day-2 settings, then the
+/// operator's `etcd.extra_args` verbatim. They travel as one value from the settings to the
+/// launch. `Default` renders nothing, i.e. etcd's own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraArgs {
+    /// Periodic compaction keeping this much history (`etcd.compaction_retention`); `None`
+    /// leaves compaction off.
+    pub compaction_retention: Option<Duration>,
+    /// `--quota-backend-bytes` (`etcd.quota`); `None` leaves etcd's default.
+    pub quota_backend_bytes: Option<u64>,
+    /// Plain-HTTP metrics listener (`etcd.metrics_listen`); `None`: none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The operator's `etcd.extra_args`, appended last.
+    pub operator: Vec<String>,
+}
+
+impl ExtraArgs {
+    fn render(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(retention) = self.compaction_retention.filter(|d| !d.is_zero()) {
+            args.push("--auto-compaction-mode=periodic".to_owned());
+            args.push(format!(
+                "--auto-compaction-retention={}",
+                go_duration(retention)
+            ));
+        }
+        if let Some(bytes) = self.quota_backend_bytes {
+            args.push(format!("--quota-backend-bytes={bytes}"));
+        }
+        if let Some(addr) = self.metrics_listen {
+            args.push(format!("--listen-metrics-urls=http://{addr}"));
+        }
+        args.extend(self.operator.iter().cloned());
+        args
+    }
+}
+
+/// A duration as Go's `time.ParseDuration` reads it ("1h", "30m", "2h30m", "5s", "1m500ms"):
+/// etcd 3.4 to 3.6 parse `--auto-compaction-retention` that way unless it is a bare integer,
+/// which they read as hours.
+pub fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let parts = [
+        (secs / 3600, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(d.subsec_millis()), "ms"),
+        (u64::from(d.subsec_micros() % 1000), "us"),
+        (u64::from(d.subsec_nanos() % 1000), "ns"),
+    ];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".to_owned()
+    } else {
+        text
+    }
 }
 
 impl EtcdLaunch {
@@ -89,7 +154,7 @@ pub fn render_args(l: &EtcdLaunch) -> Vec<String> {
         "--logger=zap".to_owned(),
         "--log-outputs=stderr".to_owned(),
     ];
-    args.extend(l.extra_args.iter().cloned());
+    args.extend(l.extra_args.render());
     args
 }
 
@@ -114,7 +179,12 @@ pub(crate) mod tests {
                 key: "/var/lib/quorate/pki/node-key.pem".into(),
                 ca: "/var/lib/quorate/pki/ca.pem".into(),
             },
-            extra_args: vec![],
+            extra_args: ExtraArgs {
+                compaction_retention: Some(Duration::from_secs(3600)),
+                quota_backend_bytes: Some(2 << 30),
+                metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
+                operator: vec![],
+            },
         }
     }
 
@@ -139,17 +209,75 @@ pub(crate) mod tests {
 --peer-trusted-ca-file=/var/lib/quorate/pki/ca.pem
 --peer-client-cert-auth=true
 --logger=zap
---log-outputs=stderr";
+--log-outputs=stderr
+--auto-compaction-mode=periodic
+--auto-compaction-retention=1h
+--quota-backend-bytes=2147483648
+--listen-metrics-urls=http://127.0.0.1:2381";
         assert_eq!(render_args(&launch(ClusterState::New)).join("\n"), expected);
     }
 
     #[test]
     fn existing_and_extra_args() {
         let mut l = launch(ClusterState::Existing);
-        l.extra_args = vec!["--quota-backend-bytes=8589934592".into()];
+        l.extra_args.operator = vec!["--snapshot-count=50000".into()];
         let args = render_args(&l);
         assert!(args.contains(&"--initial-cluster-state=existing".to_string()));
-        assert_eq!(args.last().unwrap(), "--quota-backend-bytes=8589934592");
+        assert_eq!(args.last().unwrap(), "--snapshot-count=50000");
+    }
+
+    /// Compaction off, etcd's quota and no metrics listener: none of the day-2 flags.
+    #[test]
+    fn golden_day2_flags_off() {
+        let mut l = launch(ClusterState::New);
+        l.extra_args = ExtraArgs {
+            compaction_retention: None,
+            quota_backend_bytes: None,
+            metrics_listen: None,
+            operator: vec!["--snapshot-count=50000".into()],
+        };
+        let args = render_args(&l);
+        let tail = &args[args.len() - 3..];
+        assert_eq!(
+            tail.join("\n"),
+            "--logger=zap\n--log-outputs=stderr\n--snapshot-count=50000"
+        );
+        l.extra_args.compaction_retention = Some(Duration::ZERO);
+        assert!(!render_args(&l).iter().any(|a| a.contains("compaction")));
+    }
+
+    #[test]
+    fn golden_day2_flags_custom() {
+        let mut l = launch(ClusterState::New);
+        l.extra_args = ExtraArgs {
+            compaction_retention: Some(Duration::from_secs(2 * 3600 + 30 * 60)),
+            quota_backend_bytes: Some(64 << 20),
+            metrics_listen: Some("[::1]:9381".parse().unwrap()),
+            operator: vec![],
+        };
+        let args = render_args(&l);
+        assert_eq!(
+            args[args.len() - 4..].join("\n"),
+            "\
+--auto-compaction-mode=periodic
+--auto-compaction-retention=2h30m
+--quota-backend-bytes=67108864
+--listen-metrics-urls=http://[::1]:9381"
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        let d = |s: u64| go_duration(Duration::from_secs(s));
+        assert_eq!(d(3600), "1h");
+        assert_eq!(d(30 * 60), "30m");
+        assert_eq!(d(5), "5s");
+        assert_eq!(d(2 * 3600 + 30 * 60), "2h30m");
+        assert_eq!(d(3600 + 5), "1h5s");
+        assert_eq!(d(49 * 3600), "49h");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(go_duration(Duration::from_nanos(1_001)), "1us1ns");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
     }
 
     #[test]

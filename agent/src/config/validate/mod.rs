@@ -6,13 +6,14 @@ use std::net::IpAddr;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::host::HostProbe;
-use super::settings::{EtcdSettings, JoinTarget, Settings};
+use super::settings::{JoinTarget, Settings};
 use super::Config;
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
-/// Oldest etcd that quorate drives (learners, zap logger, the flags it renders).
-pub const MIN_ETCD_VERSION: (u32, u32, u32) = (3, 4, 0);
+mod etcd;
+
+pub use etcd::{parse_etcd_version, MIN_ETCD_VERSION};
 
 /// Settings plus the warnings to show at start.
 #[derive(Debug)]
@@ -76,7 +77,6 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
     });
 
     check_ports(config, &mut errors);
-    check_extra_args(config, &mut errors);
     check_pki(config, &mut errors);
     if !config.state_dir.is_absolute() {
         errors.push(ConfigError::invalid(
@@ -104,7 +104,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
             "use error, warn, info, debug or trace (or a filter like quorate=debug,etcd=warn)",
         ));
     }
-    let etcd = resolve_etcd(config, host, &mut errors);
+    let etcd = etcd::resolve_etcd(config, host, &mut errors, &mut warnings);
 
     match (name, advertise, bind, token, etcd) {
         (Some(name), Some(advertise), Some(bind), Some(token), Some(etcd)) if errors.is_empty() => {
@@ -349,123 +349,7 @@ fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
-/// Flags quorate renders itself (etcd::argv): an extra argument overriding one of them could
-/// point etcd at other data or make it bootstrap a new cluster.
-const RESERVED_ETCD_FLAGS: &[&str] = &[
-    "name",
-    "data-dir",
-    "wal-dir",
-    "listen-peer-urls",
-    "initial-advertise-peer-urls",
-    "listen-client-urls",
-    "advertise-client-urls",
-    "initial-cluster",
-    "initial-cluster-state",
-    "initial-cluster-token",
-    "cert-file",
-    "key-file",
-    "trusted-ca-file",
-    "client-cert-auth",
-    "peer-cert-file",
-    "peer-key-file",
-    "peer-trusted-ca-file",
-    "peer-client-cert-auth",
-    "auto-tls",
-    "peer-auto-tls",
-    "force-new-cluster",
-    "discovery",
-    "discovery-srv",
-    "discovery-token",
-    "logger",
-    "log-outputs",
-    "config-file",
-];
-
-fn check_extra_args(config: &Config, errors: &mut Vec<ConfigError>) {
-    for arg in &config.etcd.extra_args {
-        let flag = arg.trim_start_matches('-');
-        let flag = flag.split('=').next().unwrap_or(flag);
-        if RESERVED_ETCD_FLAGS.contains(&flag) {
-            errors.push(ConfigError::invalid(
-                "etcd.extra_args",
-                format!("{arg:?}"),
-                format!("--{flag} is set by quorate itself"),
-                "remove it; data locations, URLs, TLS and the bootstrap flags are derived from \
-                 the rest of the configuration (see docs/configuration.md)",
-            ));
-        }
-    }
-}
-
-/// Parses `etcd --version` output ("etcd Version: 3.4.23").
-pub fn parse_etcd_version(output: &str) -> Option<(u32, u32, u32)> {
-    let line = output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("etcd Version:"))?;
-    let mut parts = line.trim().split(['.', '-', '+']);
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    let patch = parts.next()?.parse().ok()?;
-    Some((major, minor, patch))
-}
-
-fn resolve_etcd(
-    config: &Config,
-    host: &dyn HostProbe,
-    errors: &mut Vec<ConfigError>,
-) -> Option<EtcdSettings> {
-    let wanted = &config.etcd.binary;
-    let Some(binary) = host.find_executable(wanted) else {
-        errors.push(ConfigError::invalid(
-            "etcd.binary",
-            wanted.display(),
-            "not found (or not executable)",
-            "install etcd (Debian/Ubuntu: apt-get install etcd-server) or set etcd.binary to \
-             the path of an etcd >= 3.4 binary",
-        ));
-        return None;
-    };
-    let version = match host.etcd_version_output(&binary) {
-        Ok(out) => parse_etcd_version(&out),
-        Err(e) => {
-            errors.push(ConfigError::invalid(
-                "etcd.binary",
-                binary.display(),
-                format!("could not run it: {e}"),
-                "point etcd.binary at a working etcd >= 3.4 binary",
-            ));
-            return None;
-        }
-    };
-    let Some(version) = version else {
-        errors.push(ConfigError::invalid(
-            "etcd.binary",
-            binary.display(),
-            "`--version` did not print an etcd version",
-            "point etcd.binary at an etcd server binary (not etcdctl)",
-        ));
-        return None;
-    };
-    if version < MIN_ETCD_VERSION {
-        errors.push(ConfigError::invalid(
-            "etcd.binary",
-            binary.display(),
-            format!(
-                "etcd {}.{}.{} is too old; quorate needs 3.4 or newer",
-                version.0, version.1, version.2
-            ),
-            "install etcd 3.4 or newer and point etcd.binary at it",
-        ));
-        return None;
-    }
-    Some(EtcdSettings {
-        binary,
-        version,
-        listen_localhost: config.etcd.listen_localhost,
-        extra_args: config.etcd.extra_args.clone(),
-        stop_timeout: config.etcd.stop_timeout,
-    })
-}
-
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_etcd;

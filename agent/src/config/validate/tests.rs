@@ -3,7 +3,7 @@ use super::*;
 use std::path::{Path, PathBuf};
 
 /// A host with 10.0.0.1 and loopback, etcd 3.4.23 at /usr/bin/etcd and a token file.
-struct FakeHost {
+pub(super) struct FakeHost {
     etcd_version: &'static str,
 }
 
@@ -38,11 +38,11 @@ impl HostProbe for FakeHost {
     }
 }
 
-const HOST: FakeHost = FakeHost {
+pub(super) const HOST: FakeHost = FakeHost {
     etcd_version: "3.4.23",
 };
 
-fn base() -> Config {
+pub(super) fn base() -> Config {
     Config {
         seed: true,
         token: Some(TOKEN.into()),
@@ -50,7 +50,7 @@ fn base() -> Config {
     }
 }
 
-fn subjects(config: &Config, host: &FakeHost) -> Vec<String> {
+pub(super) fn subjects(config: &Config, host: &FakeHost) -> Vec<String> {
     match validate(config, host) {
         Ok(_) => vec![],
         Err(e) => e.0.iter().map(|e| e.subject()).collect(),
