@@ -45,7 +45,7 @@ pub fn config_check(v: &Validated, path: Option<&std::path::Path>) {
         s.api_bind()
     );
     println!("  health:           http://{}", s.health_listen);
-    let x = &s.etcd.extra_args;
+    let x = &s.etcd.tuning;
     println!(
         "  etcd compaction:  {}",
         x.compaction_retention

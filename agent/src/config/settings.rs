@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::{LogSection, PkiSection, Ports, DEFAULT_AGENT_PORT};
-use crate::etcd::argv::ExtraArgs;
+use crate::etcd::argv::EtcdTuning;
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
@@ -44,7 +44,7 @@ pub struct EtcdSettings {
     /// The flags after the cluster and TLS ones: compaction, quota, the metrics listener and
     /// what is left of the operator's `etcd.extra_args` once quorate took over the flags it
     /// now owns.
-    pub extra_args: ExtraArgs,
+    pub tuning: EtcdTuning,
     pub stop_timeout: Duration,
 }
 

@@ -52,14 +52,14 @@ pub struct EtcdLaunch {
     pub cluster_token: String,
     pub tls: TlsFiles,
     /// Everything after the cluster and TLS flags.
-    pub extra_args: ExtraArgs,
+    pub tuning: EtcdTuning,
 }
 
 /// The flags rendered after the cluster and TLS ones: quorate's day-2 settings, then the
 /// operator's `etcd.extra_args` verbatim. They travel as one value from the settings to the
 /// launch. `Default` renders nothing, i.e. etcd's own defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtraArgs {
+pub struct EtcdTuning {
     /// Periodic compaction keeping this much history (`etcd.compaction_retention`); `None`
     /// leaves compaction off.
     pub compaction_retention: Option<Duration>,
@@ -71,7 +71,7 @@ pub struct ExtraArgs {
     pub operator: Vec<String>,
 }
 
-impl ExtraArgs {
+impl EtcdTuning {
     fn render(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(retention) = self.compaction_retention.filter(|d| !d.is_zero()) {
@@ -154,7 +154,7 @@ pub fn render_args(l: &EtcdLaunch) -> Vec<String> {
         "--logger=zap".to_owned(),
         "--log-outputs=stderr".to_owned(),
     ];
-    args.extend(l.extra_args.render());
+    args.extend(l.tuning.render());
     args
 }
 
@@ -179,7 +179,7 @@ pub(crate) mod tests {
                 key: "/var/lib/quorate/pki/node-key.pem".into(),
                 ca: "/var/lib/quorate/pki/ca.pem".into(),
             },
-            extra_args: ExtraArgs {
+            tuning: EtcdTuning {
                 compaction_retention: Some(Duration::from_secs(3600)),
                 quota_backend_bytes: Some(2 << 30),
                 metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
@@ -220,7 +220,7 @@ pub(crate) mod tests {
     #[test]
     fn existing_and_extra_args() {
         let mut l = launch(ClusterState::Existing);
-        l.extra_args.operator = vec!["--snapshot-count=50000".into()];
+        l.tuning.operator = vec!["--snapshot-count=50000".into()];
         let args = render_args(&l);
         assert!(args.contains(&"--initial-cluster-state=existing".to_string()));
         assert_eq!(args.last().unwrap(), "--snapshot-count=50000");
@@ -230,7 +230,7 @@ pub(crate) mod tests {
     #[test]
     fn golden_day2_flags_off() {
         let mut l = launch(ClusterState::New);
-        l.extra_args = ExtraArgs {
+        l.tuning = EtcdTuning {
             compaction_retention: None,
             quota_backend_bytes: None,
             metrics_listen: None,
@@ -242,14 +242,14 @@ pub(crate) mod tests {
             tail.join("\n"),
             "--logger=zap\n--log-outputs=stderr\n--snapshot-count=50000"
         );
-        l.extra_args.compaction_retention = Some(Duration::ZERO);
+        l.tuning.compaction_retention = Some(Duration::ZERO);
         assert!(!render_args(&l).iter().any(|a| a.contains("compaction")));
     }
 
     #[test]
     fn golden_day2_flags_custom() {
         let mut l = launch(ClusterState::New);
-        l.extra_args = ExtraArgs {
+        l.tuning = EtcdTuning {
             compaction_retention: Some(Duration::from_secs(2 * 3600 + 30 * 60)),
             quota_backend_bytes: Some(64 << 20),
             metrics_listen: Some("[::1]:9381".parse().unwrap()),

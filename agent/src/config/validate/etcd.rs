@@ -14,7 +14,7 @@ use super::super::size::{format_size, parse_size, SizeText};
 use super::super::{
     Config, EtcdSection, DEFAULT_COMPACTION_RETENTION, DEFAULT_METRICS_LISTEN, DEFAULT_QUOTA,
 };
-use crate::etcd::argv::ExtraArgs;
+use crate::etcd::argv::EtcdTuning;
 
 /// Oldest etcd that quorate drives (learners, zap logger, the flags it renders).
 pub const MIN_ETCD_VERSION: (u32, u32, u32) = (3, 4, 0);
@@ -369,9 +369,9 @@ fn resolve_extra_args(
     config: &Config,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
-) -> ExtraArgs {
+) -> EtcdTuning {
     let (operator, taken) = split_extra_args(&config.etcd, errors, warnings);
-    ExtraArgs {
+    EtcdTuning {
         compaction_retention: resolve_retention(&config.etcd, taken.retention, errors, warnings),
         quota_backend_bytes: resolve_quota(&config.etcd, taken.quota, errors, warnings),
         metrics_listen: resolve_metrics(config, taken.metrics, errors, warnings),
@@ -447,7 +447,7 @@ pub(super) fn resolve_etcd(
         binary,
         version,
         listen_localhost: config.etcd.listen_localhost,
-        extra_args,
+        tuning: extra_args,
         stop_timeout: config.etcd.stop_timeout,
     })
 }

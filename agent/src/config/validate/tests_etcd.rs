@@ -5,11 +5,11 @@ use std::time::Duration;
 use super::tests::{base, subjects, HOST};
 use super::*;
 use crate::config::SizeText;
-use crate::etcd::argv::ExtraArgs;
+use crate::etcd::argv::EtcdTuning;
 
-fn extra(config: &Config) -> (ExtraArgs, Vec<String>) {
+fn extra(config: &Config) -> (EtcdTuning, Vec<String>) {
     let v = validate(config, &HOST).unwrap_or_else(|e| panic!("{e}"));
-    (v.settings.etcd.extra_args, v.warnings)
+    (v.settings.etcd.tuning, v.warnings)
 }
 
 /// The one error of `config`, as shown to the operator.
@@ -30,7 +30,7 @@ fn defaults_compact_hourly_with_etcds_quota_and_loopback_metrics() {
     let (x, warnings) = extra(&base());
     assert_eq!(
         x,
-        ExtraArgs {
+        EtcdTuning {
             compaction_retention: Some(Duration::from_secs(3600)),
             quota_backend_bytes: Some(2 << 30),
             metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),

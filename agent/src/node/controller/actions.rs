@@ -200,7 +200,7 @@ impl Controller {
             state,
             cluster_token: plan.cluster_token.clone(),
             tls: self.state.tls_files(),
-            extra_args: s.etcd.extra_args.clone(),
+            tuning: s.etcd.tuning.clone(),
         }
     }
 }

@@ -94,7 +94,7 @@ impl ManualCluster {
                             key: d.join("node-key.pem"),
                             ca: d.join("ca.pem"),
                         },
-                        extra_args: Default::default(),
+                        tuning: Default::default(),
                     },
                 }
             })
