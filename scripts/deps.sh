@@ -4,7 +4,7 @@
 #
 #   ensure_build_deps     protoc, a C toolchain, Rust (rustup)
 #   ensure_runtime_deps   etcd-server, etcd-client, curl
-#   ensure_test_deps      cargo-nextest
+#   ensure_test_deps      cargo-nextest, Prometheus and promtool
 #   ensure_package_deps   cargo-deb, cargo-generate-rpm, rpm (to inspect the .rpm)
 #   ensure_e2e_deps       systemd-container, debootstrap, iproute2, util-linux, curl
 #   debian_mirror         the Debian mirror of this machine's own apt sources
@@ -86,6 +86,14 @@ ensure_cargo_tool() {
 # ensure_test_deps: the test runner.
 ensure_test_deps() {
     ensure_cargo_tool nextest cargo-nextest "$CARGO_NEXTEST_VERSION" any
+    ensure_prometheus
+}
+
+# ensure_prometheus: the Prometheus server and promtool (Debian's prometheus, 2.42 on Debian 12)
+# for the alert-rule tests and the scrape test. Without systemd running, installing it starts
+# no server; the tests start their own on a loopback address.
+ensure_prometheus() {
+    ensure_apt prometheus
 }
 
 # ensure_package_deps: what scripts/package.sh and tests/e2e/inspect-packages.sh use.

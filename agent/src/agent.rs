@@ -168,7 +168,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         settings.clone(),
         view.clone(),
         health.clone(),
-        material,
+        material.clone(),
         live.register("maintenance"),
     );
     let live = Arc::new(live);
@@ -178,6 +178,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         view,
         health,
         process,
+        material,
         counters,
         live.clone(),
     );

@@ -1,6 +1,7 @@
 //! The local health endpoint (plain HTTP, on 127.0.0.1 by default): /healthz (the agent's loops
 //! are alive), /readyz (the local etcd member is healthy in a cluster with quorum; 503 with the
-//! reason otherwise), /status (the full report as JSON) and /metrics (Prometheus counters).
+//! reason otherwise, also while an etcd alarm is active), /status (the full report as JSON) and
+//! /metrics (counters and gauges in OpenMetrics text, see `metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::etcd::{EtcdHealth, ProcessState};
 use crate::gossip::GossipView;
 use crate::liveness::Liveness;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, Scrape, CONTENT_TYPE};
 use crate::node::NodeStatus;
+use crate::pki::TlsMaterial;
 use crate::report::{Identity, StatusReport};
 
 /// A loop that has not beaten for this long makes /healthz fail.
@@ -31,18 +33,27 @@ pub struct HealthState {
     pub view: watch::Receiver<GossipView>,
     pub health: watch::Receiver<EtcdHealth>,
     pub process: watch::Receiver<ProcessState>,
+    /// For the certificate expiry gauges.
+    pub material: watch::Receiver<Arc<TlsMaterial>>,
+    /// etcd's backend quota, for its gauge.
+    pub quota_bytes: Option<u64>,
     pub counters: Arc<Counters>,
     pub liveness: Arc<Liveness>,
 }
 
 impl HealthState {
     /// What the endpoint reports about this node.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one receiver per published state, named at the one wiring site"
+    )]
     pub fn new(
         settings: &crate::config::Settings,
         status: watch::Receiver<NodeStatus>,
         view: watch::Receiver<GossipView>,
         health: watch::Receiver<EtcdHealth>,
         process: watch::Receiver<ProcessState>,
+        material: watch::Receiver<Arc<TlsMaterial>>,
         counters: Arc<Counters>,
         liveness: Arc<Liveness>,
     ) -> Self {
@@ -56,6 +67,8 @@ impl HealthState {
             view,
             health,
             process,
+            material,
+            quota_bytes: settings.etcd.tuning.quota_backend_bytes,
             counters,
             liveness,
         }
@@ -103,15 +116,24 @@ async fn healthz(State(s): State<Arc<HealthState>>) -> Response {
 }
 
 async fn readyz(State(s): State<Arc<HealthState>>) -> Response {
-    let status = s.status.borrow().clone();
-    if status.ready {
-        (StatusCode::OK, format!("ready: {}\n", status.message)).into_response()
-    } else {
-        (
+    let answer = readiness(&s.status.borrow(), &s.health.borrow());
+    match answer {
+        Ok(msg) => (StatusCode::OK, format!("ready: {msg}\n")).into_response(),
+        Err(msg) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", status.message),
+            format!("not ready: {msg}\n"),
         )
-            .into_response()
+            .into_response(),
+    }
+}
+
+/// The /readyz answer: the controller's decision, except that an alarm the probe saw since the
+/// controller last published (its status follows the health a moment later) already counts.
+fn readiness(status: &NodeStatus, health: &EtcdHealth) -> Result<String, String> {
+    match (status.ready, health.alarms.is_empty()) {
+        (true, true) => Ok(status.message.clone()),
+        (true, false) => Err(health.problem().unwrap_or_else(|| status.message.clone())),
+        (false, _) => Err(status.message.clone()),
     }
 }
 
@@ -120,9 +142,64 @@ async fn status(State(s): State<Arc<HealthState>>) -> Json<StatusReport> {
 }
 
 async fn metrics(State(s): State<Arc<HealthState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.counters.prometheus(),
-    )
-        .into_response()
+    let material = s.material.borrow().clone();
+    let text = Scrape {
+        counters: &s.counters,
+        health: &s.health.borrow(),
+        view: &s.view.borrow(),
+        node_not_after: material.node.as_ref().map(|n| n.not_after),
+        ca_not_after: material.ca_not_after,
+        quota_bytes: s.quota_bytes,
+    }
+    .encode();
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> EtcdHealth {
+        EtcdHealth {
+            reachable: true,
+            leader: Some(1),
+            quorum: true,
+            ..EtcdHealth::default()
+        }
+    }
+
+    fn status(ready: bool, message: &str) -> NodeStatus {
+        NodeStatus {
+            ready,
+            message: message.into(),
+            ..NodeStatus::default()
+        }
+    }
+
+    #[test]
+    fn ready_follows_the_controller() {
+        assert_eq!(
+            readiness(&status(true, "healthy, leader a"), &healthy()),
+            Ok("healthy, leader a".into())
+        );
+        assert_eq!(
+            readiness(&status(false, "waiting for peers 1/3"), &healthy()),
+            Err("waiting for peers 1/3".into())
+        );
+    }
+
+    #[test]
+    fn an_active_alarm_is_never_ready() {
+        let h = EtcdHealth {
+            alarms: vec!["NOSPACE".into()],
+            ..healthy()
+        };
+        let reason = "etcd alarm NOSPACE is active: the database is full; writes are refused";
+        // Before the controller noticed, and after.
+        assert_eq!(
+            readiness(&status(true, "healthy, leader a"), &h),
+            Err(reason.into())
+        );
+        assert_eq!(readiness(&status(false, reason), &h), Err(reason.into()));
+    }
 }

@@ -1,8 +1,28 @@
-//! Counters of what the agent dropped, rejected, issued and restarted: the evidence that bad
-//! network input is dropped and counted. Plain atomics, shared by reference; shown in /status
-//! and exported in Prometheus text format on /metrics.
+//! What the agent exports to Prometheus on /metrics: counters of what it dropped, rejected,
+//! issued and restarted (the evidence that bad network input is dropped and counted; plain
+//! atomics, shared by reference, also shown in /status), and gauges of the state other tasks
+//! publish (certificate expiry, etcd membership, leadership, quorum, database size, alarms,
+//! gossip membership). The gauges are not kept anywhere: every scrape builds a fresh registry
+//! from a [`Scrape`] of the published values and encodes it with `prometheus-client`, so
+//! /metrics can never show a value that is not current, and nothing here has to be updated.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::etcd::EtcdHealth;
+use crate::gossip::{GossipView, PeerState};
+
+/// The Content-Type of [`Scrape::encode`]'s output (OpenMetrics text).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric name starts with this.
+const PREFIX: &str = "quorate";
 
 macro_rules! counters {
     ($($name:ident: $help:literal,)*) => {
@@ -39,25 +59,226 @@ impl Counters {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// The Prometheus text exposition of all counters.
-    pub fn prometheus(&self) -> String {
+/// One label, `name="value"`.
+type Label = [(&'static str, &'static str); 1];
+
+/// The published state one scrape shows.
+pub struct Scrape<'a> {
+    pub counters: &'a Counters,
+    pub health: &'a EtcdHealth,
+    pub view: &'a GossipView,
+    /// The node certificate's expiry, once this node has a usable one.
+    pub node_not_after: Option<SystemTime>,
+    /// The trusted CA's expiry, once this node trusts a CA.
+    pub ca_not_after: Option<SystemTime>,
+    /// etcd's backend quota (`--quota-backend-bytes`), when quorate sets it.
+    pub quota_bytes: Option<u64>,
+}
+
+impl Scrape<'_> {
+    /// The OpenMetrics text exposition of every counter and gauge.
+    pub fn encode(&self) -> String {
         let mut out = String::new();
-        for (name, help, value) in self.snapshot() {
-            out.push_str(&format!(
-                "# HELP quorate_{name}_total {help}\n# TYPE quorate_{name}_total counter\nquorate_{name}_total {value}\n"
-            ));
+        // Writing into a String cannot fail, and the registry has only valid names.
+        if let Err(e) = encode(&mut out, &self.registry()) {
+            tracing::error!(error = %e, "encoding metrics failed");
         }
         out
     }
+
+    fn registry(&self) -> Registry {
+        let mut r = Registry::with_prefix(PREFIX);
+        for (name, help, value) in self.counters.snapshot() {
+            r.register(name, help.trim_end_matches('.'), ConstCounter::new(value));
+        }
+
+        let certs = Family::<Label, Gauge>::default();
+        for (cert, at) in [("node", self.node_not_after), ("ca", self.ca_not_after)] {
+            if let Some(secs) = at.and_then(unix_seconds) {
+                certs.get_or_create(&[("cert", cert)]).set(secs);
+            }
+        }
+        r.register_with_unit(
+            "cert_not_after",
+            "Expiry (notAfter) of the node certificate and of the trusted CA, in unix seconds",
+            Unit::Seconds,
+            certs,
+        );
+
+        let gossip = Family::<Label, Gauge>::default();
+        for state in [PeerState::Alive, PeerState::Suspect, PeerState::Down] {
+            let peers = self.view.peers.iter().filter(|p| p.state == state).count();
+            // This agent is an alive member of its own gossip cluster.
+            let me = usize::from(state == PeerState::Alive);
+            gossip
+                .get_or_create(&[("state", state_label(state))])
+                .set(count(peers + me));
+        }
+        r.register(
+            "gossip_members",
+            "Gossip members this agent sees (itself included), by SWIM state",
+            gossip,
+        );
+
+        self.register_etcd(&mut r);
+        r
+    }
+
+    fn register_etcd(&self, r: &mut Registry) {
+        let h = self.health;
+        r.register(
+            "etcd_has_quorum",
+            "1 when the local etcd member is in a cluster with quorum (a linearizable read \
+             succeeded; for a learner: it sees a leader), else 0",
+            ConstGauge::new(i64::from(has_quorum(h))),
+        );
+        r.register(
+            "etcd_is_leader",
+            "1 when the local etcd member is the raft leader, else 0",
+            ConstGauge::new(i64::from(
+                h.reachable && h.leader.is_some() && h.leader == h.member_id,
+            )),
+        );
+        if let Some(quota) = self.quota_bytes {
+            r.register_with_unit(
+                "etcd_quota",
+                "etcd's backend quota (--quota-backend-bytes): writes stop with NOSPACE above it",
+                Unit::Bytes,
+                ConstGauge::new(saturating(quota)),
+            );
+        }
+        // What follows is only known while the member answers: absent otherwise, not zero.
+        if !h.reachable {
+            return;
+        }
+        if !h.members.is_empty() {
+            let members = Family::<Label, Gauge>::default();
+            for (role, learner) in [("voter", false), ("learner", true)] {
+                let n = h.members.iter().filter(|m| m.is_learner == learner).count();
+                members.get_or_create(&[("role", role)]).set(count(n));
+            }
+            r.register(
+                "etcd_members",
+                "Members of the etcd cluster, from the local member's member list, by role",
+                members,
+            );
+        }
+        if let Some(size) = h.db_size {
+            r.register_with_unit(
+                "etcd_db_size",
+                "Size of the local etcd member's database file",
+                Unit::Bytes,
+                ConstGauge::new(saturating(size)),
+            );
+        }
+        if let Some(size) = h.db_size_in_use {
+            r.register_with_unit(
+                "etcd_db_size_in_use",
+                "Part of the local etcd member's database file in use (the rest is free pages \
+                 that a defragmentation returns)",
+                Unit::Bytes,
+                ConstGauge::new(saturating(size)),
+            );
+        }
+        // The alarm list is asked for only once a quorum read worked (it goes through raft).
+        if h.quorum {
+            let alarms = Family::<Label, Gauge>::default();
+            for alarm in ["NOSPACE", "CORRUPT"] {
+                let active = h.alarms.iter().any(|a| a == alarm);
+                alarms
+                    .get_or_create(&[("alarm", alarm)])
+                    .set(i64::from(active));
+            }
+            r.register(
+                "etcd_alarms_active",
+                "1 while the etcd alarm is active in the cluster (etcd refuses writes), else 0",
+                alarms,
+            );
+        }
+    }
+}
+
+/// Quorum as the readiness rule sees it; a learner never serves linearizable reads.
+fn has_quorum(h: &EtcdHealth) -> bool {
+    if h.is_learner {
+        h.reachable && h.leader.is_some()
+    } else {
+        h.healthy()
+    }
+}
+
+fn state_label(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Alive => "alive",
+        PeerState::Suspect => "suspect",
+        PeerState::Down => "down",
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> Option<i64> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn saturating(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::etcd::Member;
+    use crate::gossip::testing::{meta, peer};
+
+    fn member(id: u64, is_learner: bool) -> Member {
+        Member {
+            id,
+            name: format!("n{id}"),
+            peer_urls: vec![],
+            client_urls: vec![],
+            is_learner,
+        }
+    }
+
+    fn healthy_leader() -> EtcdHealth {
+        EtcdHealth {
+            reachable: true,
+            member_id: Some(1),
+            leader: Some(1),
+            quorum: true,
+            members: vec![member(1, false), member(2, false), member(3, true)],
+            db_size: Some(25 << 20),
+            db_size_in_use: Some(10 << 20),
+            ..EtcdHealth::default()
+        }
+    }
+
+    fn encode_with(health: &EtcdHealth, view: &GossipView, counters: &Counters) -> String {
+        Scrape {
+            counters,
+            health,
+            view,
+            node_not_after: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+            ca_not_after: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
+            quota_bytes: Some(2 << 30),
+        }
+        .encode()
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
 
     #[test]
-    fn counts_and_exports() {
+    fn counters_keep_their_names() {
         let c = Counters::default();
         Counters::inc(&c.gossip_dropped_unauthenticated);
         Counters::inc(&c.gossip_dropped_unauthenticated);
@@ -67,8 +288,124 @@ mod tests {
             "Gossip datagrams dropped because they failed authentication.",
             2
         )));
-        assert!(c
-            .prometheus()
-            .contains("quorate_gossip_dropped_unauthenticated_total 2\n"));
+        let text = encode_with(&EtcdHealth::default(), &GossipView::default(), &c);
+        assert!(text.contains("\nquorate_gossip_dropped_unauthenticated_total 2\n"));
+        assert!(text.contains(
+            "# HELP quorate_gossip_dropped_unauthenticated Gossip datagrams dropped because they \
+             failed authentication.\n# TYPE quorate_gossip_dropped_unauthenticated counter\n"
+        ));
+        for (name, _, _) in snap {
+            assert!(text.contains(&format!("\nquorate_{name}_total ")), "{name}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn gauges_of_a_healthy_leader() {
+        let view = GossipView {
+            peers: vec![
+                peer(meta("b", 2), PeerState::Alive),
+                peer(meta("c", 3), PeerState::Down),
+            ],
+            plans: vec![],
+        };
+        let text = encode_with(&healthy_leader(), &view, &Counters::default());
+        let l = lines(&text);
+        for want in [
+            r#"quorate_cert_not_after_seconds{cert="node"} 1900000000"#,
+            r#"quorate_cert_not_after_seconds{cert="ca"} 2000000000"#,
+            r#"quorate_gossip_members{state="alive"} 2"#,
+            r#"quorate_gossip_members{state="suspect"} 0"#,
+            r#"quorate_gossip_members{state="down"} 1"#,
+            "quorate_etcd_has_quorum 1",
+            "quorate_etcd_is_leader 1",
+            "quorate_etcd_quota_bytes 2147483648",
+            r#"quorate_etcd_members{role="voter"} 2"#,
+            r#"quorate_etcd_members{role="learner"} 1"#,
+            "quorate_etcd_db_size_bytes 26214400",
+            "quorate_etcd_db_size_in_use_bytes 10485760",
+            r#"quorate_etcd_alarms_active{alarm="NOSPACE"} 0"#,
+            r#"quorate_etcd_alarms_active{alarm="CORRUPT"} 0"#,
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        for family in [
+            "quorate_cert_not_after_seconds",
+            "quorate_gossip_members",
+            "quorate_etcd_has_quorum",
+            "quorate_etcd_is_leader",
+            "quorate_etcd_quota_bytes",
+            "quorate_etcd_members",
+            "quorate_etcd_db_size_bytes",
+            "quorate_etcd_db_size_in_use_bytes",
+            "quorate_etcd_alarms_active",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "no HELP for {family}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_active_alarm_and_a_follower() {
+        let h = EtcdHealth {
+            leader: Some(2),
+            alarms: vec!["NOSPACE".into()],
+            ..healthy_leader()
+        };
+        let text = encode_with(&h, &GossipView::default(), &Counters::default());
+        let l = lines(&text);
+        assert!(l.contains(&r#"quorate_etcd_alarms_active{alarm="NOSPACE"} 1"#));
+        assert!(l.contains(&r#"quorate_etcd_alarms_active{alarm="CORRUPT"} 0"#));
+        assert!(l.contains(&"quorate_etcd_is_leader 0"));
+        assert!(l.contains(&"quorate_etcd_has_quorum 1"));
+    }
+
+    #[test]
+    fn unknown_values_are_absent_not_zero() {
+        let h = EtcdHealth {
+            error: Some("etcd is not running".into()),
+            ..EtcdHealth::default()
+        };
+        let text = Scrape {
+            counters: &Counters::default(),
+            health: &h,
+            view: &GossipView::default(),
+            node_not_after: None,
+            ca_not_after: None,
+            quota_bytes: None,
+        }
+        .encode();
+        let l = lines(&text);
+        assert!(l.contains(&"quorate_etcd_has_quorum 0"));
+        assert!(l.contains(&"quorate_etcd_is_leader 0"));
+        assert!(l.contains(&r#"quorate_gossip_members{state="alive"} 1"#));
+        for absent in [
+            "quorate_cert_not_after_seconds{",
+            "quorate_etcd_quota_bytes",
+            "quorate_etcd_members{",
+            "quorate_etcd_db_size",
+            "quorate_etcd_alarms_active{",
+        ] {
+            assert!(
+                !l.iter().any(|x| x.starts_with(absent)),
+                "{absent} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_learner_with_a_leader_has_quorum() {
+        let h = EtcdHealth {
+            is_learner: true,
+            quorum: false,
+            member_id: Some(3),
+            ..healthy_leader()
+        };
+        let text = encode_with(&h, &GossipView::default(), &Counters::default());
+        assert!(lines(&text).contains(&"quorate_etcd_has_quorum 1"));
+        // Its alarm list is unknown (learners are not asked).
+        assert!(!text.contains("quorate_etcd_alarms_active{"));
     }
 }

@@ -71,6 +71,9 @@ pub struct EtcdReport {
     pub quorum: bool,
     pub members: Vec<Member>,
     pub error: Option<String>,
+    /// Active etcd alarms ("NOSPACE", "CORRUPT"); absent in reports of older agents.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 /// The static part of the report.
@@ -134,6 +137,7 @@ impl StatusReport {
                 quorum: health.quorum,
                 members: health.members.clone(),
                 error: health.error.clone(),
+                alarms: health.alarms.clone(),
             },
             certificate: status.certificate.clone(),
             last_error: status.last_error.clone(),
@@ -252,6 +256,9 @@ impl StatusReport {
         );
         if let Some(err) = &e.error {
             let _ = writeln!(out, "  error: {err}");
+        }
+        if !e.alarms.is_empty() {
+            let _ = writeln!(out, "  alarms: {}", e.alarms.join(", "));
         }
         if !e.members.is_empty() {
             let _ = writeln!(out, "  {:<18} {:<16} {:<8} PEER URLS", "ID", "NAME", "ROLE");

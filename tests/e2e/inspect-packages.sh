@@ -33,6 +33,7 @@ has "deb: ships /etc/quorate/quorate.toml" "$contents" ' \./etc/quorate/quorate\
 has "deb: ships the sysusers.d entry" "$contents" ' \./usr/lib/sysusers\.d/quorate\.conf$'
 has "deb: ships docs/install.md" "$contents" ' \./usr/share/doc/quorate/install\.md$'
 has "deb: ships the cloud-init examples" "$contents" ' \./usr/share/doc/quorate/examples/cloud-init/member\.yaml$'
+has "deb: ships the Prometheus alert rules (0644)" "$contents" '^-rw-r--r-- .* \./usr/share/quorate/prometheus/quorate-alerts\.yml$'
 has "deb: /etc/quorate/quorate.toml is a conffile" "$(cat "$WORK/control/conffiles" 2>/dev/null)" '^/etc/quorate/quorate\.toml$'
 has "deb: Depends on etcd-server (>= 3.4)" "$(grep '^Depends:' <<<"$control")" 'etcd-server \(>= 3\.4\)'
 if command -v readelf >/dev/null; then
@@ -76,6 +77,7 @@ if [ -n "$RPM" ]; then
     has "rpm: /etc/quorate/quorate.toml is %config(noreplace)" "$files" ' cn /etc/quorate/quorate\.toml$'
     has "rpm: ships the sysusers.d entry" "$files" ' /usr/lib/sysusers\.d/quorate\.conf$'
     has "rpm: ships docs (%doc)" "$files" ' d /usr/share/doc/quorate/install\.md$'
+    has "rpm: ships the Prometheus alert rules (0644)" "$files" '^-rw-r--r-- root .* /usr/share/quorate/prometheus/quorate-alerts\.yml$'
     has "rpm: Requires etcd" "$requires" '^etcd( >= 3\.4)?$'
     has "rpm %pre: creates the user" "$scripts" 'useradd --system'
     has "rpm %post: creates /var/lib/quorate 0700" "$scripts" 'install -d -o quorate -g quorate -m 0700 /var/lib/quorate'

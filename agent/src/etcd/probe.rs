@@ -1,11 +1,13 @@
 //! The health probe: asks the local etcd member, over mutual TLS, for its status (member ID,
-//! leader, term), its member list, and does a linearizable read, which succeeds only when the
-//! cluster has quorum. Publishes the result for /readyz, /status, systemd and the controller.
-//! Probes fast while unhealthy (to notice recovery quickly) and slowly while healthy.
+//! leader, term, database size), its member list, does a linearizable read, which succeeds only
+//! when the cluster has quorum, and lists the cluster's active alarms (NOSPACE, CORRUPT: etcd
+//! refuses writes while one is raised, although it still answers reads). Publishes the result for
+//! /readyz, /status, /metrics, systemd and the controller. Probes fast while unhealthy (to notice
+//! recovery quickly) and slowly while healthy.
 
 use std::time::Duration;
 
-use etcd_client::Client;
+use etcd_client::{AlarmAction, AlarmType, Client};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +40,13 @@ pub struct EtcdHealth {
     /// A linearizable read succeeded.
     pub quorum: bool,
     pub members: Vec<Member>,
+    /// The backend database file's size, in bytes (status `dbSize`).
+    pub db_size: Option<u64>,
+    /// The part of the database file in use, in bytes (status `dbSizeInUse`, etcd 3.4+); the rest
+    /// is free pages that only a defragmentation returns.
+    pub db_size_in_use: Option<u64>,
+    /// Active alarms anywhere in the cluster, by name ("NOSPACE", "CORRUPT"), sorted, each once.
+    pub alarms: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -56,7 +65,12 @@ impl EtcdHealth {
             .map(|m| m.name.as_str())
     }
 
-    /// Why the member is not healthy, for /readyz and STATUS=.
+    /// Healthy and no alarm active: the member serves reads and writes (the readiness rule).
+    pub fn ready(&self) -> bool {
+        self.healthy() && self.alarms.is_empty()
+    }
+
+    /// Why the member is not ready, for /readyz and STATUS=.
     pub fn problem(&self) -> Option<String> {
         if !self.reachable {
             Some(format!(
@@ -71,9 +85,19 @@ impl EtcdHealth {
                 self.error.as_deref().unwrap_or("timeout")
             ))
         } else {
-            None
+            self.alarms.first().map(|alarm| alarm_problem(alarm))
         }
     }
+}
+
+/// What an active alarm means for clients, named for /readyz.
+fn alarm_problem(alarm: &str) -> String {
+    let meaning = match alarm {
+        "NOSPACE" => "the database is full; writes are refused",
+        "CORRUPT" => "a member's data differs from the others'; writes are refused",
+        _ => "writes are refused",
+    };
+    format!("etcd alarm {alarm} is active: {meaning}")
 }
 
 /// The probe task.
@@ -185,6 +209,10 @@ pub async fn probe(client: &mut Client) -> EtcdHealth {
             h.raft_term = status.raft_term();
             h.is_learner = status.is_learner();
             h.version = Some(status.version().to_owned());
+            h.db_size = u64::try_from(status.db_size()).ok();
+            h.db_size_in_use = u64::try_from(status.raft_used_db_size())
+                .ok()
+                .filter(|n| *n > 0);
         }
         Ok(Err(e)) => {
             h.error = Some(EtcdError::from(e).to_string());
@@ -207,7 +235,25 @@ pub async fn probe(client: &mut Client) -> EtcdHealth {
         Ok(Err(e)) => h.error = Some(EtcdError::from(e).to_string()),
         Err(_) => h.error = Some("linearizable read timed out (no quorum?)".into()),
     }
+    // The alarm list goes through raft: only worth asking once a quorum read worked.
+    if h.quorum {
+        let get = client.alarm(AlarmAction::Get, AlarmType::None, None);
+        if let Ok(Ok(resp)) = tokio::time::timeout(TIMEOUT, get).await {
+            h.alarms = alarm_names(resp.alarms().iter().map(|a| a.alarm()));
+        }
+    }
     h
+}
+
+/// The distinct alarm names, sorted (etcd lists one entry per member and alarm).
+fn alarm_names(alarms: impl Iterator<Item = AlarmType>) -> Vec<String> {
+    let mut names: Vec<String> = alarms
+        .filter(|a| *a != AlarmType::None)
+        .map(|a| a.as_str_name().to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]
@@ -235,5 +281,45 @@ mod tests {
             is_learner: false,
         });
         assert_eq!(h.leader_name(), Some("n1"));
+    }
+
+    #[test]
+    fn an_active_alarm_makes_a_healthy_member_not_ready() {
+        let mut h = EtcdHealth {
+            reachable: true,
+            leader: Some(1),
+            quorum: true,
+            ..EtcdHealth::default()
+        };
+        assert!(h.ready());
+        h.alarms = vec!["NOSPACE".into()];
+        assert!(h.healthy(), "etcd still answers reads");
+        assert!(!h.ready());
+        assert_eq!(
+            h.problem().as_deref(),
+            Some("etcd alarm NOSPACE is active: the database is full; writes are refused")
+        );
+        h.alarms = vec!["CORRUPT".into()];
+        assert!(h
+            .problem()
+            .unwrap()
+            .starts_with("etcd alarm CORRUPT is active"));
+        // A member without quorum reports that first.
+        h.quorum = false;
+        assert!(h.problem().unwrap().contains("quorum"));
+    }
+
+    #[test]
+    fn alarm_names_are_distinct_and_sorted() {
+        let names = alarm_names(
+            [
+                AlarmType::Nospace,
+                AlarmType::Corrupt,
+                AlarmType::Nospace,
+                AlarmType::None,
+            ]
+            .into_iter(),
+        );
+        assert_eq!(names, ["CORRUPT", "NOSPACE"]);
     }
 }

@@ -108,7 +108,7 @@ mod tests {
             health,
             plan: Some(&p),
             ever_healthy: ever,
-            ready: health.healthy(),
+            ready: health.ready(),
         })
     }
 
@@ -201,6 +201,22 @@ mod tests {
         assert_eq!(
             say(&Step::Steady, &v, &h, false),
             (Phase::Running, "healthy, leader ab".into())
+        );
+    }
+
+    #[test]
+    fn steady_under_an_alarm_is_degraded_with_the_alarm_as_reason() {
+        let v = view_of(vec![meta("b", 2), meta("c", 3)]);
+        let h = EtcdHealth {
+            alarms: vec!["NOSPACE".into()],
+            ..healthy()
+        };
+        assert_eq!(
+            say(&Step::Steady, &v, &h, true),
+            (
+                Phase::Degraded,
+                "etcd alarm NOSPACE is active: the database is full; writes are refused".into()
+            )
         );
     }
 

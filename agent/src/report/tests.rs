@@ -131,6 +131,7 @@ fn healthy_issuer() -> StatusReport {
             quorum: true,
             members: three_members(),
             error: None,
+            alarms: vec![],
         },
         certificate: Some(certificate()),
         last_error: None,
@@ -212,6 +213,7 @@ fn waiting_for_peers() -> StatusReport {
             quorum: false,
             members: Vec::new(),
             error: None,
+            alarms: vec![],
         },
         certificate: None,
         last_error: None,
@@ -298,6 +300,21 @@ fn degraded() -> StatusReport {
     }
 }
 
+/// etcd-1 under a NOSPACE alarm: healthy with quorum, yet not ready, with the alarm as reason.
+fn nospace() -> StatusReport {
+    let healthy = healthy_issuer();
+    StatusReport {
+        phase: Phase::Degraded,
+        message: "etcd alarm NOSPACE is active: the database is full; writes are refused".into(),
+        ready: false,
+        etcd: EtcdReport {
+            alarms: vec!["NOSPACE".into()],
+            ..healthy.etcd
+        },
+        ..healthy
+    }
+}
+
 #[track_caller]
 fn assert_golden(report: &StatusReport, golden: &str) {
     let rendered = report.render();
@@ -331,6 +348,11 @@ fn waiting_for_peers_without_plan_or_certificate() {
 #[test]
 fn conflicting_seeds() {
     assert_golden(&conflict(), include_str!("golden/conflict.txt"));
+}
+
+#[test]
+fn not_ready_under_a_nospace_alarm() {
+    assert_golden(&nospace(), include_str!("golden/nospace.txt"));
 }
 
 #[test]

@@ -17,9 +17,11 @@ use crate::plan::Plan;
 impl Controller {
     /// Publishes the node's status and, when it changed, its gossip metadata.
     pub(super) async fn publish(&mut self, step: &Step, view: &GossipView, health: &EtcdHealth) {
-        let ready = self.etcd_desired && health.healthy();
-        self.ever_healthy |= ready;
-        if ready {
+        let healthy = self.etcd_desired && health.healthy();
+        // Ready also needs no active alarm: under NOSPACE etcd answers reads but refuses writes.
+        let ready = healthy && health.ready();
+        self.ever_healthy |= healthy;
+        if healthy {
             self.state.mark_formed();
         }
         let (phase, message) = describe(&Situation {
