@@ -123,21 +123,27 @@ fn too_old_etcd_is_refused() {
     assert!(out.stderr.contains("3.3.25 is too old"), "{}", out.stderr);
 }
 
-#[test]
-fn config_check_and_token_generate() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q.toml");
-    std::fs::write(&path, good(dir.path()).bootstrap_expect(4).to_toml()).unwrap();
+/// `quorate config check` on `path`, which must succeed; its standard output.
+fn config_check_ok(path: &std::path::Path) -> String {
     let o = Command::new(quorate_bin())
         .args(["--config", path.to_str().unwrap(), "config", "check"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    stdout
+}
+
+#[test]
+fn config_check_and_token_generate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.toml");
+    std::fs::write(&path, good(dir.path()).bootstrap_expect(4).to_toml()).unwrap();
+    let stdout = config_check_ok(&path);
     assert!(
         stdout.contains("configuration OK")
             && stdout.contains("warning: bootstrap_expect = 4 is even"),
@@ -169,16 +175,7 @@ fn quota_in_extra_args_is_taken_over_and_refused_alongside_the_key() {
         .with(|c| c.etcd.extra_args = vec!["--quota-backend-bytes=8589934592".into()]);
     let path = dir.path().join("q.toml");
     std::fs::write(&path, old.to_toml()).unwrap();
-    let o = Command::new(quorate_bin())
-        .args(["--config", path.to_str().unwrap(), "config", "check"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = config_check_ok(&path);
     assert!(
         stdout.contains(
             "warning: etcd.extra_args: \"--quota-backend-bytes=8589934592\" is now the setting \
