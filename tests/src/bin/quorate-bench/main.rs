@@ -2,6 +2,7 @@
 //! round by round, with medians, differences and ratios.
 //!
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|all] [ROUNDS]
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- space [SECONDS] [RETENTION_SECONDS]
 //!
 //! TEST_QUORATE_BIN selects the agent binary (default: target/release/quorate if built, else
 //! target/debug/quorate). See docs/benchmarks.md for results.
@@ -9,6 +10,7 @@
 mod formation;
 mod lifecycle;
 mod manual;
+mod space;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -78,6 +80,19 @@ fn main() {
     }
     println!("agent binary: {}", quorate_tests::quorate_bin().display());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    if scenario == "space" {
+        // Here the second argument is the writer's run time in seconds.
+        let secs = rounds.max(30) as u64;
+        let retention: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
+        let retention = Duration::from_secs(retention);
+        let samples = rt.block_on(space::run(
+            Duration::from_secs(secs),
+            Duration::from_secs(15),
+            retention,
+        ));
+        space::report(&samples, retention);
+        return;
+    }
     let all = scenario == "all";
     if all || scenario == "formation" {
         let r: Vec<Round> = (0..rounds)
