@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cluster;
 pub mod net;
 pub mod netns;
+pub mod space;
 pub mod wait;
 
 pub use agent::Agent;
