@@ -17,7 +17,7 @@
 //!   coordinator only requires it free: it compacts to the current revision, defragments every
 //!   member one at a time (leader last, checking before each member that it still leads, so two
 //!   coordinators never overlap), and disarms the alarm, unless the largest member is still
-//!   above 85 % of the quota (bbolt never packs pages full, so the alarm comes at about
+//!   above 80 % of the quota (bbolt never packs pages full, so the alarm comes with 85 to
 //!   90 % of live data): then live data fills it, the alarm stays (etcd's protection) and
 //!   the status says how to fix it; the recovery is retried every minute.
 //!

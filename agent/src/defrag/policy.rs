@@ -15,11 +15,13 @@ use crate::jobs::{Job, WaitReason};
 /// A member above this share of the quota is defragmented (percent).
 pub const NEAR_QUOTA_PERCENT: u64 = 80;
 /// After a NOSPACE recovery, a member still above this share of the quota holds live data
-/// that no compaction or defragmentation can shrink: the alarm stays (percent). Not higher:
-/// bbolt never packs its pages full, so etcd raises the alarm when the live data is only about
-/// 90 % of the quota (measured: 30.0 MB of live data in a 32 MiB quota), and disarming a
-/// database above this would only buy a short while before the next alarm.
-pub const LIVE_DATA_FULL_PERCENT: u64 = 85;
+/// that no compaction or defragmentation can shrink: the alarm stays (percent). The same as
+/// [`NEAR_QUOTA_PERCENT`]: a file that is still above the automatic-defrag threshold right
+/// after compaction and defragmentation is full of live data. Not higher: bbolt never packs
+/// its pages full, so etcd raises the alarm when the live data is only 85 to 90 % of the quota
+/// (measured on etcd 3.4: 28.4 to 30.0 MB of live data in a 32 MiB quota), and disarming such a
+/// database would only buy a short while before the next alarm.
+pub const LIVE_DATA_FULL_PERCENT: u64 = NEAR_QUOTA_PERCENT;
 /// A member is not defragmented automatically again within this time of its last defrag (a
 /// member near the quota with live data would otherwise be defragmented on every turn).
 pub const COOLDOWN: Duration = Duration::from_secs(10 * 60);

@@ -286,19 +286,35 @@ fn recovery_disarms_only_when_there_is_room() {
             largest: 1980 * MIB
         }
     );
-    // 85 % exactly may disarm.
-    let at_85 = QUOTA * 85 / 100;
+    // 80 % exactly may disarm.
+    let at_80 = QUOTA * 80 / 100;
     assert_eq!(
         recovery_outcome(
             &[DbSize {
-                total: at_85,
-                in_use: at_85
+                total: at_80,
+                in_use: at_80
             }],
             QUOTA
         ),
         RecoveryOutcome::Disarm
     );
-    // 30.0 MB of live data in 32 MiB, as etcd 3.4 left it.
+    // 28.4 MB of live data in 32 MiB, as etcd 3.4 left it.
+    assert_eq!(
+        recovery_outcome(
+            &[
+                size(1, 1),
+                DbSize {
+                    total: 28_442_624,
+                    in_use: 28_438_528
+                }
+            ],
+            32 * MIB
+        ),
+        RecoveryOutcome::LiveDataFull {
+            largest: 28_442_624
+        }
+    );
+    // 30.0 MB of live data in 32 MiB.
     assert_eq!(
         recovery_outcome(
             &[DbSize {
