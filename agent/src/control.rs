@@ -24,7 +24,10 @@ use crate::defrag::{DefragCommand, DefragStatus};
 /// File name of the socket in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
 /// How long a request may take (leaving waits for etcd to stop).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `quorate defrag` may take: every member in turn, each up to the deadline of one
+/// defragmentation.
+pub const DEFRAG_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Requests for the controller.
 #[derive(Debug)]
@@ -93,7 +96,7 @@ async fn leave(
     if routes.controller.send(command).await.is_err() {
         return stopping();
     }
-    wait_answer(answer).await
+    wait_answer(answer, REQUEST_TIMEOUT).await
 }
 
 async fn defrag(
@@ -108,7 +111,7 @@ async fn defrag(
     if routes.defrag.send(command).await.is_err() {
         return stopping();
     }
-    wait_answer(answer).await
+    wait_answer(answer, DEFRAG_REQUEST_TIMEOUT).await
 }
 
 async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {
@@ -126,8 +129,11 @@ fn stopping() -> (StatusCode, String) {
     )
 }
 
-async fn wait_answer(answer: oneshot::Receiver<Result<String, String>>) -> (StatusCode, String) {
-    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+async fn wait_answer(
+    answer: oneshot::Receiver<Result<String, String>>,
+    timeout: Duration,
+) -> (StatusCode, String) {
+    match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(Ok(message))) => (StatusCode::OK, format!("{message}\n")),
         Ok(Ok(Err(message))) => (StatusCode::CONFLICT, format!("{message}\n")),
         _ => (
@@ -137,20 +143,26 @@ async fn wait_answer(answer: oneshot::Receiver<Result<String, String>>) -> (Stat
     }
 }
 
-/// Client side: POSTs `path` on the socket in `state_dir`; returns (status, body).
-pub async fn post_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
-    request(state_dir, hyper::Method::POST, path).await
+/// Client side: POSTs `path` on the socket in `state_dir`, waiting for the agent's answer up
+/// to `timeout` (the server side's timeout of that request); returns (status, body).
+pub async fn post_request(
+    state_dir: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    request(state_dir, hyper::Method::POST, path, timeout).await
 }
 
 /// Client side: GETs `path` on the socket in `state_dir`; returns (status, body).
 pub async fn get_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
-    request(state_dir, hyper::Method::GET, path).await
+    request(state_dir, hyper::Method::GET, path, REQUEST_TIMEOUT).await
 }
 
 async fn request(
     state_dir: &Path,
     method: hyper::Method,
     path: &str,
+    timeout: Duration,
 ) -> Result<(u16, String), String> {
     let socket: PathBuf = state_dir.join(SOCKET_NAME);
     let request = async {
@@ -170,7 +182,7 @@ async fn request(
         let (status, body) = crate::http1::request(stream, req, 64 * 1024).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), request)
+    tokio::time::timeout(timeout + Duration::from_secs(5), request)
         .await
         .map_err(|_| "the agent did not answer in time".to_owned())?
 }

@@ -116,23 +116,40 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
 
 /// `quorate leave`.
 pub async fn leave(settings: &Settings, force: bool) -> anyhow::Result<()> {
-    control_post(settings, "/v1/leave", force).await
+    control_post(
+        settings,
+        "/v1/leave",
+        force,
+        crate::control::REQUEST_TIMEOUT,
+    )
+    .await
 }
 
 /// `quorate defrag`.
 pub async fn defrag(settings: &Settings, force: bool) -> anyhow::Result<()> {
-    control_post(settings, "/v1/defrag", force).await
+    control_post(
+        settings,
+        "/v1/defrag",
+        force,
+        crate::control::DEFRAG_REQUEST_TIMEOUT,
+    )
+    .await
 }
 
 /// POSTs a command to the control socket; prints the answer or fails with it.
-async fn control_post(settings: &Settings, path: &str, force: bool) -> anyhow::Result<()> {
+async fn control_post(
+    settings: &Settings,
+    path: &str,
+    force: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     let path = if force {
         format!("{path}?force=true")
     } else {
         path.to_owned()
     };
     let path = path.as_str();
-    let (code, body) = crate::control::post_request(&settings.state_dir, path)
+    let (code, body) = crate::control::post_request(&settings.state_dir, path, timeout)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     if code == 200 {

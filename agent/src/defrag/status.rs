@@ -137,3 +137,41 @@ impl DefragStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(32 << 20), "32.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn a_run_is_one_line_with_the_member_and_its_sizes() {
+        let mut run = DefragRun {
+            member: "n2".into(),
+            trigger: Trigger::OnDemand,
+            started_at: 0,
+            duration_ms: 1250,
+            before: Some(212 << 20),
+            after: Some(31 << 20),
+            error: None,
+        };
+        assert_eq!(run.line(), "n2: 212.0 MiB -> 31.0 MiB in 1.2 s");
+        run.after = None;
+        assert_eq!(run.line(), "n2: 212.0 MiB -> ? in 1.2 s");
+        run.error = Some("unreachable (connection refused), skipped".into());
+        assert_eq!(
+            run.line(),
+            "n2: not defragmented: unreachable (connection refused), skipped"
+        );
+        for t in [Trigger::Automatic, Trigger::OnDemand, Trigger::Nospace] {
+            assert!(!t.name().contains(' '), "log field values are one word");
+        }
+    }
+}
