@@ -12,6 +12,7 @@
 //!   controller ──ApiMaterial──▶ agent API        issuer election ──CA while elected──▶ controller
 //!   controller ──NodeStatus──▶ health endpoint, systemd notifier
 //!   maintenance (leader's agent): dead members, leftover learners, through etcd
+//!   control socket ──Run──▶ defrag (leader's agent: defrag, NOSPACE) ──DefragStatus──▶ control
 //! ```
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{ApiMaterial, ApiServer};
 use crate::config::Settings;
 use crate::control;
+use crate::defrag::{DefragStatus, DefragTask};
 use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
 use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner};
@@ -101,6 +103,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (control_tx, control_rx) = mpsc::channel(4);
     let (issuer_tx, issuer) = watch::channel(None);
     let (material_tx, material) = watch::channel(Arc::new(TlsMaterial::default()));
+    let (defrag_tx, defrag_rx) = mpsc::channel(4);
+    let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -171,6 +175,19 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         material.clone(),
         live.register("maintenance"),
     );
+    let defrag = DefragTask::new(
+        settings.clone(),
+        health.clone(),
+        material.clone(),
+        defrag_rx,
+        defrag_status_tx,
+        live.register("defrag"),
+    );
+    let control = control::Routes {
+        controller: control_tx,
+        defrag: defrag_tx,
+        defrag_status: defrag_status.clone(),
+    };
     let live = Arc::new(live);
     let health_state = HealthState::new(
         &settings,
@@ -179,6 +196,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health,
         process,
         material,
+        defrag_status,
         counters,
         live.clone(),
     );
@@ -192,7 +210,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     tasks.spawn(controller.run(cancel.clone()));
     tasks.spawn(issuer.run(cancel.clone()));
     tasks.spawn(maintenance.run(cancel.clone()));
-    tasks.spawn(control::serve(control_listener, control_tx, cancel.clone()));
+    tasks.spawn(defrag.run(cancel.clone()));
+    tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));
     tasks.spawn(notifier.run(cancel.clone()));
     tasks.close();

@@ -1,6 +1,8 @@
 //! The local control socket: `<state_dir>/control.sock`, mode 0600, so only root and the
 //! service user can reach it. It carries the operator's requests that change the cluster
-//! (`quorate leave`), which must not be open to every local user as the health port is.
+//! (`quorate leave` for the controller, `quorate defrag` for the defragmentation task), which
+//! must not be open to every local user as the health port is, and the defragmentation
+//! status that `quorate status` adds to the health endpoint's report.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,19 +10,24 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::Full;
 use serde::Deserialize;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::defrag::{DefragCommand, DefragStatus};
 
 /// File name of the socket in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
 /// How long a request may take (leaving waits for etcd to stop).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long `quorate defrag` may take: every member in turn, each up to the deadline of one
+/// defragmentation.
+pub const DEFRAG_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Requests for the controller.
 #[derive(Debug)]
@@ -51,15 +58,24 @@ struct LeaveParams {
     force: bool,
 }
 
+/// Where the socket's requests go.
+#[derive(Clone)]
+pub struct Routes {
+    /// `quorate leave`.
+    pub controller: mpsc::Sender<ControlCommand>,
+    /// `quorate defrag`.
+    pub defrag: mpsc::Sender<DefragCommand>,
+    /// The defragmentation task's status.
+    pub defrag_status: watch::Receiver<DefragStatus>,
+}
+
 /// Serves the socket until `cancel`.
-pub async fn serve(
-    listener: UnixListener,
-    commands: mpsc::Sender<ControlCommand>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationToken) {
     let router = Router::new()
         .route("/v1/leave", post(leave))
-        .with_state(commands);
+        .route("/v1/defrag", post(defrag))
+        .route("/v1/maintenance", get(maintenance))
+        .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -69,24 +85,55 @@ pub async fn serve(
 }
 
 async fn leave(
-    State(commands): State<mpsc::Sender<ControlCommand>>,
+    State(routes): State<Routes>,
     Query(params): Query<LeaveParams>,
 ) -> (StatusCode, String) {
     let (reply, answer) = oneshot::channel();
-    if commands
-        .send(ControlCommand::Leave {
-            force: params.force,
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is stopping\n".into(),
-        );
+    let command = ControlCommand::Leave {
+        force: params.force,
+        reply,
+    };
+    if routes.controller.send(command).await.is_err() {
+        return stopping();
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+    wait_answer(answer, REQUEST_TIMEOUT).await
+}
+
+async fn defrag(
+    State(routes): State<Routes>,
+    Query(params): Query<LeaveParams>,
+) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    let command = DefragCommand::Run {
+        force: params.force,
+        reply,
+    };
+    if routes.defrag.send(command).await.is_err() {
+        return stopping();
+    }
+    wait_answer(answer, DEFRAG_REQUEST_TIMEOUT).await
+}
+
+async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {
+    let status = routes.defrag_status.borrow().clone();
+    match serde_json::to_string(&status) {
+        Ok(json) => (StatusCode::OK, json),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn stopping() -> (StatusCode, String) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the agent is stopping\n".into(),
+    )
+}
+
+async fn wait_answer(
+    answer: oneshot::Receiver<Result<String, String>>,
+    timeout: Duration,
+) -> (StatusCode, String) {
+    match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(Ok(message))) => (StatusCode::OK, format!("{message}\n")),
         Ok(Ok(Err(message))) => (StatusCode::CONFLICT, format!("{message}\n")),
         _ => (
@@ -96,8 +143,27 @@ async fn leave(
     }
 }
 
-/// Client side: POSTs `path` on the socket in `state_dir`; returns (status, body).
-pub async fn post_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
+/// Client side: POSTs `path` on the socket in `state_dir`, waiting for the agent's answer up
+/// to `timeout` (the server side's timeout of that request); returns (status, body).
+pub async fn post_request(
+    state_dir: &Path,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    request(state_dir, hyper::Method::POST, path, timeout).await
+}
+
+/// Client side: GETs `path` on the socket in `state_dir`; returns (status, body).
+pub async fn get_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
+    request(state_dir, hyper::Method::GET, path, REQUEST_TIMEOUT).await
+}
+
+async fn request(
+    state_dir: &Path,
+    method: hyper::Method,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let socket: PathBuf = state_dir.join(SOCKET_NAME);
     let request = async {
         let stream = UnixStream::connect(&socket).await.map_err(|e| {
@@ -107,14 +173,16 @@ pub async fn post_request(state_dir: &Path, path: &str) -> Result<(u16, String),
                 socket.display()
             )
         })?;
-        let req = hyper::Request::post(path)
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, "localhost")
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let (status, body) = crate::http1::request(stream, req, 64 * 1024).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(5), request)
+    tokio::time::timeout(timeout + Duration::from_secs(5), request)
         .await
         .map_err(|_| "the agent did not answer in time".to_owned())?
 }

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::defrag::DefragStatus;
 use crate::etcd::{EtcdHealth, ProcessState};
 use crate::gossip::GossipView;
 use crate::liveness::Liveness;
@@ -37,6 +38,8 @@ pub struct HealthState {
     pub material: watch::Receiver<Arc<TlsMaterial>>,
     /// etcd's backend quota, for its gauge.
     pub quota_bytes: Option<u64>,
+    /// Defragmentation and space-alarm recovery, for /status and the defrag gauges.
+    pub defrag: watch::Receiver<DefragStatus>,
     pub counters: Arc<Counters>,
     pub liveness: Arc<Liveness>,
 }
@@ -54,6 +57,7 @@ impl HealthState {
         health: watch::Receiver<EtcdHealth>,
         process: watch::Receiver<ProcessState>,
         material: watch::Receiver<Arc<TlsMaterial>>,
+        defrag: watch::Receiver<DefragStatus>,
         counters: Arc<Counters>,
         liveness: Arc<Liveness>,
     ) -> Self {
@@ -69,20 +73,23 @@ impl HealthState {
             process,
             material,
             quota_bytes: settings.etcd.tuning.quota_backend_bytes,
+            defrag,
             counters,
             liveness,
         }
     }
 
     fn report(&self) -> StatusReport {
-        StatusReport::build(
+        let mut report = StatusReport::build(
             &self.identity,
             &self.status.borrow(),
             &self.view.borrow(),
             &self.health.borrow(),
             &self.process.borrow(),
             &self.counters,
-        )
+        );
+        report.maintenance = Some(self.defrag.borrow().clone());
+        report
     }
 }
 
@@ -150,6 +157,7 @@ async fn metrics(State(s): State<Arc<HealthState>>) -> Response {
         node_not_after: material.node.as_ref().map(|n| n.not_after),
         ca_not_after: material.ca_not_after,
         quota_bytes: s.quota_bytes,
+        defrag: &s.defrag.borrow(),
     }
     .encode();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

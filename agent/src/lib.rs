@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod defrag;
 pub mod etcd;
 pub mod fsutil;
 pub mod gossip;

@@ -91,6 +91,7 @@ fn main() -> ExitCode {
             Command::Status { json } => cli::status(&settings, json).await,
             Command::Env => cli::env(&settings).await,
             Command::Leave { force } => cli::leave(&settings, force).await,
+            Command::Defrag { force } => cli::defrag(&settings, force).await,
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,

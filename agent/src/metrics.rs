@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::defrag::DefragStatus;
 use crate::etcd::EtcdHealth;
 use crate::gossip::{GossipView, PeerState};
 
@@ -75,6 +76,8 @@ pub struct Scrape<'a> {
     pub ca_not_after: Option<SystemTime>,
     /// etcd's backend quota (`--quota-backend-bytes`), when quorate sets it.
     pub quota_bytes: Option<u64>,
+    /// What the defragmentation task did.
+    pub defrag: &'a DefragStatus,
 }
 
 impl Scrape<'_> {
@@ -123,7 +126,36 @@ impl Scrape<'_> {
         );
 
         self.register_etcd(&mut r);
+        self.register_defrag(&mut r);
         r
+    }
+
+    fn register_defrag(&self, r: &mut Registry) {
+        let d = self.defrag;
+        r.register(
+            "defrags",
+            "Defragmentations this agent ran (of any member)",
+            ConstCounter::new(d.defrags),
+        );
+        r.register(
+            "defrag_failures",
+            "Defragmentations this agent ran that failed",
+            ConstCounter::new(d.failures),
+        );
+        if let Some(last) = &d.last {
+            r.register_with_unit(
+                "defrag_last_timestamp",
+                "When the last defragmentation this agent ran started, in unix seconds",
+                Unit::Seconds,
+                ConstGauge::new(saturating(last.started_at)),
+            );
+            r.register_with_unit(
+                "defrag_last_duration",
+                "How long the last defragmentation this agent ran took",
+                Unit::Seconds,
+                ConstGauge::new(last.duration_ms as f64 / 1000.0),
+            );
+        }
     }
 
     fn register_etcd(&self, r: &mut Registry) {
@@ -269,8 +301,46 @@ mod tests {
             node_not_after: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             ca_not_after: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
             quota_bytes: Some(2 << 30),
+            defrag: &DefragStatus::default(),
         }
         .encode()
+    }
+
+    #[test]
+    fn the_last_defragmentation_is_exported() {
+        let defrag = DefragStatus {
+            defrags: 3,
+            failures: 1,
+            last: Some(crate::defrag::DefragRun {
+                member: "n1".into(),
+                trigger: crate::defrag::Trigger::Automatic,
+                started_at: 1_800_000_000,
+                duration_ms: 1_500,
+                before: Some(10 << 20),
+                after: Some(1 << 20),
+                error: None,
+            }),
+            ..DefragStatus::default()
+        };
+        let text = Scrape {
+            counters: &Counters::default(),
+            health: &EtcdHealth::default(),
+            view: &GossipView::default(),
+            node_not_after: None,
+            ca_not_after: None,
+            quota_bytes: None,
+            defrag: &defrag,
+        }
+        .encode();
+        let l = lines(&text);
+        for want in [
+            "quorate_defrags_total 3",
+            "quorate_defrag_failures_total 1",
+            "quorate_defrag_last_timestamp_seconds 1800000000",
+            "quorate_defrag_last_duration_seconds 1.5",
+        ] {
+            assert!(l.contains(&want), "{want} missing in:\n{text}");
+        }
     }
 
     fn lines(text: &str) -> Vec<&str> {
@@ -375,9 +445,14 @@ mod tests {
             node_not_after: None,
             ca_not_after: None,
             quota_bytes: None,
+            defrag: &DefragStatus::default(),
         }
         .encode();
         let l = lines(&text);
+        assert!(
+            !text.contains("defrag_last"),
+            "no defragmentation yet, no last-defrag gauges"
+        );
         assert!(l.contains(&"quorate_etcd_has_quorum 0"));
         assert!(l.contains(&"quorate_etcd_is_leader 0"));
         assert!(l.contains(&r#"quorate_gossip_members{state="alive"} 1"#));

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::defrag::DefragStatus;
 use crate::etcd::{EtcdHealth, Member, ProcessState};
 use crate::gossip::{GossipView, PeerState};
 use crate::metrics::Counters;
@@ -32,6 +33,10 @@ pub struct StatusReport {
     pub certificate: Option<CertSummary>,
     pub last_error: Option<String>,
     pub counters: BTreeMap<String, u64>,
+    /// Defragmentation and space alarm, from the defragmentation task (added by `quorate
+    /// status` from the control socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<DefragStatus>,
 }
 
 /// The plan, flattened for display.
@@ -146,6 +151,7 @@ impl StatusReport {
                 .into_iter()
                 .map(|(name, _, v)| (name.to_owned(), v))
                 .collect(),
+            maintenance: None,
         }
     }
 
@@ -277,6 +283,9 @@ impl StatusReport {
                     m.peer_urls.join(",")
                 );
             }
+        }
+        if let Some(m) = &self.maintenance {
+            m.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

@@ -1,9 +1,11 @@
-//! Commands that read the local agent: `config check`, `status`, `env`.
+//! Commands that read the local agent: `config check`, `status`, `env`; and those that ask it
+//! over the control socket: `leave`, `defrag`.
 
 use anyhow::{bail, Context};
 
 use super::http;
 use crate::config::{Settings, Validated};
+use crate::defrag::DefragStatus;
 use crate::pki::PkiStore;
 use crate::report::StatusReport;
 
@@ -89,9 +91,21 @@ pub async fn fetch_report(settings: &Settings) -> anyhow::Result<StatusReport> {
     serde_json::from_str(&body).context("the local agent's status report is not readable")
 }
 
+/// The defragmentation task's status, from the control socket (None when the socket cannot be
+/// reached, e.g. without the rights for it).
+async fn fetch_maintenance(settings: &Settings) -> Option<DefragStatus> {
+    match crate::control::get_request(&settings.state_dir, "/v1/maintenance").await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
 /// `quorate status`.
 pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let report = fetch_report(settings).await?;
+    let mut report = fetch_report(settings).await?;
+    if report.maintenance.is_none() {
+        report.maintenance = fetch_maintenance(settings).await;
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -102,12 +116,40 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
 
 /// `quorate leave`.
 pub async fn leave(settings: &Settings, force: bool) -> anyhow::Result<()> {
+    control_post(
+        settings,
+        "/v1/leave",
+        force,
+        crate::control::REQUEST_TIMEOUT,
+    )
+    .await
+}
+
+/// `quorate defrag`.
+pub async fn defrag(settings: &Settings, force: bool) -> anyhow::Result<()> {
+    control_post(
+        settings,
+        "/v1/defrag",
+        force,
+        crate::control::DEFRAG_REQUEST_TIMEOUT,
+    )
+    .await
+}
+
+/// POSTs a command to the control socket; prints the answer or fails with it.
+async fn control_post(
+    settings: &Settings,
+    path: &str,
+    force: bool,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     let path = if force {
-        "/v1/leave?force=true"
+        format!("{path}?force=true")
     } else {
-        "/v1/leave"
+        path.to_owned()
     };
-    let (code, body) = crate::control::post_request(&settings.state_dir, path)
+    let path = path.as_str();
+    let (code, body) = crate::control::post_request(&settings.state_dir, path, timeout)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     if code == 200 {

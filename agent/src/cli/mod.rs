@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
-pub use local::{config_check, env, leave, status};
+pub use local::{config_check, defrag, env, leave, status};
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -54,6 +54,13 @@ pub enum Command {
     /// etcd and keep the host out until the agent is started again.
     Leave {
         /// Leave even if the cluster loses quorum or cannot be reached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Defragment every etcd member, one at a time, the leader last; refused while a voter is
+    /// down. Prints each member's database size before and after.
+    Defrag {
+        /// Defragment the reachable members even while a voter is down.
         #[arg(long)]
         force: bool,
     },

@@ -34,6 +34,7 @@ pub const ENV_VARS: &[&str] = &[
     "etcd.stop_timeout",
     "etcd.compaction_retention",
     "etcd.quota",
+    "maintenance.defrag_min_reclaim",
     "etcd.metrics_listen",
     "health.listen",
     "pki.cert_validity",
@@ -42,6 +43,7 @@ pub const ENV_VARS: &[&str] = &[
     "pki.ca_key_file",
     "log.level",
     "log.format",
+    "maintenance.defrag_min_reclaim",
 ];
 
 /// Keys whose environment value is a comma-separated list.

@@ -21,7 +21,7 @@ pub use builder::ConfigBuilder;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostProbe, SystemHost};
 pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
-pub use settings::{https_url, EtcdSettings, JoinTarget, Settings};
+pub use settings::{https_url, EtcdSettings, JoinTarget, MaintenanceSettings, Settings};
 pub use size::{format_size, parse_size, SizeProblem, SizeText};
 pub use validate::{parse_etcd_version, validate, Validated, MIN_ETCD_VERSION};
 
@@ -42,6 +42,9 @@ pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
 pub const DEFAULT_COMPACTION_RETENTION: Duration = Duration::from_secs(60 * 60);
 /// Default etcd backend quota (etcd's own default, made explicit).
 pub const DEFAULT_QUOTA: &str = "2GiB";
+/// Default of `maintenance.defrag_min_reclaim`: a member is defragmented for fragmentation only
+/// when at least this much would be given back.
+pub const DEFAULT_DEFRAG_MIN_RECLAIM: &str = "100MiB";
 /// Port of etcd's plain-HTTP metrics listener (kubeadm's choice).
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default plain-HTTP metrics listener of etcd: loopback only.
@@ -87,6 +90,7 @@ pub struct Config {
     pub health: HealthSection,
     pub pki: PkiSection,
     pub log: LogSection,
+    pub maintenance: MaintenanceSection,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             health: HealthSection::default(),
             pki: PkiSection::default(),
             log: LogSection::default(),
+            maintenance: MaintenanceSection::default(),
         }
     }
 }
@@ -171,6 +176,16 @@ impl Default for EtcdSection {
             metrics_listen: None,
         }
     }
+}
+
+/// Day-2 maintenance of the etcd members (defragmentation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceSection {
+    /// A member whose file is less than half in use is defragmented only when at least this
+    /// much would be reclaimed (`"100MiB"`, bytes). Unset: [`DEFAULT_DEFRAG_MIN_RECLAIM`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub defrag_min_reclaim: Option<SizeText>,
 }
 
 /// The local health endpoint.

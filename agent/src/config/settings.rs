@@ -31,6 +31,14 @@ pub struct Settings {
     pub health_listen: SocketAddr,
     pub pki: PkiSection,
     pub log: LogSection,
+    pub maintenance: MaintenanceSettings,
+}
+
+/// Resolved maintenance settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceSettings {
+    /// Bytes a fragmented member must give back to be defragmented automatically.
+    pub defrag_min_reclaim: u64,
 }
 
 /// Resolved etcd settings.

@@ -142,6 +142,7 @@ fn healthy_issuer() -> StatusReport {
             ("certificates_issued", 4),
             ("etcd_starts", 1),
         ]),
+        maintenance: None,
     }
 }
 
@@ -221,6 +222,7 @@ fn waiting_for_peers() -> StatusReport {
             ("gossip_datagrams_received", 9),
             ("gossip_datagrams_sent", 11),
         ]),
+        maintenance: None,
     }
 }
 
@@ -358,6 +360,56 @@ fn not_ready_under_a_nospace_alarm() {
 #[test]
 fn degraded_with_an_etcd_problem() {
     assert_golden(&degraded(), include_str!("golden/degraded.txt"));
+}
+
+/// The leader's agent after a NOSPACE recovery that found the quota filled by live data.
+fn live_data_full() -> StatusReport {
+    let mut r = healthy_issuer();
+    r.message = "healthy, leader etcd-1".into();
+    r.etcd.leader = r.etcd.member_id.clone();
+    r.etcd.leader_name = Some("etcd-1".into());
+    r.maintenance = Some(crate::defrag::DefragStatus {
+        message: "NOSPACE alarm stays: the live data fills the quota (31.9 MiB of 32.0 MiB after \
+                  compaction and defragmentation, nothing left to reclaim). Fix: raise \
+                  etcd.quota (then restart the agents one at a time), or delete data (etcd \
+                  accepts deletes under the alarm); quorate disarms by itself once there is room"
+            .into(),
+        db_size: Some(33_452_032),
+        db_in_use: Some(33_431_552),
+        quota: 32 << 20,
+        nospace: true,
+        live_data_full: true,
+        defrags: 3,
+        failures: 0,
+        last: Some(crate::defrag::DefragRun {
+            member: "etcd-1".into(),
+            trigger: crate::defrag::Trigger::Nospace,
+            started_at: ISSUED + DAY,
+            duration_ms: 412,
+            before: Some(33_554_432),
+            after: Some(33_452_032),
+            error: None,
+        }),
+    });
+    r
+}
+
+#[test]
+fn nospace_alarm_kept_because_live_data_fills_the_quota() {
+    assert_golden(&live_data_full(), include_str!("golden/live_data_full.txt"));
+}
+
+#[test]
+fn the_maintenance_section_round_trips_and_is_optional() {
+    let r = live_data_full();
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<StatusReport>(&json).unwrap(), r);
+    let plain = serde_json::to_string(&healthy_issuer()).unwrap();
+    assert!(!plain.contains("maintenance"), "{plain}");
+    assert_eq!(
+        serde_json::from_str::<StatusReport>(&plain).unwrap(),
+        healthy_issuer()
+    );
 }
 
 #[test]

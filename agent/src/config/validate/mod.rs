@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::host::HostProbe;
-use super::settings::{JoinTarget, Settings};
-use super::Config;
+use super::settings::{JoinTarget, MaintenanceSettings, Settings};
+use super::size::{parse_size, SizeText};
+use super::{Config, DEFAULT_DEFRAG_MIN_RECLAIM};
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
@@ -105,9 +106,12 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
         ));
     }
     let etcd = etcd::resolve_etcd(config, host, &mut errors, &mut warnings);
+    let maintenance = resolve_maintenance(config, &mut errors);
 
-    match (name, advertise, bind, token, etcd) {
-        (Some(name), Some(advertise), Some(bind), Some(token), Some(etcd)) if errors.is_empty() => {
+    match (name, advertise, bind, token, etcd, maintenance) {
+        (Some(name), Some(advertise), Some(bind), Some(token), Some(etcd), Some(maintenance))
+            if errors.is_empty() =>
+        {
             if advertise.is_ipv4() != bind.is_ipv4() && !bind.is_unspecified() {
                 return Err(ConfigError::invalid(
                     "bind_addr",
@@ -134,11 +138,38 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     health_listen: config.health.listen,
                     pki: config.pki.clone(),
                     log: config.log.clone(),
+                    maintenance,
                 },
                 warnings,
             })
         }
         _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Resolves the `[maintenance]` section.
+fn resolve_maintenance(
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) -> Option<MaintenanceSettings> {
+    const KEY: &str = "maintenance.defrag_min_reclaim";
+    let text = config
+        .maintenance
+        .defrag_min_reclaim
+        .clone()
+        .unwrap_or_else(|| SizeText::from(DEFAULT_DEFRAG_MIN_RECLAIM));
+    match parse_size(&text.0) {
+        Ok(defrag_min_reclaim) => Some(MaintenanceSettings { defrag_min_reclaim }),
+        Err(problem) => {
+            errors.push(ConfigError::invalid(
+                KEY,
+                text,
+                problem.to_string(),
+                "write a size such as \"100MiB\" (the default), \"1GiB\" or a number of \
+                 bytes: the least a fragmented member must give back to be defragmented",
+            ));
+            None
+        }
     }
 }
 

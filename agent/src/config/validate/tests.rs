@@ -245,3 +245,24 @@ fn extra_args_cannot_override_rendered_flags() {
     ];
     assert!(validate(&c, &HOST).is_ok());
 }
+
+#[test]
+fn defrag_min_reclaim_defaults_to_100mib_and_bad_sizes_name_the_key() {
+    let v = validate(&base(), &HOST).unwrap();
+    assert_eq!(v.settings.maintenance.defrag_min_reclaim, 100 << 20);
+    let mut c = base();
+    c.maintenance.defrag_min_reclaim = Some(crate::config::SizeText::from("1GiB"));
+    let v = validate(&c, &HOST).unwrap();
+    assert_eq!(v.settings.maintenance.defrag_min_reclaim, 1 << 30);
+    for bad in ["lots", "0", "-5MiB"] {
+        let mut c = base();
+        c.maintenance.defrag_min_reclaim = Some(crate::config::SizeText::from(bad));
+        assert_eq!(
+            subjects(&c, &HOST),
+            vec!["maintenance.defrag_min_reclaim"],
+            "{bad}"
+        );
+        let e = validate(&c, &HOST).unwrap_err().0[0].to_string();
+        assert!(e.contains("100MiB"), "the fix names the default: {e}");
+    }
+}
