@@ -50,6 +50,16 @@ fn sizes(s: &StatusResponse) -> (i64, i64) {
     (s.db_size(), s.raft_used_db_size())
 }
 
+/// Both databases' sizes now, when both members answer.
+async fn sample(q: &mut Client, d: &mut Client, start: Instant) -> Option<Sample> {
+    let (qs, ds) = (q.status().await.ok()?, d.status().await.ok()?);
+    Some(Sample {
+        at: start.elapsed(),
+        quorate: sizes(&qs),
+        defaults: sizes(&ds),
+    })
+}
+
 /// Writes for `duration`, sampling every `every`; `retention` is quorate's compaction window.
 pub async fn run(duration: Duration, every: Duration, retention: Duration) -> Vec<Sample> {
     let q = formed(retention);
@@ -63,14 +73,7 @@ pub async fn run(duration: Duration, every: Duration, retention: Duration) -> Ve
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
     while start.elapsed() < duration {
         if Instant::now() >= next_sample {
-            let (qs, ds) = (qc.status().await, dc.status().await);
-            if let (Ok(qs), Ok(ds)) = (qs, ds) {
-                samples.push(Sample {
-                    at: start.elapsed(),
-                    quorate: sizes(&qs),
-                    defaults: sizes(&ds),
-                });
-            }
+            samples.extend(sample(&mut qc, &mut dc, start).await);
             next_sample += every;
         }
         tick.tick().await;
@@ -83,14 +86,7 @@ pub async fn run(duration: Duration, every: Duration, retention: Duration) -> Ve
         b.expect("put on the defaults cluster");
         put += 1;
     }
-    let (qs, ds) = (qc.status().await, dc.status().await);
-    if let (Ok(qs), Ok(ds)) = (qs, ds) {
-        samples.push(Sample {
-            at: start.elapsed(),
-            quorate: sizes(&qs),
-            defaults: sizes(&ds),
-        });
-    }
+    samples.extend(sample(&mut qc, &mut dc, start).await);
     drop((q, d));
     samples
 }
