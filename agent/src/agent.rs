@@ -13,6 +13,7 @@
 //!   controller ──NodeStatus──▶ health endpoint, systemd notifier
 //!   maintenance (leader's agent): dead members, leftover learners, through etcd
 //!   control socket ──Run──▶ defrag (leader's agent: defrag, NOSPACE) ──DefragStatus──▶ control
+//!   snapshot (one agent per slot, under the snapshot job lock) ──SnapshotStatus──▶ health endpoint
 //! ```
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
+use crate::snapshot::{SnapshotStatus, SnapshotTask};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (material_tx, material) = watch::channel(Arc::new(TlsMaterial::default()));
     let (defrag_tx, defrag_rx) = mpsc::channel(4);
     let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
+    let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -183,6 +186,13 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         defrag_status_tx,
         live.register("defrag"),
     );
+    let snapshot = SnapshotTask::new(
+        settings.clone(),
+        health.clone(),
+        material.clone(),
+        snapshot_status_tx,
+        live.register("snapshot"),
+    );
     let control = control::Routes {
         controller: control_tx,
         defrag: defrag_tx,
@@ -197,6 +207,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         process,
         material,
         defrag_status,
+        snapshot_status,
         counters,
         live.clone(),
     );
@@ -211,6 +222,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     tasks.spawn(issuer.run(cancel.clone()));
     tasks.spawn(maintenance.run(cancel.clone()));
     tasks.spawn(defrag.run(cancel.clone()));
+    tasks.spawn(snapshot.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));
     tasks.spawn(notifier.run(cancel.clone()));

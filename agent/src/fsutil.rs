@@ -68,6 +68,37 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
     result
 }
 
+/// Creates a new, empty private file (mode [`MODE_PRIVATE`]) for content streamed in pieces
+/// (a snapshot): it fails if `path` exists, so two writers never share a temporary file. Write
+/// to it, then [`persist`] it under its final name.
+pub fn create_private_new(path: &Path) -> Result<File, FsError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(MODE_PRIVATE)
+        .open(path)
+        .map_err(|e| FsError::new("create", path, e))?;
+    // The mode given to open() is filtered by the umask; set it explicitly.
+    file.set_permissions(fs::Permissions::from_mode(MODE_PRIVATE))
+        .map_err(|e| FsError::new("chmod", path, e))?;
+    Ok(file)
+}
+
+/// Fsyncs `file` (written at `tmp`), renames it to `dest` and fsyncs `dest`'s directory, so
+/// that `dest` appears only complete and survives a crash. On failure `tmp` is removed.
+pub fn persist(file: File, tmp: &Path, dest: &Path) -> Result<(), FsError> {
+    let result = (|| {
+        file.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
+        drop(file);
+        fs::rename(tmp, dest).map_err(|e| FsError::new("rename", dest, e))?;
+        sync_dir(dest.parent().unwrap_or_else(|| Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
 /// Fsyncs a directory so that a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
     File::open(dir)
@@ -126,5 +157,35 @@ mod tests {
         ensure_dir(&sub, MODE_DIR).unwrap();
         let mode = fs::metadata(&sub).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_streamed_file_is_private_exclusive_and_appears_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".snap.db.tmp");
+        let dest = dir.path().join("snap.db");
+        let mut file = create_private_new(&tmp).unwrap();
+        let mode = fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A second writer cannot take the same temporary file.
+        assert!(create_private_new(&tmp).is_err());
+        file.write_all(b"part one, ").unwrap();
+        file.write_all(b"part two").unwrap();
+        assert!(!dest.exists());
+        persist(file, &tmp, &dest).unwrap();
+        assert_eq!(fs::read_to_string(&dest).unwrap(), "part one, part two");
+        assert!(!tmp.exists());
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_failed_persist_removes_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".snap.db.tmp");
+        let file = create_private_new(&tmp).unwrap();
+        let dest = dir.path().join("missing/snap.db");
+        assert!(persist(file, &tmp, &dest).is_err());
+        assert!(!tmp.exists());
     }
 }

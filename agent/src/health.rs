@@ -23,6 +23,7 @@ use crate::metrics::{Counters, Scrape, CONTENT_TYPE};
 use crate::node::NodeStatus;
 use crate::pki::TlsMaterial;
 use crate::report::{Identity, StatusReport};
+use crate::snapshot::SnapshotStatus;
 
 /// A loop that has not beaten for this long makes /healthz fail.
 pub const STALE_AFTER: Duration = Duration::from_secs(30);
@@ -40,6 +41,8 @@ pub struct HealthState {
     pub quota_bytes: Option<u64>,
     /// Defragmentation and space-alarm recovery, for /status and the defrag gauges.
     pub defrag: watch::Receiver<DefragStatus>,
+    /// Scheduled snapshots, for /status and the snapshot gauges.
+    pub snapshot: watch::Receiver<SnapshotStatus>,
     pub counters: Arc<Counters>,
     pub liveness: Arc<Liveness>,
 }
@@ -58,6 +61,7 @@ impl HealthState {
         process: watch::Receiver<ProcessState>,
         material: watch::Receiver<Arc<TlsMaterial>>,
         defrag: watch::Receiver<DefragStatus>,
+        snapshot: watch::Receiver<SnapshotStatus>,
         counters: Arc<Counters>,
         liveness: Arc<Liveness>,
     ) -> Self {
@@ -74,6 +78,7 @@ impl HealthState {
             material,
             quota_bytes: settings.etcd.tuning.quota_backend_bytes,
             defrag,
+            snapshot,
             counters,
             liveness,
         }
@@ -89,6 +94,7 @@ impl HealthState {
             &self.counters,
         );
         report.maintenance = Some(self.defrag.borrow().clone());
+        report.snapshot = Some(self.snapshot.borrow().clone());
         report
     }
 }
@@ -158,6 +164,7 @@ async fn metrics(State(s): State<Arc<HealthState>>) -> Response {
         ca_not_after: material.ca_not_after,
         quota_bytes: s.quota_bytes,
         defrag: &s.defrag.borrow(),
+        snapshot: &s.snapshot.borrow(),
     }
     .encode();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

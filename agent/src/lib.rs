@@ -24,4 +24,5 @@ pub mod phase;
 pub mod pki;
 pub mod plan;
 pub mod report;
+pub mod snapshot;
 pub mod token;

@@ -18,6 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::defrag::DefragStatus;
 use crate::etcd::EtcdHealth;
 use crate::gossip::{GossipView, PeerState};
+use crate::snapshot::SnapshotStatus;
 
 /// The Content-Type of [`Scrape::encode`]'s output (OpenMetrics text).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -78,6 +79,8 @@ pub struct Scrape<'a> {
     pub quota_bytes: Option<u64>,
     /// What the defragmentation task did.
     pub defrag: &'a DefragStatus,
+    /// What the snapshot task did.
+    pub snapshot: &'a SnapshotStatus,
 }
 
 impl Scrape<'_> {
@@ -127,7 +130,49 @@ impl Scrape<'_> {
 
         self.register_etcd(&mut r);
         self.register_defrag(&mut r);
+        self.register_snapshot(&mut r);
         r
+    }
+
+    fn register_snapshot(&self, r: &mut Registry) {
+        let s = self.snapshot;
+        r.register(
+            "snapshot_failures",
+            "Snapshots this agent started that failed verification or IO",
+            ConstCounter::new(s.failures),
+        );
+        if let Some(interval) = s.interval_seconds {
+            r.register_with_unit(
+                "snapshot_interval",
+                "The snapshot schedule's period (for cron: the gap between the next two times)",
+                Unit::Seconds,
+                ConstGauge::new(saturating(interval)),
+            );
+        }
+        if let Some(at) = s.last_success {
+            r.register_with_unit(
+                "snapshot_last_success_timestamp",
+                "When this agent's last verified snapshot finished, in unix seconds",
+                Unit::Seconds,
+                ConstGauge::new(saturating(at)),
+            );
+        }
+        if let Some(ms) = s.last_duration_ms {
+            r.register_with_unit(
+                "snapshot_last_duration",
+                "How long this agent's last snapshot took",
+                Unit::Seconds,
+                ConstGauge::new(ms as f64 / 1000.0),
+            );
+        }
+        if let Some(size) = s.last_size {
+            r.register_with_unit(
+                "snapshot_last_size",
+                "The size of this agent's last snapshot file",
+                Unit::Bytes,
+                ConstGauge::new(saturating(size)),
+            );
+        }
     }
 
     fn register_defrag(&self, r: &mut Registry) {
@@ -302,6 +347,7 @@ mod tests {
             ca_not_after: Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)),
             quota_bytes: Some(2 << 30),
             defrag: &DefragStatus::default(),
+            snapshot: &SnapshotStatus::default(),
         }
         .encode()
     }
@@ -330,6 +376,7 @@ mod tests {
             ca_not_after: None,
             quota_bytes: None,
             defrag: &defrag,
+            snapshot: &SnapshotStatus::default(),
         }
         .encode();
         let l = lines(&text);
@@ -341,6 +388,43 @@ mod tests {
         ] {
             assert!(l.contains(&want), "{want} missing in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_last_snapshot_is_exported_under_the_alerts_names() {
+        let snapshot = SnapshotStatus {
+            interval_seconds: Some(21_600),
+            last_success: Some(1_800_000_000),
+            last_duration_ms: Some(250),
+            last_size: Some(20_512),
+            failures: 2,
+            ..SnapshotStatus::default()
+        };
+        let text = Scrape {
+            counters: &Counters::default(),
+            health: &EtcdHealth::default(),
+            view: &GossipView::default(),
+            node_not_after: None,
+            ca_not_after: None,
+            quota_bytes: None,
+            defrag: &DefragStatus::default(),
+            snapshot: &snapshot,
+        }
+        .encode();
+        let l = lines(&text);
+        // The first two are the names QuorateSnapshotMissing uses.
+        for want in [
+            "quorate_snapshot_last_success_timestamp_seconds 1800000000",
+            "quorate_snapshot_interval_seconds 21600",
+            "quorate_snapshot_last_duration_seconds 0.25",
+            "quorate_snapshot_last_size_bytes 20512",
+            "quorate_snapshot_failures_total 2",
+        ] {
+            assert!(l.contains(&want), "{want} missing in:\n{text}");
+        }
+        let alerts = include_str!("../../packaging/prometheus/quorate-alerts.yml");
+        assert!(alerts.contains("quorate_snapshot_last_success_timestamp_seconds"));
+        assert!(alerts.contains("quorate_snapshot_interval_seconds"));
     }
 
     fn lines(text: &str) -> Vec<&str> {
@@ -446,6 +530,7 @@ mod tests {
             ca_not_after: None,
             quota_bytes: None,
             defrag: &DefragStatus::default(),
+            snapshot: &SnapshotStatus::default(),
         }
         .encode();
         let l = lines(&text);

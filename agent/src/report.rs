@@ -37,6 +37,9 @@ pub struct StatusReport {
     /// status` from the control socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<DefragStatus>,
+    /// Scheduled snapshots, from the snapshot task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::SnapshotStatus>,
 }
 
 /// The plan, flattened for display.
@@ -152,6 +155,7 @@ impl StatusReport {
                 .map(|(name, _, v)| (name.to_owned(), v))
                 .collect(),
             maintenance: None,
+            snapshot: None,
         }
     }
 
@@ -286,6 +290,9 @@ impl StatusReport {
         }
         if let Some(m) = &self.maintenance {
             m.render(&mut out);
+        }
+        if let Some(s) = &self.snapshot {
+            s.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

@@ -21,7 +21,9 @@ pub use builder::ConfigBuilder;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostProbe, SystemHost};
 pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
-pub use settings::{https_url, EtcdSettings, JoinTarget, MaintenanceSettings, Settings};
+pub use settings::{
+    https_url, EtcdSettings, JoinTarget, MaintenanceSettings, Settings, SnapshotSettings,
+};
 pub use size::{format_size, parse_size, SizeProblem, SizeText};
 pub use validate::{parse_etcd_version, validate, Validated, MIN_ETCD_VERSION};
 
@@ -45,6 +47,8 @@ pub const DEFAULT_QUOTA: &str = "2GiB";
 /// Default of `maintenance.defrag_min_reclaim`: a member is defragmented for fragmentation only
 /// when at least this much would be given back.
 pub const DEFAULT_DEFRAG_MIN_RECLAIM: &str = "100MiB";
+/// Default of `snapshot.retain`: a week of the default six-hourly snapshots.
+pub const DEFAULT_SNAPSHOT_RETAIN: u32 = 28;
 /// Port of etcd's plain-HTTP metrics listener (kubeadm's choice).
 pub const DEFAULT_METRICS_PORT: u16 = 2381;
 /// Default plain-HTTP metrics listener of etcd: loopback only.
@@ -91,6 +95,7 @@ pub struct Config {
     pub pki: PkiSection,
     pub log: LogSection,
     pub maintenance: MaintenanceSection,
+    pub snapshot: SnapshotSection,
 }
 
 impl Default for Config {
@@ -113,6 +118,7 @@ impl Default for Config {
             pki: PkiSection::default(),
             log: LogSection::default(),
             maintenance: MaintenanceSection::default(),
+            snapshot: SnapshotSection::default(),
         }
     }
 }
@@ -186,6 +192,22 @@ pub struct MaintenanceSection {
     /// much would be reclaimed (`"100MiB"`, bytes). Unset: [`DEFAULT_DEFRAG_MIN_RECLAIM`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub defrag_min_reclaim: Option<SizeText>,
+}
+
+/// Scheduled snapshots of the keyspace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// A 5-field cron expression in UTC, `@every <duration>`, or "" for off. Unset:
+    /// [`crate::snapshot::schedule::DEFAULT_SCHEDULE`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How many snapshot files each node keeps. Unset: [`DEFAULT_SNAPSHOT_RETAIN`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain: Option<u32>,
+    /// Where they are written. Unset: `<state_dir>/snapshots`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
 }
 
 /// The local health endpoint.

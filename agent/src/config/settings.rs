@@ -32,6 +32,20 @@ pub struct Settings {
     pub pki: PkiSection,
     pub log: LogSection,
     pub maintenance: MaintenanceSettings,
+    pub snapshot: SnapshotSettings,
+}
+
+/// Resolved snapshot settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// None: snapshots are off.
+    pub schedule: Option<crate::jobs::Schedule>,
+    /// The schedule as written (for status and logs).
+    pub schedule_text: String,
+    /// Files kept per node (at least 1).
+    pub retain: usize,
+    /// Where snapshot files are written.
+    pub dir: PathBuf,
 }
 
 /// Resolved maintenance settings.

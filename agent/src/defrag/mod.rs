@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-pub use status::{DefragRun, DefragStatus, Trigger};
+pub use status::{human, DefragRun, DefragStatus, Trigger};
 pub use task::DefragTask;
 
 /// How often the task looks at the members.

@@ -39,24 +39,66 @@ pub enum LockFact {
 }
 
 /// When a once-per-slot job is due. A slot is named by its start, in unix seconds, so that
-/// other kinds of schedule (cron) can name theirs the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// every kind of schedule names its slots the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Schedule {
     /// Slots of this length, aligned on the unix epoch.
     Every(Duration),
+    /// A cron expression in UTC: a slot starts at each scheduled time.
+    Cron(Box<croner::Cron>),
 }
 
 impl Schedule {
-    /// The slot `now` falls in; None for a zero period or a clock before 1970.
+    /// The slot `now` falls in (for cron: the latest scheduled time at or before `now`); None
+    /// for a zero period, a cron expression with no time at or before `now`, or a clock before
+    /// 1970.
     pub fn slot_at(&self, now: SystemTime) -> Option<u64> {
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
         match self {
             Schedule::Every(period) => {
                 let period = period.as_secs();
-                let secs = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
                 (period > 0).then(|| secs - secs % period)
+            }
+            Schedule::Cron(cron) => {
+                let at = utc(secs)?;
+                let prev = cron.find_previous_occurrence(&at, true).ok()?;
+                u64::try_from(prev.timestamp()).ok()
             }
         }
     }
+
+    /// The start of the first slot after `now`'s, in unix seconds.
+    pub fn next_slot_after(&self, now: SystemTime) -> Option<u64> {
+        let secs = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+        match self {
+            Schedule::Every(period) => {
+                let period = period.as_secs();
+                (period > 0).then(|| secs - secs % period + period)
+            }
+            Schedule::Cron(cron) => {
+                let next = cron.find_next_occurrence(&utc(secs)?, false).ok()?;
+                u64::try_from(next.timestamp()).ok()
+            }
+        }
+    }
+
+    /// The schedule's period as of `now`: for cron, the gap between the next two scheduled
+    /// times (cron slots need not be evenly spaced).
+    pub fn period(&self, now: SystemTime) -> Option<Duration> {
+        match self {
+            Schedule::Every(period) => (period.as_secs() > 0).then_some(*period),
+            Schedule::Cron(_) => {
+                let first = self.next_slot_after(now)?;
+                let second =
+                    self.next_slot_after(SystemTime::UNIX_EPOCH + Duration::from_secs(first))?;
+                Some(Duration::from_secs(second.checked_sub(first)?))
+            }
+        }
+    }
+}
+
+fn utc(secs: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)
 }
 
 /// What a job needs to know to decide.
@@ -178,6 +220,7 @@ fn check(job: Job, facts: &ClusterFacts, now: SystemTime) -> Result<Decision, Wa
     let slot = if job.once_per_slot() {
         let slot = facts
             .schedule
+            .as_ref()
             .and_then(|s| s.slot_at(now))
             .ok_or(WaitReason::NoSlot)?;
         if facts.last_done_slot.is_some_and(|done| done >= slot) {

@@ -382,3 +382,71 @@ fn wait_reasons_say_what_blocks() {
         assert!(reason.to_string().contains(text), "{reason}");
     }
 }
+
+fn cron(expr: &str) -> Schedule {
+    let parser = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .build();
+    Schedule::Cron(Box::new(parser.parse(expr).unwrap()))
+}
+
+#[test]
+fn a_cron_slot_is_the_latest_scheduled_time_at_or_before_now() {
+    // 2023-11-14T22:13:20Z.
+    let now = 1_700_000_000;
+    let s = cron("0 */6 * * *");
+    // 2023-11-14T18:00:00Z.
+    assert_eq!(s.slot_at(at(now)), Some(1_699_984_800));
+    // A scheduled time is its own slot; one second before, the previous one.
+    assert_eq!(s.slot_at(at(1_699_984_800)), Some(1_699_984_800));
+    assert_eq!(s.slot_at(at(1_699_984_799)), Some(1_699_984_800 - 6 * 3600));
+    assert_eq!(s.next_slot_after(at(now)), Some(1_699_984_800 + 6 * 3600));
+    assert_eq!(s.period(at(now)), Some(Duration::from_secs(6 * 3600)));
+    // Every minute.
+    let m = cron("* * * * *");
+    assert_eq!(m.slot_at(at(now)), Some(now - now % 60));
+    assert_eq!(m.period(at(now)), Some(Duration::from_secs(60)));
+}
+
+#[test]
+fn an_uneven_cron_period_is_the_gap_between_the_next_two_times() {
+    // 02:00 and 03:00 UTC daily; at 2023-11-14T22:13:20Z the next two are 02:00 and 03:00.
+    let s = cron("0 2,3 * * *");
+    assert_eq!(s.period(at(1_700_000_000)), Some(Duration::from_secs(3600)));
+    // Just after 02:00 the next two are 03:00 and 02:00 the next day.
+    let after_two = 1_700_000_000 + 4 * 3600 - 800 + 60;
+    assert_eq!(
+        s.period(at(after_two)),
+        Some(Duration::from_secs(23 * 3600))
+    );
+}
+
+#[test]
+fn the_policy_runs_a_cron_slot_once() {
+    let mut f = healthy();
+    f.schedule = Some(cron("0 */6 * * *"));
+    let slot = 1_699_984_800;
+    f.last_done_slot = Some(slot - 6 * 3600);
+    assert_eq!(
+        may_run(Job::Snapshot, &f, at(1_700_000_000)),
+        Decision::Acquire { slot: Some(slot) }
+    );
+    f.last_done_slot = Some(slot);
+    assert_eq!(
+        may_run(Job::Snapshot, &f, at(1_700_000_000)),
+        Decision::Wait(WaitReason::SlotDone { slot })
+    );
+}
+
+#[test]
+fn every_periods_are_whole_seconds() {
+    assert_eq!(Schedule::Every(HOUR).period(at(NOW)), Some(HOUR));
+    assert_eq!(
+        Schedule::Every(HOUR).next_slot_after(at(NOW)),
+        Some(SLOT + 3600)
+    );
+    assert_eq!(
+        Schedule::Every(Duration::from_millis(500)).period(at(NOW)),
+        None
+    );
+}

@@ -143,6 +143,7 @@ fn healthy_issuer() -> StatusReport {
             ("etcd_starts", 1),
         ]),
         maintenance: None,
+        snapshot: None,
     }
 }
 
@@ -223,6 +224,7 @@ fn waiting_for_peers() -> StatusReport {
             ("gossip_datagrams_sent", 11),
         ]),
         maintenance: None,
+        snapshot: None,
     }
 }
 
@@ -430,4 +432,28 @@ fn issuer_api_is_a_live_issuers_address() {
     down.gossip[0].state = PeerState::Down;
     assert_eq!(down.issuer_api(), None);
     assert_eq!(healthy_issuer().issuer_api(), None);
+}
+
+/// A node that took the cluster's last snapshot, after one failure.
+fn with_snapshots() -> StatusReport {
+    let mut r = healthy_issuer();
+    r.snapshot = Some(crate::snapshot::SnapshotStatus {
+        schedule: "0 */6 * * *".into(),
+        interval_seconds: Some(21_600),
+        next_slot: Some(ISSUED + DAY + 21_600),
+        last_success: Some(1_700_000_000),
+        last_file: Some("quorate-00000000000000ab-20231114T180000Z-r42.db".into()),
+        last_size: Some(2_125_856),
+        last_duration_ms: Some(1_250),
+        snapshots: 4,
+        failures: 1,
+        last_error: Some("etcd: the stream was cut".into()),
+        message: "slot 1699984800 done".into(),
+    });
+    r
+}
+
+#[test]
+fn the_last_snapshot_and_its_failures_are_shown() {
+    assert_golden(&with_snapshots(), include_str!("golden/snapshots.txt"));
 }

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::host::HostProbe;
-use super::settings::{JoinTarget, MaintenanceSettings, Settings};
+use super::settings::{JoinTarget, MaintenanceSettings, Settings, SnapshotSettings};
 use super::size::{parse_size, SizeText};
-use super::{Config, DEFAULT_DEFRAG_MIN_RECLAIM};
+use super::{Config, DEFAULT_DEFRAG_MIN_RECLAIM, DEFAULT_SNAPSHOT_RETAIN};
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
@@ -107,11 +107,18 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
     }
     let etcd = etcd::resolve_etcd(config, host, &mut errors, &mut warnings);
     let maintenance = resolve_maintenance(config, &mut errors);
+    let snapshot = resolve_snapshot(config, &mut errors);
 
-    match (name, advertise, bind, token, etcd, maintenance) {
-        (Some(name), Some(advertise), Some(bind), Some(token), Some(etcd), Some(maintenance))
-            if errors.is_empty() =>
-        {
+    match (name, advertise, bind, token, etcd, maintenance, snapshot) {
+        (
+            Some(name),
+            Some(advertise),
+            Some(bind),
+            Some(token),
+            Some(etcd),
+            Some(maintenance),
+            Some(snapshot),
+        ) if errors.is_empty() => {
             if advertise.is_ipv4() != bind.is_ipv4() && !bind.is_unspecified() {
                 return Err(ConfigError::invalid(
                     "bind_addr",
@@ -139,6 +146,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     pki: config.pki.clone(),
                     log: config.log.clone(),
                     maintenance,
+                    snapshot,
                 },
                 warnings,
             })
@@ -171,6 +179,57 @@ fn resolve_maintenance(
             None
         }
     }
+}
+
+/// Resolves the `[snapshot]` section.
+fn resolve_snapshot(config: &Config, errors: &mut Vec<ConfigError>) -> Option<SnapshotSettings> {
+    let text = config
+        .snapshot
+        .schedule
+        .clone()
+        .unwrap_or_else(|| crate::snapshot::schedule::DEFAULT_SCHEDULE.to_owned());
+    let schedule = match crate::snapshot::schedule::parse(&text) {
+        Ok(schedule) => Some(schedule),
+        Err(problem) => {
+            errors.push(ConfigError::invalid(
+                "snapshot.schedule",
+                format!("{text:?}"),
+                problem.to_string(),
+                "write a 5-field cron expression in UTC such as \"0 */6 * * *\" (the default), \
+                 \"@every 30s\", or \"\" to turn snapshots off",
+            ));
+            None
+        }
+    };
+    let retain = config.snapshot.retain.unwrap_or(DEFAULT_SNAPSHOT_RETAIN);
+    if retain == 0 {
+        errors.push(ConfigError::invalid(
+            "snapshot.retain",
+            retain,
+            "at least the newest snapshot is always kept",
+            "set retain to 1 or more (default 28), or schedule = \"\" to take none",
+        ));
+        return None;
+    }
+    let explicit = config.snapshot.dir.clone();
+    let dir = explicit
+        .clone()
+        .unwrap_or_else(|| config.state_dir.join("snapshots"));
+    if explicit.is_some() && !dir.is_absolute() {
+        errors.push(ConfigError::invalid(
+            "snapshot.dir",
+            dir.display(),
+            "not an absolute path",
+            "write an absolute directory, or leave it unset for <state_dir>/snapshots",
+        ));
+        return None;
+    }
+    Some(SnapshotSettings {
+        schedule: schedule?,
+        schedule_text: text,
+        retain: retain as usize,
+        dir,
+    })
 }
 
 fn valid_node_name(name: &str) -> bool {

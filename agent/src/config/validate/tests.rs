@@ -266,3 +266,53 @@ fn defrag_min_reclaim_defaults_to_100mib_and_bad_sizes_name_the_key() {
         assert!(e.contains("100MiB"), "the fix names the default: {e}");
     }
 }
+
+#[test]
+fn snapshot_defaults_to_six_hourly_28_files_under_the_state_dir() {
+    let c = base();
+    let v = validate(&c, &HOST).unwrap();
+    let s = &v.settings.snapshot;
+    assert_eq!(s.schedule_text, "0 */6 * * *");
+    assert!(matches!(s.schedule, Some(crate::jobs::Schedule::Cron(_))));
+    assert_eq!(s.retain, 28);
+    assert_eq!(s.dir, c.state_dir.join("snapshots"));
+}
+
+#[test]
+fn snapshot_every_off_and_explicit_dir() {
+    let mut c = base();
+    c.snapshot.schedule = Some("@every 30s".into());
+    c.snapshot.retain = Some(2);
+    c.snapshot.dir = Some("/var/backups/quorate".into());
+    let s = validate(&c, &HOST).unwrap().settings.snapshot;
+    assert_eq!(
+        s.schedule,
+        Some(crate::jobs::Schedule::Every(
+            std::time::Duration::from_secs(30)
+        ))
+    );
+    assert_eq!(s.retain, 2);
+    assert_eq!(s.dir, std::path::PathBuf::from("/var/backups/quorate"));
+    c.snapshot.schedule = Some(String::new());
+    assert_eq!(
+        validate(&c, &HOST).unwrap().settings.snapshot.schedule,
+        None
+    );
+}
+
+#[test]
+fn bad_snapshot_settings_name_the_key_and_the_fix() {
+    for bad in ["0 */6 * *", "@every soon", "@every 10ms", "hourly"] {
+        let mut c = base();
+        c.snapshot.schedule = Some(bad.into());
+        assert_eq!(subjects(&c, &HOST), vec!["snapshot.schedule"], "{bad}");
+        let e = validate(&c, &HOST).unwrap_err().0[0].to_string();
+        assert!(e.contains("0 */6 * * *") && e.contains("@every 30s"), "{e}");
+    }
+    let mut c = base();
+    c.snapshot.retain = Some(0);
+    assert_eq!(subjects(&c, &HOST), vec!["snapshot.retain"]);
+    let mut c = base();
+    c.snapshot.dir = Some("snapshots".into());
+    assert_eq!(subjects(&c, &HOST), vec!["snapshot.dir"]);
+}

@@ -1,0 +1,405 @@
+//! The snapshot task: every [`EVERY`] it looks whether a new slot began; if so it asks the
+//! job policy (one healthy voter, the slot not done, the `snapshot` lock free), takes the lock,
+//! asks again with the lock held, streams a snapshot of its own member into a private
+//! temporary file, verifies etcd's integrity hash, gives it its final name and manifest,
+//! records the slot and prunes old files. Its etcd IO runs inside [`beating`], so shutdown
+//! cancels it at once (the temporary file is removed when the next run starts over it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::file::{self, Manifest, SnapshotName, StreamVerifier};
+use super::status::SnapshotStatus;
+use crate::config::Settings;
+use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::{cluster, EtcdHealth};
+use crate::fsutil;
+use crate::jobs::policy::{ClusterFacts, LockFact, MemberFact};
+use crate::jobs::{may_run, Acquired, Decision, Job, JobLock, JobLocks};
+use crate::liveness::{beating, Heartbeat};
+use crate::pki::TlsMaterial;
+
+/// How often the task looks for a new slot (cheap: no etcd IO until one began).
+pub const EVERY: Duration = Duration::from_secs(1);
+/// After a failed snapshot, the slot is tried again this much later (not every second).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+/// Per-request timeout of the snapshot stream (a large keyspace takes a while).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The snapshot task.
+pub struct SnapshotTask {
+    settings: Arc<Settings>,
+    health: watch::Receiver<EtcdHealth>,
+    material: watch::Receiver<Arc<TlsMaterial>>,
+    published: watch::Sender<SnapshotStatus>,
+    heartbeat: Heartbeat,
+    /// The latest slot known done cluster-wide (so most turns need no etcd IO).
+    known_done: Option<u64>,
+    /// No new attempt before this, after a failure.
+    retry_at: Option<Instant>,
+    status: SnapshotStatus,
+}
+
+/// Why a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+enum TakeError {
+    #[error("{0}")]
+    Fs(#[from] fsutil::FsError),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("{0}")]
+    Verify(#[from] file::VerifyError),
+    #[error("the cluster ID or this member is not known yet")]
+    NotReady,
+    #[error("the snapshot lock was lost while the snapshot was taken")]
+    LockLost,
+    #[error("{0}")]
+    Io(String),
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl SnapshotTask {
+    pub fn new(
+        settings: Arc<Settings>,
+        health: watch::Receiver<EtcdHealth>,
+        material: watch::Receiver<Arc<TlsMaterial>>,
+        published: watch::Sender<SnapshotStatus>,
+        heartbeat: Heartbeat,
+    ) -> Self {
+        let status = SnapshotStatus {
+            schedule: settings.snapshot.schedule_text.clone(),
+            message: "starting".into(),
+            ..SnapshotStatus::default()
+        };
+        Self {
+            settings,
+            health,
+            material,
+            published,
+            heartbeat,
+            known_done: None,
+            retry_at: None,
+            status,
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        if self.settings.snapshot.schedule.is_none() {
+            // Off: the loop still beats, so the watchdog sees a live task.
+            self.status.message = "snapshots are off".into();
+            self.status.schedule.clear();
+        }
+        self.published.send_replace(self.status.clone());
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.heartbeat.beat();
+            let heartbeat = self.heartbeat.clone();
+            if beating(&heartbeat, &cancel, self.turn()).await.is_none() {
+                return;
+            }
+            self.published.send_replace(self.status.clone());
+        }
+    }
+
+    /// Own client URL first, then every member's.
+    fn endpoints(&self, health: &EtcdHealth) -> Vec<String> {
+        let mut endpoints = vec![self.settings.client_url()];
+        for m in &health.members {
+            for url in &m.client_urls {
+                if !endpoints.contains(url) {
+                    endpoints.push(url.clone());
+                }
+            }
+        }
+        endpoints
+    }
+
+    async fn turn(&mut self) {
+        let Some(schedule) = self.settings.snapshot.schedule.clone() else {
+            return;
+        };
+        let now = SystemTime::now();
+        self.status.interval_seconds = schedule.period(now).map(|p| p.as_secs());
+        self.status.next_slot = schedule.next_slot_after(now);
+        let Some(slot) = schedule.slot_at(now) else {
+            self.status.message = "no schedule slot now".into();
+            return;
+        };
+        if self.known_done.is_some_and(|d| d >= slot)
+            || self.retry_at.is_some_and(|at| Instant::now() < at)
+        {
+            return;
+        }
+        let Some(tls) = self.material.borrow().client().cloned() else {
+            self.status.message = "waiting for this node's certificate".into();
+            return;
+        };
+        let health = self.health.borrow().clone();
+        if health.member_id.is_none() || health.cluster_id.is_none() {
+            self.status.message = "waiting for the local etcd member".into();
+            return;
+        }
+        let locks = JobLocks::new(&self.settings.name, self.endpoints(&health), tls.clone());
+        let mut facts = match self.facts(&health, &tls, &locks).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.status.message = format!("snapshot waits: {e}");
+                return;
+            }
+        };
+        facts.schedule = Some(schedule.clone());
+        match may_run(Job::Snapshot, &facts, now) {
+            Decision::Acquire { .. } => {}
+            Decision::Wait(why) => {
+                if let crate::jobs::WaitReason::SlotDone { slot } = why {
+                    self.known_done = Some(slot);
+                }
+                self.status.message = format!("snapshot waits: {why}");
+                return;
+            }
+            Decision::Run { .. } => return,
+        }
+        let lock = match locks.try_acquire(Job::Snapshot).await {
+            Ok(Acquired::Held(lock)) => lock,
+            Ok(Acquired::Busy(holder)) => {
+                self.status.message = format!("snapshot waits: the job lock is held by {holder}");
+                return;
+            }
+            Err(e) => {
+                self.status.message = format!("snapshot waits: {e}");
+                return;
+            }
+        };
+        // Another agent may have done the slot just before releasing the lock.
+        match locks.last_slot(Job::Snapshot).await {
+            Ok(done) => facts.last_done_slot = done,
+            Err(e) => {
+                self.status.message = format!("snapshot waits: {e}");
+                lock.release().await;
+                return;
+            }
+        }
+        facts.lock = LockFact::Ours(Job::Snapshot);
+        match may_run(Job::Snapshot, &facts, now) {
+            Decision::Run { slot: Some(slot) } => {
+                self.take_and_record(slot, &health, &tls, &lock).await
+            }
+            Decision::Wait(why) => self.status.message = format!("snapshot waits: {why}"),
+            _ => {}
+        }
+        lock.release().await;
+    }
+
+    async fn facts(
+        &self,
+        health: &EtcdHealth,
+        tls: &ClientTls,
+        locks: &JobLocks,
+    ) -> Result<ClusterFacts, String> {
+        let members = cluster::members(&self.endpoints(health), tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lock = match locks.holder(Job::Snapshot).await {
+            Ok(None) => LockFact::Free,
+            Ok(Some(h)) => LockFact::Theirs(h),
+            Err(_) => LockFact::Unknown,
+        };
+        let last_done_slot = locks
+            .last_slot(Job::Snapshot)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(ClusterFacts {
+            members: members
+                .iter()
+                .map(|m| MemberFact {
+                    id: m.member.id,
+                    name: m.member.name.clone(),
+                    is_learner: m.member.is_learner,
+                    healthy: m.healthy,
+                })
+                .collect(),
+            this_member: health.member_id.unwrap_or_default(),
+            leader: health.leader,
+            lock,
+            schedule: None,
+            last_done_slot,
+        })
+    }
+
+    async fn take_and_record(
+        &mut self,
+        slot: u64,
+        health: &EtcdHealth,
+        tls: &ClientTls,
+        lock: &JobLock,
+    ) {
+        let started = Instant::now();
+        tracing::info!(slot, "taking a snapshot");
+        match self.take(slot, health, tls, lock).await {
+            Ok((name, size)) => {
+                let duration = started.elapsed();
+                if let Err(e) = lock.record_slot(slot).await {
+                    tracing::warn!(error = %e, slot, "snapshot taken but its slot not recorded");
+                }
+                self.known_done = Some(slot);
+                self.retry_at = None;
+                tracing::info!(
+                    slot,
+                    file = %name,
+                    size,
+                    duration_ms = duration.as_millis() as u64,
+                    "snapshot taken and verified"
+                );
+                self.status.snapshots += 1;
+                self.status.last_success = Some(unix_secs(SystemTime::now()));
+                self.status.last_file = Some(name);
+                self.status.last_size = Some(size);
+                self.status.last_duration_ms = Some(duration.as_millis() as u64);
+                self.status.message = format!("slot {slot} done");
+                self.prune();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, slot, "snapshot failed");
+                self.status.failures += 1;
+                self.retry_at = Some(Instant::now() + FAILURE_BACKOFF);
+                self.status.last_error = Some(e.to_string());
+                self.status.message = format!("snapshot of slot {slot} failed: {e}");
+            }
+        }
+    }
+
+    /// Streams, verifies, names and describes one snapshot; returns its file name and size.
+    async fn take(
+        &self,
+        slot: u64,
+        health: &EtcdHealth,
+        tls: &ClientTls,
+        lock: &JobLock,
+    ) -> Result<(String, u64), TakeError> {
+        let cluster_id = health.cluster_id.ok_or(TakeError::NotReady)?;
+        let dir = &self.settings.snapshot.dir;
+        fsutil::ensure_dir(dir, fsutil::MODE_DIR)?;
+        let tmp = dir.join(format!(".quorate-snapshot-{slot}.db.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let result = self.stream(slot, cluster_id, &tmp, tls, lock).await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    async fn stream(
+        &self,
+        slot: u64,
+        cluster_id: u64,
+        tmp: &Path,
+        tls: &ClientTls,
+        lock: &JobLock,
+    ) -> Result<(String, u64), TakeError> {
+        let local = [self.settings.client_url()];
+        let mut client = connect(&local, tls, STREAM_TIMEOUT).await?;
+        let status = client.status().await?;
+        let revision = status.header().map(|h| h.revision()).unwrap_or_default();
+        let etcd_version = status.version().to_owned();
+        let file = fsutil::create_private_new(tmp)?;
+        let mut out = tokio::fs::File::from_std(file);
+        let mut stream = client.snapshot().await?;
+        let mut verifier = StreamVerifier::default();
+        while let Some(message) = stream.message().await? {
+            if lock.is_lost() {
+                return Err(TakeError::LockLost);
+            }
+            verifier.update(message.blob());
+            out.write_all(message.blob())
+                .await
+                .map_err(|e| TakeError::Io(format!("write {}: {e}", tmp.display())))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| TakeError::Io(format!("write {}: {e}", tmp.display())))?;
+        let out = out.into_std().await;
+        let (size, sha256) = verifier.finish()?;
+        let name = SnapshotName {
+            time: slot,
+            cluster_id,
+            revision,
+        };
+        let (Some(db_name), Some(manifest_name)) = (name.file_name(), name.manifest_name()) else {
+            return Err(TakeError::Io(format!(
+                "slot {slot} is not a representable time"
+            )));
+        };
+        let dir = &self.settings.snapshot.dir;
+        let dest = dir.join(&db_name);
+        fsutil::persist(out, tmp, &dest)?;
+        let manifest = Manifest {
+            cluster_id: format!("{cluster_id:016x}"),
+            revision,
+            etcd_version,
+            ca_hash: self
+                .material
+                .borrow()
+                .ca_hash
+                .as_ref()
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+            node: self.settings.name.clone(),
+            time: file::rfc3339(UNIX_EPOCH + Duration::from_secs(slot)),
+            slot,
+            size,
+            sha256,
+        };
+        fsutil::atomic_write(
+            &dir.join(manifest_name),
+            manifest.to_json().as_bytes(),
+            fsutil::MODE_PRIVATE,
+        )?;
+        Ok((db_name, size))
+    }
+
+    /// Removes the oldest files beyond `retain` (never the newest), with their manifests.
+    fn prune(&self) {
+        let dir = &self.settings.snapshot.dir;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let found = file::snapshots_in(names.iter().map(String::as_str));
+        let all: Vec<SnapshotName> = found.iter().map(|(n, _)| n.clone()).collect();
+        for old in file::to_prune(&all, self.settings.snapshot.retain) {
+            let paths: Vec<PathBuf> = [old.file_name(), old.manifest_name()]
+                .into_iter()
+                .flatten()
+                .map(|n| dir.join(n))
+                .collect();
+            for path in paths {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(file = %path.display(), "old snapshot removed"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, file = %path.display(), "cannot remove an old snapshot")
+                    }
+                }
+            }
+        }
+    }
+}
