@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -73,14 +73,22 @@ impl DefragTask {
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
+        const BEAT: Duration = Duration::from_secs(1);
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The turn comes every 5 s; the heartbeat must beat more often than any watchdog
+        // window is short.
+        let mut beat = tokio::time::interval(BEAT);
         loop {
             let command = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
                 c = self.commands.recv() => c,
                 _ = tick.tick() => None,
+                _ = beat.tick() => {
+                    self.heartbeat.beat();
+                    continue;
+                }
             };
             self.heartbeat.beat();
             let heartbeat = self.heartbeat.clone();
