@@ -14,7 +14,8 @@ SECONDS=0
 
 LOGS=$PWD/target/test-logs
 mkdir -p "$LOGS"
-# Tests that cannot run record why here (quorate_tests::skip); the summary lists them.
+# Tiers that do not run record why here; the summary lists them. (A test whose prerequisite
+# is missing fails with the reason: quorate_tests::require_failed.)
 export TEST_SKIP_FILE=$LOGS/skipped.txt
 : >"$TEST_SKIP_FILE"
 

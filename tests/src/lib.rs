@@ -48,28 +48,9 @@ pub fn etcdctl_bin() -> PathBuf {
     p
 }
 
-/// Records that `test` could not run because `reason`, loudly: on stderr (which the runner
-/// shows only for failures) and in the file named by `TEST_SKIP_FILE` (scripts/test.sh sets it
-/// and lists every skip with its reason in the suite's final summary). With
-/// `TEST_FORBID_SKIP=1` a skip is a failure instead.
-pub fn skip(test: &str, reason: &str) {
-    if std::env::var_os("TEST_FORBID_SKIP").is_some_and(|v| v == "1") {
-        panic!("{test} cannot run: {reason} (TEST_FORBID_SKIP=1 forbids skipping)");
-    }
-    eprintln!("SKIPPED {test}: {reason}");
-    if let Some(path) = std::env::var_os("TEST_SKIP_FILE") {
-        use std::io::Write;
-        let line = format!("{test}: {reason}\n");
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
-            panic!(
-                "{test} is skipped ({reason}) and cannot record that in {}: {e}",
-                PathBuf::from(path).display()
-            );
-        }
-    }
+/// Fails `test` because a prerequisite is missing, naming it: a test never passes without
+/// checking anything. The suite's setup (scripts/deps.sh, run as root) provides every
+/// prerequisite, so this only fires on a machine that lacks one.
+pub fn require_failed(test: &str, missing: &str) -> ! {
+    panic!("{test} cannot run: {missing}. Run the suite as root through scripts/test.sh, which sets up what it needs")
 }
