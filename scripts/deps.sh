@@ -8,6 +8,7 @@
 #   ensure_package_deps   cargo-deb, cargo-generate-rpm, rpm (to inspect the .rpm)
 #   ensure_e2e_deps       systemd-container, debootstrap, iproute2, util-linux, curl
 #   debian_mirror         the Debian mirror of this machine's own apt sources
+#   ensure_etcd_versions  etcd 3.5.16 and 3.5.30 from Debian's archive, unpacked into a cache
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; exit 1; }
@@ -132,4 +133,58 @@ debian_mirror() {
     fi
     [ -n "$uri" ] || die "no Debian mirror in this machine's apt sources (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list); set QE2E_MIRROR"
     printf '%s\n' "${uri%/}"
+}
+
+# Other etcd versions for the version-sensitive tests: Debian's etcd-server and etcd-client
+# packages of that version (3.5.16-4 is Debian 13's, 3.5.30-2 unstable's), fetched from this
+# machine's Debian mirror, checked against the SHA-256 pinned here, and unpacked into a cache
+# (never installed over the system's etcd). Each line: version, then the sha256 of
+# etcd-server_<version>_amd64.deb and of etcd-client_<version>_amd64.deb.
+ETCD_TEST_VERSIONS="
+3.5.16-4 0875921bb0d023f2af9b8e15cdfbe417a03e65731345fb832c40f9c2dd72967b 7eb67e305ba2ce523a5a0b29bf88750ded3f724769c7111a83382b7909f9977b
+3.5.30-2 11a4f7e350c5020b83edff5160a6063d4e56ac9cd014d21ce8916378bf96de79 1e66ad2aba4cba6842a1ac35d5c525e750102b8fb42748225bcb2e34d6595931
+"
+ETCD_CACHE=${QUORATE_ETCD_CACHE:-/var/cache/quorate-test/etcd}
+
+# ensure_etcd_versions: every version of ETCD_TEST_VERSIONS unpacked under $ETCD_CACHE/<version>,
+# with usr/bin/etcd, etcdctl and etcdutl. Prints nothing; dies naming what failed.
+ensure_etcd_versions() {
+    local version server_sum client_sum dir mirror="" pkg sum deb
+    [ "$(dpkg --print-architecture 2>/dev/null || echo amd64)" = amd64 ] \
+        || die "the etcd test versions are pinned for amd64 (this machine: $(dpkg --print-architecture))"
+    while read -r version server_sum client_sum; do
+        [ -n "$version" ] || continue
+        dir=$ETCD_CACHE/$version
+        [ -x "$dir/usr/bin/etcd" ] && [ -x "$dir/usr/bin/etcdutl" ] && continue
+        [ -n "$mirror" ] || mirror=$(debian_mirror)
+        ensure_apt curl ca-certificates
+        as_root mkdir -p "$ETCD_CACHE"
+        local tmp
+        tmp=$(mktemp -d)
+        for pkg in etcd-server etcd-client; do
+            sum=$server_sum
+            [ "$pkg" = etcd-client ] && sum=$client_sum
+            deb=${pkg}_${version}_amd64.deb
+            log "fetching $deb from $mirror (for the version-sensitive tests)"
+            curl -fsS --retry 3 -o "$tmp/$deb" "${mirror%/}/pool/main/e/etcd/$deb" \
+                || { rm -rf "$tmp"; die "could not download ${mirror%/}/pool/main/e/etcd/$deb"; }
+            echo "$sum  $tmp/$deb" | sha256sum -c --quiet - >/dev/null 2>&1 \
+                || { rm -rf "$tmp"; die "$deb does not have the pinned SHA-256 $sum (a different build on the mirror?)"; }
+            dpkg-deb -x "$tmp/$deb" "$tmp/root" || { rm -rf "$tmp"; die "could not unpack $deb"; }
+        done
+        "$tmp/root/usr/bin/etcd" --version 2>/dev/null | grep -q "etcd Version: ${version%%-*}" \
+            || { rm -rf "$tmp"; die "the unpacked etcd $version does not report version ${version%%-*}"; }
+        as_root rm -rf "$dir"
+        as_root mv "$tmp/root" "$dir"
+        rm -rf "$tmp"
+    done <<<"$ETCD_TEST_VERSIONS"
+}
+
+# etcd_test_binaries: the etcd binary of each test version, one per line (after
+# ensure_etcd_versions).
+etcd_test_binaries() {
+    local version rest
+    while read -r version rest; do
+        [ -n "$version" ] && echo "$ETCD_CACHE/$version/usr/bin/etcd"
+    done <<<"$ETCD_TEST_VERSIONS"
 }

@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 SECONDS=0
 
+# Integration tests whose behaviour depends on the etcd version: run on every version of
+# scripts/deps.sh's ETCD_TEST_VERSIONS as well as on the default one.
+VERSION_TESTS="formation restart growth replacement"
+
 LOGS=$PWD/target/test-logs
 mkdir -p "$LOGS"
 # Tiers that do not run record why here; the summary lists them. (A test whose prerequisite
@@ -33,6 +37,7 @@ log "installing what the suite uses, when missing"
 ensure_build_deps
 ensure_runtime_deps
 ensure_test_deps
+ensure_etcd_versions
 if [ "$E2E" = 1 ]; then
     ensure_package_deps
     ensure_e2e_deps
@@ -57,6 +62,24 @@ unit_passed=$((all_passed - integration_passed))
 rust_failed=$(grep -cE '^ *(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|ABORT) \[' "$LOGS/nextest.log" || true)
 [ "$rust_rc" = 0 ] || die "unit and integration tests failed: $rust_failed failing (see above and $LOGS/nextest.log)"
 
+# The version-sensitive integration tests again on every other etcd version (the full suite
+# above ran on the default one, Debian's 3.4).
+versions_passed=0 versions_summary=""
+for etcd_bin in $(etcd_test_binaries); do
+    etcd_version=$("$etcd_bin" --version | sed -nE 's/^etcd Version: //p')
+    log "version-sensitive integration tests on etcd $etcd_version ($etcd_bin)"
+    version_log="$LOGS/nextest-etcd-$etcd_version.log"
+    version_rc=0
+    # shellcheck disable=SC2086
+    TEST_ETCD_BINARY=$etcd_bin cargo nextest run -p quorate-tests --no-fail-fast --test-threads 2 \
+        --status-level pass --final-status-level fail $(printf -- '--test %s ' $VERSION_TESTS) \
+        2>&1 | tee "$version_log" || version_rc=$?
+    [ "$version_rc" = 0 ] || die "integration tests on etcd $etcd_version failed (see above and $version_log)"
+    n=$(grep -cE '^ *PASS \[' "$version_log" || true)
+    versions_passed=$((versions_passed + n))
+    versions_summary="$versions_summary, on etcd $etcd_version $n passed"
+done
+
 pkg_passed=0 e2e_passed=0
 if [ "$E2E" = 1 ]; then
     log "building the .deb and .rpm"
@@ -77,9 +100,9 @@ if [ "$E2E" = 1 ]; then
 fi
 
 skipped=$(grep -c . "$TEST_SKIP_FILE" || true)
-total=$((unit_passed + integration_passed + ${pkg_passed:-0} + ${e2e_passed:-0}))
+total=$((unit_passed + integration_passed + versions_passed + ${pkg_passed:-0} + ${e2e_passed:-0}))
 echo
-log "summary after ${SECONDS}s: unit $unit_passed passed, integration $integration_passed passed, package checks ${pkg_passed:-0} passed, end-to-end checks ${e2e_passed:-0} passed; $skipped skipped"
+log "summary after ${SECONDS}s: unit $unit_passed passed, integration $integration_passed passed$versions_summary, package checks ${pkg_passed:-0} passed, end-to-end checks ${e2e_passed:-0} passed; $skipped skipped"
 if [ "$skipped" != 0 ]; then
     sed 's/^/    SKIPPED /' "$TEST_SKIP_FILE" >&2
 fi

@@ -89,6 +89,7 @@ impl Cluster {
             })
             .state_dir(self.root.path().join(format!("n{}", i + 1)).join("state"))
             .listen_localhost(false)
+            .etcd_binary(crate::etcd_bin())
     }
 
     /// Adds one more agent (not started); returns its index.

@@ -38,6 +38,36 @@ pub fn quorate_bin() -> PathBuf {
     bin
 }
 
+/// The etcd server the agents under test run: `TEST_ETCD_BINARY` (for example etcd 3.5
+/// unpacked from Debian's archive into a cache by scripts/deps.sh), or `etcd` on PATH.
+pub fn etcd_bin() -> PathBuf {
+    match std::env::var_os("TEST_ETCD_BINARY").filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(
+                p.is_file(),
+                "TEST_ETCD_BINARY={} is not a file: point it at an etcd server binary",
+                p.display()
+            );
+            p
+        }
+        None => PathBuf::from("etcd"),
+    }
+}
+
+/// The version the etcd under test reports (`etcd --version`), as "3.5.30".
+pub fn etcd_version() -> String {
+    let out = std::process::Command::new(etcd_bin())
+        .arg("--version")
+        .output()
+        .expect("run etcd --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("etcd Version:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("etcd --version printed no version: {text}"))
+}
+
 /// `etcdctl`, with a clear message when etcd-client is not installed.
 pub fn etcdctl_bin() -> PathBuf {
     let p = PathBuf::from("/usr/bin/etcdctl");

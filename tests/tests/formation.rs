@@ -55,6 +55,15 @@ fn three_empty_agents_form_one_mtls_cluster() {
             assert!(url.as_str().unwrap().starts_with("https://"), "{m}");
         }
     }
+    // Every member runs the etcd under test (TEST_ETCD_BINARY when set).
+    let want = quorate_tests::etcd_version();
+    for i in 0..3 {
+        let status = c.etcdctl_ok(i, &cert, &["endpoint", "status", "-w", "json"]);
+        assert!(
+            status.contains(&format!("\"version\":\"{want}\"")),
+            "member {i} does not run etcd {want}: {status}"
+        );
+    }
     c.etcdctl_ok(0, &cert, &["put", "/formation/key", "written-through-n1"]);
     for i in 1..3 {
         let got = c.etcdctl_ok(i, &cert, &["get", "/formation/key", "--print-value-only"]);

@@ -168,6 +168,9 @@ pub struct EtcdSection {
     /// [`DEFAULT_METRICS_LISTEN`]; `""` turns it off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Turn on etcd's corruption detection where it is cheap (the compacted-revision hash
+    /// check, etcd 3.5.5 and later).
+    pub corruption_check: bool,
 }
 
 impl Default for EtcdSection {
@@ -180,6 +183,7 @@ impl Default for EtcdSection {
             compaction_retention: None,
             quota: None,
             metrics_listen: None,
+            corruption_check: true,
         }
     }
 }

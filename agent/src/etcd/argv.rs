@@ -67,6 +67,9 @@ pub struct EtcdTuning {
     pub quota_backend_bytes: Option<u64>,
     /// Plain-HTTP metrics listener (`etcd.metrics_listen`); `None`: none.
     pub metrics_listen: Option<SocketAddr>,
+    /// The version-specific flags of etcd's corruption detection (`etcd.corruption_check`,
+    /// see [`super::version::corruption_check_flags`]); empty: none.
+    pub corruption_check: Vec<String>,
     /// The operator's `etcd.extra_args`, appended last.
     pub operator: Vec<String>,
 }
@@ -87,6 +90,7 @@ impl EtcdTuning {
         if let Some(addr) = self.metrics_listen {
             args.push(format!("--listen-metrics-urls=http://{addr}"));
         }
+        args.extend(self.corruption_check.iter().cloned());
         args.extend(self.operator.iter().cloned());
         args
     }
@@ -183,6 +187,7 @@ pub(crate) mod tests {
                 compaction_retention: Some(Duration::from_secs(3600)),
                 quota_backend_bytes: Some(2 << 30),
                 metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
+                corruption_check: vec![],
                 operator: vec![],
             },
         }
@@ -234,6 +239,7 @@ pub(crate) mod tests {
             compaction_retention: None,
             quota_backend_bytes: None,
             metrics_listen: None,
+            corruption_check: vec![],
             operator: vec!["--snapshot-count=50000".into()],
         };
         let args = render_args(&l);
@@ -253,6 +259,7 @@ pub(crate) mod tests {
             compaction_retention: Some(Duration::from_secs(2 * 3600 + 30 * 60)),
             quota_backend_bytes: Some(64 << 20),
             metrics_listen: Some("[::1]:9381".parse().unwrap()),
+            corruption_check: vec![],
             operator: vec![],
         };
         let args = render_args(&l);

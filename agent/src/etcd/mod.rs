@@ -12,6 +12,7 @@ mod logs;
 pub mod member;
 pub mod probe;
 mod supervisor;
+pub mod version;
 
 pub use argv::{render_args, ClusterState, EtcdLaunch, TlsFiles};
 pub use error::{ClusterError, ConnectFailure, EtcdError};

@@ -15,9 +15,10 @@ use super::super::{
     Config, EtcdSection, DEFAULT_COMPACTION_RETENTION, DEFAULT_METRICS_LISTEN, DEFAULT_QUOTA,
 };
 use crate::etcd::argv::EtcdTuning;
+use crate::etcd::version::{self, Verdict, Version};
 
 /// Oldest etcd that quorate drives (learners, zap logger, the flags it renders).
-pub const MIN_ETCD_VERSION: (u32, u32, u32) = (3, 4, 0);
+pub const MIN_ETCD_VERSION: Version = version::OLDEST;
 
 /// A retention below this gets a warning.
 const SHORT_RETENTION: Duration = Duration::from_secs(5 * 60);
@@ -79,6 +80,7 @@ struct FromExtraArgs {
 /// flags are errors.
 fn split_extra_args(
     section: &EtcdSection,
+    version: Version,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> (Vec<String>, FromExtraArgs) {
@@ -100,6 +102,19 @@ fn split_extra_args(
                  the rest of the configuration (see docs/configuration.md)",
             ));
             continue;
+        }
+        match version::check_operator_flag(version, flag) {
+            Ok(None) => {}
+            Ok(Some(warning)) => warnings.push(warning),
+            Err((problem, fix)) => {
+                errors.push(ConfigError::invalid(
+                    "etcd.extra_args",
+                    format!("{arg:?}"),
+                    problem,
+                    fix,
+                ));
+                continue;
+            }
         }
         let Some((_, key)) = TAKEN_OVER.iter().find(|(f, _)| *f == flag) else {
             operator.push(arg.clone());
@@ -364,17 +379,23 @@ fn resolve_metrics(
     Some(addr)
 }
 
-/// The flags after the cluster and TLS ones, from the `[etcd]` section.
+/// The flags after the cluster and TLS ones, from the `[etcd]` section, for etcd `version`.
 fn resolve_extra_args(
     config: &Config,
+    version: Version,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> EtcdTuning {
-    let (operator, taken) = split_extra_args(&config.etcd, errors, warnings);
+    let (operator, taken) = split_extra_args(&config.etcd, version, errors, warnings);
     EtcdTuning {
         compaction_retention: resolve_retention(&config.etcd, taken.retention, errors, warnings),
         quota_backend_bytes: resolve_quota(&config.etcd, taken.quota, errors, warnings),
         metrics_listen: resolve_metrics(config, taken.metrics, errors, warnings),
+        corruption_check: if config.etcd.corruption_check {
+            version::corruption_check_flags(version)
+        } else {
+            Vec::new()
+        },
         operator,
     }
 }
@@ -398,7 +419,6 @@ pub(super) fn resolve_etcd(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<EtcdSettings> {
-    let extra_args = resolve_extra_args(config, errors, warnings);
     let wanted = &config.etcd.binary;
     let Some(binary) = host.find_executable(wanted) else {
         errors.push(ConfigError::invalid(
@@ -431,18 +451,20 @@ pub(super) fn resolve_etcd(
         ));
         return None;
     };
-    if version < MIN_ETCD_VERSION {
-        errors.push(ConfigError::invalid(
-            "etcd.binary",
-            binary.display(),
-            format!(
-                "etcd {}.{}.{} is too old; quorate needs 3.4 or newer",
-                version.0, version.1, version.2
-            ),
-            "install etcd 3.4 or newer and point etcd.binary at it",
-        ));
-        return None;
+    match version::classify(version) {
+        Verdict::Supported(_) => {}
+        Verdict::Warn(_, warning) => warnings.push(format!("etcd.binary: {warning}")),
+        Verdict::Refused { problem, fix } => {
+            errors.push(ConfigError::invalid(
+                "etcd.binary",
+                binary.display(),
+                problem,
+                fix,
+            ));
+            return None;
+        }
     }
+    let extra_args = resolve_extra_args(config, version, errors, warnings);
     Some(EtcdSettings {
         binary,
         version,

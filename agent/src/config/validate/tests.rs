@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// A host with 10.0.0.1 and loopback, etcd 3.4.23 at /usr/bin/etcd and a token file.
 pub(super) struct FakeHost {
-    etcd_version: &'static str,
+    pub(super) etcd_version: &'static str,
 }
 
 const TOKEN: &str = "qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

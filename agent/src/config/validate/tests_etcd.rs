@@ -2,7 +2,7 @@
 //! flags older configurations set through `etcd.extra_args` are taken over.
 use std::time::Duration;
 
-use super::tests::{base, subjects, HOST};
+use super::tests::{base, subjects, FakeHost, HOST};
 use super::*;
 use crate::config::SizeText;
 use crate::etcd::argv::EtcdTuning;
@@ -34,6 +34,7 @@ fn defaults_compact_hourly_with_etcds_quota_and_loopback_metrics() {
             compaction_retention: Some(Duration::from_secs(3600)),
             quota_backend_bytes: Some(2 << 30),
             metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
+            corruption_check: vec![],
             operator: vec![],
         }
     );
@@ -247,4 +248,102 @@ fn old_extra_args_that_cannot_be_taken_over() {
         let e = error(&c);
         assert!(e.contains(problem) && e.contains("Fix: "), "{args:?}: {e}");
     }
+}
+
+/// The launch's flags after the cluster, TLS and logger ones, as rendered for etcd `version`.
+fn day2_flags_on(version: &'static str, config: &Config) -> (Vec<String>, Vec<String>) {
+    let host = FakeHost {
+        etcd_version: version,
+    };
+    let v = validate(config, &host).unwrap_or_else(|e| panic!("{version}: {e}"));
+    let mut launch = crate::etcd::argv::tests::launch(crate::etcd::ClusterState::New);
+    launch.tuning = v.settings.etcd.tuning;
+    let args = crate::etcd::render_args(&launch);
+    let after = args
+        .iter()
+        .position(|a| a == "--log-outputs=stderr")
+        .unwrap()
+        + 1;
+    (args[after..].to_vec(), v.warnings)
+}
+
+/// Golden per etcd line: 3.4 has no cheap corruption check, 3.5 spells it as an experimental
+/// flag, 3.6 as a feature gate; everything else is the same.
+#[test]
+fn golden_flags_per_etcd_version() {
+    let common = "--auto-compaction-mode=periodic\n--auto-compaction-retention=1h\n\
+                  --quota-backend-bytes=2147483648\n--listen-metrics-urls=http://127.0.0.1:2381";
+    for (version, extra) in [
+        ("3.4.23", ""),
+        ("3.5.16", "\n--experimental-compact-hash-check-enabled=true"),
+        ("3.5.30", "\n--experimental-compact-hash-check-enabled=true"),
+        ("3.6.5", "\n--feature-gates=CompactHashCheck=true"),
+    ] {
+        let (flags, warnings) = day2_flags_on(version, &base());
+        assert_eq!(
+            flags.join("\n"),
+            format!("{common}{extra}"),
+            "etcd {version}"
+        );
+        assert!(warnings.is_empty(), "{version}: {warnings:?}");
+    }
+    let mut c = base();
+    c.etcd.corruption_check = false;
+    let (flags, _) = day2_flags_on("3.6.5", &c);
+    assert_eq!(flags.join("\n"), common);
+}
+
+#[test]
+fn extra_args_are_checked_against_the_etcd_version() {
+    // 3.6's spelling on 3.5: refused, naming the 3.5 spelling.
+    let c = with_extra_args(&["--compaction-batch-limit=500"]);
+    let host = FakeHost {
+        etcd_version: "3.5.30",
+    };
+    let errs = validate(&c, &host).expect_err("3.6 flag on 3.5").0;
+    let msg = errs[0].to_string();
+    assert!(
+        msg.contains("etcd.extra_args") && msg.contains("--experimental-compaction-batch-limit"),
+        "{msg}"
+    );
+    // The old spelling on 3.6: taken, with a warning naming the new one.
+    let c = with_extra_args(&["--experimental-compaction-batch-limit=500"]);
+    let (flags, warnings) = day2_flags_on("3.6.5", &c);
+    assert_eq!(
+        flags.last().unwrap(),
+        "--experimental-compaction-batch-limit=500"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("--compaction-batch-limit")),
+        "{warnings:?}"
+    );
+    // What 3.6 removed: refused there, fine on 3.5.
+    let c = with_extra_args(&["--enable-v2=true"]);
+    let host = FakeHost {
+        etcd_version: "3.6.0",
+    };
+    let msg = validate(&c, &host).expect_err("removed in 3.6").to_string();
+    assert!(msg.contains("removed --enable-v2"), "{msg}");
+    assert!(day2_flags_on("3.5.16", &c).1.is_empty());
+}
+
+#[test]
+fn versions_quorate_does_not_know_are_refused_and_newer_patches_warned() {
+    for (version, wanted) in [
+        ("3.3.25", "too old"),
+        ("3.7.0", "newer than the newest etcd this quorate knows"),
+    ] {
+        let host = FakeHost {
+            etcd_version: version,
+        };
+        let msg = validate(&base(), &host).expect_err(version).to_string();
+        assert!(msg.contains("etcd.binary") && msg.contains(wanted), "{msg}");
+    }
+    let (_, warnings) = day2_flags_on("3.6.99", &base());
+    assert!(
+        warnings.iter().any(|w| w.contains("newer patch")),
+        "{warnings:?}"
+    );
 }
