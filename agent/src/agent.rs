@@ -39,6 +39,7 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
+use crate::rolling::{RollingStatus, RollingTask};
 use crate::snapshot::{SnapshotStatus, SnapshotTask};
 
 /// Why the agent could not start.
@@ -108,6 +109,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (defrag_tx, defrag_rx) = mpsc::channel(4);
     let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
     let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
+    let (rolling_tx, rolling_rx) = mpsc::channel(4);
+    let (rolling_status_tx, rolling_status) = watch::channel(RollingStatus::default());
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -130,7 +133,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health: health.clone(),
         process: process.clone(),
         gossip: gossip_tx.clone(),
-        etcd: etcd_tx,
+        etcd: etcd_tx.clone(),
         probe_target: target_tx,
         api: api_tx,
         status: status_tx,
@@ -193,13 +196,24 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         snapshot_status_tx,
         live.register("snapshot"),
     );
+    let rolling = RollingTask {
+        settings: settings.clone(),
+        health: health.clone(),
+        process: process.clone(),
+        material: material.clone(),
+        etcd: etcd_tx,
+        commands: rolling_rx,
+        published: rolling_status_tx,
+        heartbeat: live.register("etcd restarts"),
+    };
     let control = control::Routes {
         controller: control_tx,
         defrag: defrag_tx,
         defrag_status: defrag_status.clone(),
+        rolling: rolling_tx,
     };
     let live = Arc::new(live);
-    let health_state = HealthState::new(
+    let mut health_state = HealthState::new(
         &settings,
         status.clone(),
         view,
@@ -211,6 +225,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         counters,
         live.clone(),
     );
+    health_state.rolling = Some(rolling_status);
     let notifier = Notifier::new(status, live);
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
@@ -223,6 +238,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     tasks.spawn(maintenance.run(cancel.clone()));
     tasks.spawn(defrag.run(cancel.clone()));
     tasks.spawn(snapshot.run(cancel.clone()));
+    tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));
     tasks.spawn(notifier.run(cancel.clone()));

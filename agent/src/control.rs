@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::defrag::{DefragCommand, DefragStatus};
+use crate::rolling::RollingCommand;
 
 /// File name of the socket in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -67,6 +68,8 @@ pub struct Routes {
     pub defrag: mpsc::Sender<DefragCommand>,
     /// The defragmentation task's status.
     pub defrag_status: watch::Receiver<DefragStatus>,
+    /// `quorate etcd restart --rolling`.
+    pub rolling: mpsc::Sender<RollingCommand>,
 }
 
 /// Serves the socket until `cancel`.
@@ -75,6 +78,10 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         .route("/v1/leave", post(leave))
         .route("/v1/defrag", post(defrag))
         .route("/v1/maintenance", get(maintenance))
+        .route(
+            "/v1/etcd/restart",
+            post(rolling_request).get(rolling_progress),
+        )
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -119,6 +126,56 @@ async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {
     match serde_json::to_string(&status) {
         Ok(json) => (StatusCode::OK, json),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn rolling_request(State(routes): State<Routes>) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    if routes
+        .rolling
+        .send(RollingCommand::Request { reply })
+        .await
+        .is_err()
+    {
+        return stopping();
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(Ok(Ok(id))) => (StatusCode::OK, format!("{id}\n")),
+        Ok(Ok(Err(message))) => (StatusCode::CONFLICT, format!("{message}\n")),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "no answer from the agent\n".into(),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ProgressParams {
+    id: u64,
+}
+
+async fn rolling_progress(
+    State(routes): State<Routes>,
+    Query(params): Query<ProgressParams>,
+) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    let command = RollingCommand::Progress {
+        id: params.id,
+        reply,
+    };
+    if routes.rolling.send(command).await.is_err() {
+        return stopping();
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+        Ok(Ok(Ok(progress))) => match serde_json::to_string(&progress) {
+            Ok(json) => (StatusCode::OK, json),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Ok(Ok(Err(message))) => (StatusCode::CONFLICT, format!("{message}\n")),
+        _ => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "no answer from the agent\n".into(),
+        ),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct HealthState {
     pub snapshot: watch::Receiver<SnapshotStatus>,
     pub counters: Arc<Counters>,
     pub liveness: Arc<Liveness>,
+    /// Rolling etcd restarts and upgrades, for /status (set by the wiring).
+    pub rolling: Option<watch::Receiver<crate::rolling::RollingStatus>>,
 }
 
 impl HealthState {
@@ -81,6 +83,7 @@ impl HealthState {
             snapshot,
             counters,
             liveness,
+            rolling: None,
         }
     }
 
@@ -95,6 +98,7 @@ impl HealthState {
         );
         report.maintenance = Some(self.defrag.borrow().clone());
         report.snapshot = Some(self.snapshot.borrow().clone());
+        report.etcd_restarts = self.rolling.as_ref().map(|r| r.borrow().clone());
         report
     }
 }

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, TokenCommand};
+use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, EtcdCommand, TokenCommand};
 use quorate::config::{self, LogFormat, SystemHost, Validated};
 use quorate::token::JoinToken;
 
@@ -92,6 +92,9 @@ fn main() -> ExitCode {
             Command::Env => cli::env(&settings).await,
             Command::Leave { force } => cli::leave(&settings, force).await,
             Command::Defrag { force } => cli::defrag(&settings, force).await,
+            Command::Etcd {
+                command: EtcdCommand::Restart { rolling },
+            } => cli::etcd_restart(&settings, rolling).await,
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,

@@ -40,6 +40,9 @@ pub struct StatusReport {
     /// Scheduled snapshots, from the snapshot task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<crate::snapshot::SnapshotStatus>,
+    /// Rolling etcd restarts and upgrades, from the rolling-restart task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_restarts: Option<crate::rolling::RollingStatus>,
 }
 
 /// The plan, flattened for display.
@@ -156,6 +159,7 @@ impl StatusReport {
                 .collect(),
             maintenance: None,
             snapshot: None,
+            etcd_restarts: None,
         }
     }
 
@@ -293,6 +297,9 @@ impl StatusReport {
         }
         if let Some(s) = &self.snapshot {
             s.render(&mut out);
+        }
+        if let Some(r) = &self.etcd_restarts {
+            r.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

@@ -10,12 +10,14 @@ pub mod netns;
 pub mod prometheus;
 pub mod space;
 pub mod wait;
+pub mod writer;
 
 pub use agent::Agent;
 pub use cluster::Cluster;
 pub use net::Subnet;
 pub use netns::NetnsLab;
 pub use wait::wait_for;
+pub use writer::Writer;
 
 use std::path::PathBuf;
 

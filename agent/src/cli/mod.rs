@@ -4,6 +4,7 @@
 mod cert;
 mod http;
 mod local;
+mod rolling;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
+pub use rolling::etcd_restart;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -63,6 +65,22 @@ pub enum Command {
         /// Defragment the reachable members even while a voter is down.
         #[arg(long)]
         force: bool,
+    },
+    /// etcd commands.
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Restart every etcd member on its current binary and flags, one at a time, each only
+    /// while every voter is healthy (for a flag change that needs a restart).
+    Restart {
+        /// One member at a time (required: restarting all at once stops the cluster).
+        #[arg(long)]
+        rolling: bool,
     },
 }
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, CompactionOptions};
 
 use super::policy::DbSize;
-use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::client::{with_client, ClientTls};
 use crate::etcd::EtcdError;
 
 /// Deadline of a status or alarm request.
@@ -25,30 +25,6 @@ pub struct SpaceStatus {
     pub size: DbSize,
     /// The store's current revision.
     pub revision: i64,
-}
-
-async fn with_client<T, F, Fut>(
-    urls: &[String],
-    tls: &ClientTls,
-    timeout: Duration,
-    op: F,
-) -> Result<T, EtcdError>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    if urls.is_empty() {
-        return Err(EtcdError::Client("the member has no client URL".into()));
-    }
-    let attempt = async {
-        let c = connect(urls, tls, timeout).await?;
-        op(c).await
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(EtcdError::from(e)),
-        Err(_) => Err(EtcdError::Timeout),
-    }
 }
 
 /// The status of the member at `urls`.

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::version::{corruption_check_flags, Version};
 use crate::config::https_url;
 
 /// `--initial-cluster-state`.
@@ -67,9 +68,13 @@ pub struct EtcdTuning {
     pub quota_backend_bytes: Option<u64>,
     /// Plain-HTTP metrics listener (`etcd.metrics_listen`); `None`: none.
     pub metrics_listen: Option<SocketAddr>,
-    /// The version-specific flags of etcd's corruption detection (`etcd.corruption_check`,
-    /// see [`super::version::corruption_check_flags`]); empty: none.
-    pub corruption_check: Vec<String>,
+    /// Turn on etcd's cheap corruption detection (`etcd.corruption_check`), with the flags of
+    /// [`Self::version`] (see [`super::version::corruption_check_flags`]).
+    pub corruption_check: bool,
+    /// The version of the etcd binary the flags are rendered for. The supervisor sets it from
+    /// `etcd --version` before every start, so a binary replaced under a running agent gets
+    /// its own flags.
+    pub version: Version,
     /// The operator's `etcd.extra_args`, appended last.
     pub operator: Vec<String>,
 }
@@ -90,7 +95,9 @@ impl EtcdTuning {
         if let Some(addr) = self.metrics_listen {
             args.push(format!("--listen-metrics-urls=http://{addr}"));
         }
-        args.extend(self.corruption_check.iter().cloned());
+        if self.corruption_check {
+            args.extend(corruption_check_flags(self.version));
+        }
         args.extend(self.operator.iter().cloned());
         args
     }
@@ -187,7 +194,8 @@ pub(crate) mod tests {
                 compaction_retention: Some(Duration::from_secs(3600)),
                 quota_backend_bytes: Some(2 << 30),
                 metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
-                corruption_check: vec![],
+                corruption_check: true,
+                version: (3, 4, 23),
                 operator: vec![],
             },
         }
@@ -239,7 +247,8 @@ pub(crate) mod tests {
             compaction_retention: None,
             quota_backend_bytes: None,
             metrics_listen: None,
-            corruption_check: vec![],
+            corruption_check: false,
+            version: (3, 4, 23),
             operator: vec!["--snapshot-count=50000".into()],
         };
         let args = render_args(&l);
@@ -259,7 +268,8 @@ pub(crate) mod tests {
             compaction_retention: Some(Duration::from_secs(2 * 3600 + 30 * 60)),
             quota_backend_bytes: Some(64 << 20),
             metrics_listen: Some("[::1]:9381".parse().unwrap()),
-            corruption_check: vec![],
+            corruption_check: false,
+            version: (3, 4, 23),
             operator: vec![],
         };
         let args = render_args(&l);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 
+use super::EtcdError;
 use crate::pki::PkiStore;
 
 /// PEM material for an etcd client connection.
@@ -40,4 +41,30 @@ pub async fn connect(
         .with_connect_timeout(timeout)
         .with_timeout(timeout);
     Client::connect(endpoints, Some(options)).await
+}
+
+/// Runs `op` on a client of `urls` (connecting included) within `timeout`, its failure
+/// classified by [`EtcdError`].
+pub async fn with_client<T, F, Fut>(
+    urls: &[String],
+    tls: &ClientTls,
+    timeout: Duration,
+    op: F,
+) -> Result<T, EtcdError>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    if urls.is_empty() {
+        return Err(EtcdError::Client("the member has no client URL".into()));
+    }
+    let attempt = async {
+        let c = connect(urls, tls, timeout).await?;
+        op(c).await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(EtcdError::from(e)),
+        Err(_) => Err(EtcdError::Timeout),
+    }
 }

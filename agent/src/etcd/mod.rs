@@ -18,4 +18,4 @@ pub use argv::{render_args, ClusterState, EtcdLaunch, TlsFiles};
 pub use error::{ClusterError, ConnectFailure, EtcdError};
 pub use member::{Member, MemberHealth};
 pub use probe::{EtcdHealth, Prober};
-pub use supervisor::{next_backoff, EtcdCommand, ProcessState, Supervisor};
+pub use supervisor::{next_backoff, probe_version, EtcdCommand, ProcessState, Supervisor};

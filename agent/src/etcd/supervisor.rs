@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::argv::{render_args, EtcdLaunch};
 use super::logs;
+use super::version::{self, Verdict, Version};
 use crate::liveness::Heartbeat;
 use crate::metrics::Counters;
 
@@ -36,6 +37,10 @@ pub enum EtcdCommand {
     Run(Box<EtcdLaunch>),
     /// Stop etcd and keep it stopped; the reply comes once it has exited.
     Stop(oneshot::Sender<()>),
+    /// Stop the running etcd and start it again at once with the same launch, re-reading the
+    /// binary's version (a rolling restart or upgrade). The reply comes once the new process
+    /// runs: its version, or why it could not be restarted.
+    Restart(oneshot::Sender<Result<Version, String>>),
 }
 
 /// The child process as others see it.
@@ -52,6 +57,8 @@ pub struct ProcessState {
     pub quick_failures: u32,
     /// etcd's last error or panic message before it exited.
     pub last_error: Option<String>,
+    /// The version of the running (or last started) etcd, from `etcd --version` at its start.
+    pub version: Option<Version>,
 }
 
 /// Consecutive quick failures after an exit of a child that ran for `ran_for`: one more when it
@@ -70,6 +77,29 @@ pub fn next_backoff(previous: Option<Duration>, ran_for: Duration) -> Duration {
         Some(prev) if ran_for < STABLE_AFTER => (prev * 2).min(MAX_BACKOFF),
         _ => FIRST_BACKOFF,
     }
+}
+
+/// How long `etcd --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `binary --version` reports.
+pub async fn probe_version(binary: &std::path::Path) -> Result<Version, String> {
+    let run = Command::new(binary)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(VERSION_TIMEOUT, run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return Err(format!("cannot run {} --version: {e}", binary.display())),
+        Err(_) => return Err(format!("{} --version did not answer", binary.display())),
+    };
+    crate::config::parse_etcd_version(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        format!(
+            "{} --version printed no etcd version (is it an etcd server binary?)",
+            binary.display()
+        )
+    })
 }
 
 /// The supervisor task.
@@ -167,7 +197,7 @@ impl Supervisor {
                 _ = restart => {
                     restart_at = None;
                     if let Some(launch) = &desired {
-                        running = self.spawn(launch);
+                        running = self.spawn(launch).await;
                         if running.is_none() {
                             let delay = next_backoff(backoff, Duration::ZERO);
                             backoff = Some(delay);
@@ -192,6 +222,28 @@ impl Supervisor {
                                 s.last_error = None;
                             });
                         }
+                    }
+                    Some(EtcdCommand::Restart(reply)) => {
+                        let Some(launch) = &desired else {
+                            let _ = reply.send(Err("etcd is not meant to run on this host now".into()));
+                            continue;
+                        };
+                        if let Some(r) = running.take() {
+                            self.stop(r).await;
+                        }
+                        restart_at = None;
+                        backoff = None;
+                        running = self.spawn(launch).await;
+                        let answer = match &running {
+                            Some(_) => self.state.borrow().version.ok_or_else(|| "no version".to_owned()),
+                            None => {
+                                let delay = next_backoff(None, Duration::ZERO);
+                                backoff = Some(delay);
+                                restart_at = Some(Instant::now() + delay);
+                                Err(self.state.borrow().last_exit.clone().unwrap_or_else(|| "etcd did not start".into()))
+                            }
+                        };
+                        let _ = reply.send(answer);
                     }
                     Some(EtcdCommand::Stop(reply)) => {
                         desired = None;
@@ -223,9 +275,33 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&self, launch: &EtcdLaunch) -> Option<Running> {
+    /// The version of the binary as it is now, refused when quorate does not drive it.
+    async fn binary_version(&self) -> Result<Version, String> {
+        let found = probe_version(&self.binary).await?;
+        match version::classify(found) {
+            Verdict::Refused { problem, fix } => Err(format!("{problem}. Fix: {fix}")),
+            Verdict::Warn(_, warning) => {
+                tracing::warn!("{warning}");
+                Ok(found)
+            }
+            Verdict::Supported(_) => Ok(found),
+        }
+    }
+
+    async fn spawn(&self, launch: &EtcdLaunch) -> Option<Running> {
+        let version = match self.binary_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(binary = %self.binary.display(), error = %e, "cannot start etcd");
+                self.state
+                    .send_modify(|s| s.last_exit = Some(format!("cannot start: {e}")));
+                return None;
+            }
+        };
+        let mut launch = launch.clone();
+        launch.tuning.version = version;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(render_args(launch))
+        cmd.args(render_args(&launch))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -265,7 +341,7 @@ impl Supervisor {
             Ok(mut child) => {
                 Counters::inc(&self.counters.etcd_starts);
                 let pid = child.id();
-                tracing::info!(pid, state = %launch.state, "etcd started");
+                tracing::info!(pid, state = %launch.state, version = %version::show(version), "etcd started");
                 if let Some(out) = child.stdout.take() {
                     self.tracker.spawn(logs::forward(out, self.node.clone()));
                 }
@@ -276,6 +352,7 @@ impl Supervisor {
                 self.state.send_modify(|s| {
                     s.pid = pid;
                     s.started_at = Some(SystemTime::now());
+                    s.version = Some(version);
                 });
                 Some(Running {
                     child,

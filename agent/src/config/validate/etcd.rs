@@ -391,11 +391,8 @@ fn resolve_extra_args(
         compaction_retention: resolve_retention(&config.etcd, taken.retention, errors, warnings),
         quota_backend_bytes: resolve_quota(&config.etcd, taken.quota, errors, warnings),
         metrics_listen: resolve_metrics(config, taken.metrics, errors, warnings),
-        corruption_check: if config.etcd.corruption_check {
-            version::corruption_check_flags(version)
-        } else {
-            Vec::new()
-        },
+        corruption_check: config.etcd.corruption_check,
+        version,
         operator,
     }
 }

@@ -34,7 +34,8 @@ fn defaults_compact_hourly_with_etcds_quota_and_loopback_metrics() {
             compaction_retention: Some(Duration::from_secs(3600)),
             quota_backend_bytes: Some(2 << 30),
             metrics_listen: Some("127.0.0.1:2381".parse().unwrap()),
-            corruption_check: vec![],
+            corruption_check: true,
+            version: (3, 4, 23),
             operator: vec![],
         }
     );
