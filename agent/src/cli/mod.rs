@@ -4,6 +4,7 @@
 mod cert;
 mod http;
 mod local;
+mod snapshot;
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
+pub use snapshot::snapshot_list;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -63,6 +65,22 @@ pub enum Command {
         /// Defragment the reachable members even while a voter is down.
         #[arg(long)]
         force: bool,
+    },
+    /// Snapshot commands.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List the local snapshots (verified against their manifests) and, with [snapshot.s3],
+    /// the store's. Needs no running agent.
+    List {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 
