@@ -169,6 +169,7 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
         "{text}"
     );
 
+    eprintln!("quorate snapshot list:\n{text}");
     // The newest object, downloaded through the function a restore uses, is a valid etcd
     // snapshot equal to the local file of the agent that took it and to its manifest.
     let newest = data_keys(&keys(&rt, &store).unwrap())
@@ -230,6 +231,7 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
                 let out = c.agents[i].cli(&["status"]);
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();
                 if text.contains("upload failed:") {
+                    eprintln!("quorate status of agent {i} during the outage:\n{text}");
                     return Ok(i);
                 }
             }
@@ -287,6 +289,22 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
         "quorate_snapshot_upload_last_success_timestamp_seconds",
     );
     assert!(last.is_some_and(|t| t > 1.0e9), "{last:?}");
+
+    // Listing the local files needs no running agent.
+    c.stop_all();
+    let out = c.agents[0].cli(&["snapshot", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let local = v["local"].as_array().unwrap();
+    assert!(
+        !local.is_empty() && local.len() <= RETAIN_LOCAL as usize,
+        "{v}"
+    );
+    assert!(local.iter().all(|f| f["verified"] == true), "{v}");
     let server_log = server.log();
     assert!(
         server_log.contains("PUT"),

@@ -42,7 +42,7 @@ pub async fn snapshot_list(settings: &Settings, json: bool) -> anyhow::Result<()
                 Ok(store) => store.list().await,
                 Err(e) => Err(e),
             };
-            Some((s3.location(), listed.map_err(|e| e.to_string())))
+            Some((s3.location(), listed.map_err(|e| e.describe())))
         }
     };
     if json {

@@ -132,11 +132,12 @@ impl Uploader {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, store = %self.status.location, "snapshot upload failed; the local snapshot is kept");
+                let why = e.describe();
+                tracing::warn!(error = %why, store = %self.status.location, "snapshot upload failed; the local snapshot is kept");
                 self.failed_in_slot = Some(slot);
                 self.status.failures += 1;
                 self.status.failing = true;
-                self.status.last_error = Some(e.to_string());
+                self.status.last_error = Some(why);
                 // A client that could not be built is built again next time.
                 if matches!(
                     e,

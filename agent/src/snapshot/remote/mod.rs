@@ -96,6 +96,24 @@ pub enum RemoteError {
     Timeout { what: String, after: Duration },
 }
 
+impl RemoteError {
+    /// The error with its causes ("... error sending request: ... Connection refused"): the
+    /// HTTP client's top-level messages alone rarely say why.
+    pub fn describe(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(e) = source {
+            let text = e.to_string();
+            if !out.contains(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = e.source();
+        }
+        out
+    }
+}
+
 /// A snapshot in the store, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteEntry {
