@@ -18,7 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use quorate::config::{S3Credentials, S3Section, S3Settings, Secret};
 use quorate::snapshot::file::{Manifest, SnapshotName};
 use quorate::snapshot::list::sha256_file;
-use quorate::snapshot::remote::{fetch_to, use_ring, S3Source};
+use quorate::snapshot::remote::{fetch_to, use_ring, RemoteStore, S3Source};
 use quorate_tests::cluster::FORM_TIMEOUT;
 use quorate_tests::s3::{S3Server, ACCESS_KEY_ID, SECRET_ACCESS_KEY};
 use quorate_tests::{wait_for, Cluster};
@@ -324,4 +324,130 @@ fn etcdctl_snapshot_status(path: &Path) {
         "etcdctl snapshot status {path:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn test_settings(server: &S3Server, retain: usize) -> S3Settings {
+    S3Settings {
+        endpoint: Some(server.endpoint()),
+        bucket: BUCKET.into(),
+        prefix: PREFIX.into(),
+        region: "us-east-1".into(),
+        path_style: true,
+        credentials: Some(S3Credentials {
+            access_key_id: ACCESS_KEY_ID.into(),
+            secret_access_key: Secret::new(SECRET_ACCESS_KEY),
+            session_token: None,
+        }),
+        retain,
+        allow_http: true,
+    }
+}
+
+/// Writes a snapshot-named file of `size` pseudo-random bytes and its manifest into `dir`;
+/// returns the file's path, its manifest's path and its sha256.
+fn fake_snapshot(
+    dir: &Path,
+    name: &SnapshotName,
+    size: usize,
+    sha_override: Option<&str>,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let mut content = Vec::with_capacity(size);
+    let mut x: u64 = name.time ^ 0x9e37_79b9_7f4a_7c15;
+    while content.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        content.extend_from_slice(&x.to_le_bytes());
+    }
+    content.truncate(size);
+    let path = dir.join(name.file_name().unwrap());
+    std::fs::write(&path, &content).unwrap();
+    let sha = sha256_file(&path).unwrap();
+    let manifest = Manifest {
+        cluster_id: format!("{:016x}", name.cluster_id),
+        revision: name.revision,
+        etcd_version: "3.4.23".into(),
+        ca_hash: "sha256:00".into(),
+        node: "n1".into(),
+        time: String::new(),
+        slot: name.time,
+        size: size as u64,
+        sha256: sha_override.unwrap_or(&sha).to_owned(),
+    };
+    let manifest_path = dir.join(name.manifest_name().unwrap());
+    std::fs::write(&manifest_path, manifest.to_json()).unwrap();
+    (path, manifest_path, sha)
+}
+
+#[test]
+fn large_files_go_up_in_parts_and_come_back_whole_and_retention_is_per_cluster() {
+    let server = S3Server::start("snapshot_s3 (store)", BUCKET);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = RemoteStore::new(&test_settings(&server, 2)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let name = |time: u64, cluster_id: u64| SnapshotName {
+        time,
+        cluster_id,
+        revision: 7,
+    };
+
+    // 20 MiB: three parts of a multipart upload.
+    let big = name(1_800_000_000, 0xaa);
+    let (path, manifest, sha) = fake_snapshot(dir.path(), &big, 20 << 20, None);
+    let started = std::time::Instant::now();
+    let key = rt.block_on(store.upload(&path, &manifest)).unwrap();
+    eprintln!("20 MiB uploaded in {:?}", started.elapsed());
+    assert_eq!(key, format!("{PREFIX}{}", big.file_name().unwrap()));
+    let listed = rt.block_on(store.list()).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].snapshot.size, 20 << 20);
+    assert_eq!(listed[0].manifest_sha256.as_deref(), Some(sha.as_str()));
+    let back = dir.path().join("back.db");
+    let (size, got) = rt.block_on(store.download(&key, &back)).unwrap();
+    assert_eq!((size, got.as_str()), (20 << 20, sha.as_str()));
+    assert_eq!(sha256_file(&back).unwrap(), sha);
+    let log = server.log();
+    assert!(
+        log.contains("?uploads") && log.contains("partNumber=3"),
+        "a multipart upload of three parts: {log}"
+    );
+
+    // An object that does not match its manifest is refused, and nothing is left behind.
+    let bad = name(1_800_000_300, 0xaa);
+    let (path, manifest, _) = fake_snapshot(dir.path(), &bad, 1000, Some(&"0".repeat(64)));
+    let key = rt.block_on(store.upload(&path, &manifest)).unwrap();
+    let dst = dir.path().join("bad-restore.db");
+    let e = rt.block_on(store.download(&key, &dst)).unwrap_err();
+    assert!(e.to_string().contains("does not match its manifest"), "{e}");
+    assert!(!dst.exists());
+    assert!(!dir.path().join(".bad-restore.db.part").exists());
+
+    // Retention: cluster 0xaa keeps its 2 newest, cluster 0xbb is left alone.
+    let newer = name(1_800_000_600, 0xaa);
+    let (path, manifest, _) = fake_snapshot(dir.path(), &newer, 1000, None);
+    rt.block_on(store.upload(&path, &manifest)).unwrap();
+    let other = name(1_700_000_000, 0xbb);
+    let (path, manifest, _) = fake_snapshot(dir.path(), &other, 1000, None);
+    rt.block_on(store.upload(&path, &manifest)).unwrap();
+    let removed = rt.block_on(store.prune(0xaa, 2)).unwrap();
+    assert_eq!(
+        removed,
+        vec![format!("{PREFIX}{}", big.file_name().unwrap())]
+    );
+    let left: Vec<SnapshotName> = rt
+        .block_on(store.snapshots())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, vec![other.clone(), bad, newer.clone()]);
+    // retain 0 would still keep the newest.
+    rt.block_on(store.prune(0xaa, 0)).unwrap();
+    let left: Vec<SnapshotName> = rt
+        .block_on(store.snapshots())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(left, vec![other, newer]);
 }

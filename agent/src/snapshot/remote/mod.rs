@@ -33,6 +33,8 @@ const MAX_RETRIES: usize = 3;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Upload part size: files up to this go in one PUT, larger ones as a multipart upload.
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Parts uploaded at once.
+const PART_CONCURRENCY: usize = 2;
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +211,9 @@ impl RemoteStore {
                     source,
                 })?;
         let store: Arc<dyn ObjectStore> = self.store.clone();
-        let mut writer = BufWriter::with_capacity(store, Key::from(key), PART_SIZE);
+        // At most PART_CONCURRENCY parts in flight: memory stays a few parts, whatever the size.
+        let mut writer = BufWriter::with_capacity(store, Key::from(key), PART_SIZE)
+            .with_max_concurrency(PART_CONCURRENCY);
         let copied = async {
             tokio::io::copy(&mut local, &mut writer).await?;
             writer.shutdown().await
