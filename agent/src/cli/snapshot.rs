@@ -70,8 +70,9 @@ pub async fn snapshot_list(settings: &Settings, json: bool) -> anyhow::Result<()
         };
         print!("{}", list::render(dir, &local, &view));
     }
-    if let Some((location, Err(e))) = remote {
-        anyhow::bail!("cannot list the snapshots in {location}: {e}");
+    if let Some((_, Err(e))) = remote {
+        // The error names the store already ("listing s3://...: ...").
+        anyhow::bail!("{e}");
     }
     Ok(())
 }
