@@ -351,17 +351,23 @@ fn fake_snapshot(
     size: usize,
     sha_override: Option<&str>,
 ) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let mut content = Vec::with_capacity(size);
+    // Written in pieces, so that the test process never holds the file (its peak memory is
+    // reported around the upload).
+    let path = dir.join(name.file_name().unwrap());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     let mut x: u64 = name.time ^ 0x9e37_79b9_7f4a_7c15;
-    while content.len() < size {
+    let mut written = 0;
+    while written < size {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        content.extend_from_slice(&x.to_le_bytes());
+        let bytes = x.to_le_bytes();
+        let n = bytes.len().min(size - written);
+        std::io::Write::write_all(&mut out, &bytes[..n]).unwrap();
+        written += n;
     }
-    content.truncate(size);
-    let path = dir.join(name.file_name().unwrap());
-    std::fs::write(&path, &content).unwrap();
+    std::io::Write::flush(&mut out).unwrap();
+    drop(out);
     let sha = sha256_file(&path).unwrap();
     let manifest = Manifest {
         cluster_id: format!("{:016x}", name.cluster_id),
@@ -392,11 +398,17 @@ fn large_files_go_up_in_parts_and_come_back_whole_and_retention_is_per_cluster()
     };
 
     // 20 MiB: three parts of a multipart upload.
+    let peak_before = peak_rss_kib();
     let big = name(1_800_000_000, 0xaa);
     let (path, manifest, sha) = fake_snapshot(dir.path(), &big, 20 << 20, None);
     let started = std::time::Instant::now();
     let key = rt.block_on(store.upload(&path, &manifest)).unwrap();
-    eprintln!("20 MiB uploaded in {:?}", started.elapsed());
+    eprintln!(
+        "20 MiB uploaded in {:?}; peak memory of the test process {} KiB before, {} KiB after",
+        started.elapsed(),
+        peak_before,
+        peak_rss_kib()
+    );
     assert_eq!(key, format!("{PREFIX}{}", big.file_name().unwrap()));
     let listed = rt.block_on(store.list()).unwrap();
     assert_eq!(listed.len(), 1);
@@ -450,4 +462,14 @@ fn large_files_go_up_in_parts_and_come_back_whole_and_retention_is_per_cluster()
         .map(|s| s.name)
         .collect();
     assert_eq!(left, vec![other, newer]);
+}
+
+/// This process's peak resident memory (VmHWM), KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_default()
 }
