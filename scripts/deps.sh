@@ -4,7 +4,7 @@
 #
 #   ensure_build_deps     protoc, a C toolchain, Rust (rustup)
 #   ensure_runtime_deps   etcd-server, etcd-client, curl
-#   ensure_test_deps      cargo-nextest, Prometheus and promtool
+#   ensure_test_deps      cargo-nextest, Prometheus and promtool, moto's S3 server
 #   ensure_package_deps   cargo-deb, cargo-generate-rpm, rpm (to inspect the .rpm)
 #   ensure_e2e_deps       systemd-container, debootstrap, iproute2, util-linux, curl
 #   debian_mirror         the Debian mirror of this machine's own apt sources
@@ -88,6 +88,27 @@ ensure_cargo_tool() {
 ensure_test_deps() {
     ensure_cargo_tool nextest cargo-nextest "$CARGO_NEXTEST_VERSION" any
     ensure_prometheus
+    ensure_moto
+}
+
+# Pinned moto (PyPI) for the S3 tests, and where it lives (tests/src/s3.rs looks there).
+MOTO_VERSION=5.2.5
+MOTO_VENV=/var/cache/quorate-test/moto
+
+# ensure_moto: moto's S3-compatible server in a virtualenv of its own (about a minute the
+# first time; cached afterwards). tests/tests/snapshot_s3.rs starts it on a loopback port.
+ensure_moto() {
+    if [ -x "$MOTO_VENV/bin/moto_server" ] \
+        && "$MOTO_VENV/bin/pip" show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+        return 0
+    fi
+    ensure_apt python3 python3-venv
+    log "installing moto $MOTO_VERSION (S3 test server) into $MOTO_VENV"
+    as_root mkdir -p "$(dirname "$MOTO_VENV")"
+    as_root python3 -m venv "$MOTO_VENV" || die "could not create a Python virtualenv at $MOTO_VENV"
+    as_root "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" >&2 \
+        || die "could not install moto[server]==$MOTO_VERSION from PyPI (the S3 test server)"
+    "$MOTO_VENV/bin/moto_server" --help >/dev/null 2>&1 || die "moto installed, but moto_server does not run"
 }
 
 # ensure_prometheus: the Prometheus server and promtool (Debian's prometheus, 2.42 on Debian 12)

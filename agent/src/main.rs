@@ -5,7 +5,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, EtcdCommand, TokenCommand};
+use quorate::cli::{
+    self, CertCommand, Cli, Command, ConfigCommand, EtcdCommand, SnapshotCommand, TokenCommand,
+};
 use quorate::config::{self, LogFormat, SystemHost, Validated};
 use quorate::token::JoinToken;
 
@@ -98,6 +100,9 @@ fn main() -> ExitCode {
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,
+            Command::Snapshot {
+                command: SnapshotCommand::List { json },
+            } => cli::snapshot_list(&settings, json).await,
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

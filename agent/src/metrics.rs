@@ -173,6 +173,21 @@ impl Scrape<'_> {
                 ConstGauge::new(saturating(size)),
             );
         }
+        if let Some(u) = &s.upload {
+            r.register(
+                "snapshot_upload_failures",
+                "Uploads of snapshots to [snapshot.s3] by this agent that failed",
+                ConstCounter::new(u.failures),
+            );
+            if let Some(at) = u.last_success {
+                r.register_with_unit(
+                    "snapshot_upload_last_success_timestamp",
+                    "When this agent last uploaded a snapshot to [snapshot.s3], in unix seconds",
+                    Unit::Seconds,
+                    ConstGauge::new(saturating(at)),
+                );
+            }
+        }
     }
 
     fn register_defrag(&self, r: &mut Registry) {
@@ -398,6 +413,11 @@ mod tests {
             last_duration_ms: Some(250),
             last_size: Some(20_512),
             failures: 2,
+            upload: Some(crate::snapshot::upload::UploadStatus {
+                failures: 3,
+                last_success: Some(1_800_000_100),
+                ..Default::default()
+            }),
             ..SnapshotStatus::default()
         };
         let text = Scrape {
@@ -418,6 +438,8 @@ mod tests {
             "quorate_snapshot_interval_seconds 21600",
             "quorate_snapshot_last_duration_seconds 0.25",
             "quorate_snapshot_last_size_bytes 20512",
+            "quorate_snapshot_upload_failures_total 3",
+            "quorate_snapshot_upload_last_success_timestamp_seconds 1800000100",
             "quorate_snapshot_failures_total 2",
         ] {
             assert!(l.contains(&want), "{want} missing in:\n{text}");

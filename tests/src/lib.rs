@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod net;
 pub mod netns;
 pub mod prometheus;
+pub mod s3;
 pub mod space;
 pub mod wait;
 pub mod writer;

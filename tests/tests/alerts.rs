@@ -13,6 +13,7 @@ const ALERTS: &[&str] = &[
     "QuorateEtcdDatabaseFragmented",
     "QuorateGossipMemberDown",
     "QuorateSnapshotMissing",
+    "QuorateSnapshotUploadFailing",
 ];
 
 fn ok(what: &str, o: std::process::Output) -> String {

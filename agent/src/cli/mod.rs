@@ -5,6 +5,7 @@ mod cert;
 mod http;
 mod local;
 mod rolling;
+mod snapshot;
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
 pub use rolling::etcd_restart;
+pub use snapshot::snapshot_list;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -71,6 +73,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EtcdCommand,
     },
+    /// Snapshot commands.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +88,17 @@ pub enum EtcdCommand {
         /// One member at a time (required: restarting all at once stops the cluster).
         #[arg(long)]
         rolling: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List the local snapshots (verified against their manifests) and, with [snapshot.s3],
+    /// the store's. Needs no running agent.
+    List {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -7,6 +7,7 @@ mod builder;
 mod error;
 mod host;
 mod load;
+mod s3;
 mod settings;
 mod size;
 mod validate;
@@ -21,6 +22,7 @@ pub use builder::ConfigBuilder;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::{HostProbe, SystemHost};
 pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
+pub use s3::{S3Credentials, S3Section, S3Settings, Secret, DEFAULT_S3_PREFIX, DEFAULT_S3_REGION};
 pub use settings::{
     https_url, EtcdSettings, JoinTarget, MaintenanceSettings, Settings, SnapshotSettings,
 };
@@ -212,6 +214,9 @@ pub struct SnapshotSection {
     /// Where they are written. Unset: `<state_dir>/snapshots`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// Off-site copies in an S3-compatible store; unset: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Section>,
 }
 
 /// The local health endpoint.

@@ -46,6 +46,8 @@ pub struct SnapshotSettings {
     pub retain: usize,
     /// Where snapshot files are written.
     pub dir: PathBuf,
+    /// Where they are uploaded; None: nowhere.
+    pub s3: Option<super::S3Settings>,
 }
 
 /// Resolved maintenance settings.

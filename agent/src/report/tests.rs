@@ -451,6 +451,7 @@ fn with_snapshots() -> StatusReport {
         failures: 1,
         last_error: Some("etcd: the stream was cut".into()),
         message: "slot 1699984800 done".into(),
+        upload: None,
     });
     r
 }

@@ -31,6 +31,9 @@ pub struct SnapshotStatus {
     pub last_error: Option<String>,
     /// What the task does or why it waits.
     pub message: String,
+    /// Uploads to `[snapshot.s3]`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<super::upload::UploadStatus>,
 }
 
 impl SnapshotStatus {
@@ -66,6 +69,9 @@ impl SnapshotStatus {
                 self.last_error.as_deref().unwrap_or("unknown")
             );
         }
+        if let Some(upload) = &self.upload {
+            upload.render(out);
+        }
         if !self.message.is_empty() {
             let _ = writeln!(out, "  {}", self.message);
         }
@@ -90,6 +96,7 @@ mod tests {
             failures: 1,
             last_error: Some("the stream was cut".into()),
             message: "slot 1699984800 is done already".into(),
+            upload: None,
         };
         let mut out = String::new();
         s.render(&mut out);

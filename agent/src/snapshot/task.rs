@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::file::{self, Manifest, SnapshotName, StreamVerifier};
 use super::status::SnapshotStatus;
+use super::upload::Uploader;
 use crate::config::Settings;
 use crate::etcd::client::{connect, ClientTls};
 use crate::etcd::{cluster, EtcdHealth};
@@ -43,6 +44,8 @@ pub struct SnapshotTask {
     /// No new attempt before this, after a failure.
     retry_at: Option<Instant>,
     status: SnapshotStatus,
+    /// Uploads each snapshot this agent takes, when `[snapshot.s3]` is set.
+    uploader: Option<Uploader>,
 }
 
 /// Why a snapshot failed.
@@ -81,7 +84,13 @@ impl SnapshotTask {
             message: "starting".into(),
             ..SnapshotStatus::default()
         };
+        let uploader = settings
+            .snapshot
+            .s3
+            .clone()
+            .map(|s3| Uploader::new(s3, settings.snapshot.dir.clone()));
         Self {
+            uploader,
             settings,
             health,
             material,
@@ -113,6 +122,7 @@ impl SnapshotTask {
             if beating(&heartbeat, &cancel, self.turn()).await.is_none() {
                 return;
             }
+            self.status.upload = self.uploader.as_ref().map(|u| u.status().clone());
             self.published.send_replace(self.status.clone());
         }
     }
@@ -141,6 +151,12 @@ impl SnapshotTask {
             self.status.message = "no schedule slot now".into();
             return;
         };
+        let cluster_id = self.health.borrow().cluster_id;
+        if let (Some(up), Some(cluster_id)) = (self.uploader.as_mut(), cluster_id) {
+            if up.retry_due(slot) {
+                up.run(None, slot, cluster_id).await;
+            }
+        }
         if self.known_done.is_some_and(|d| d >= slot)
             || self.retry_at.is_some_and(|at| Instant::now() < at)
         {
@@ -196,14 +212,21 @@ impl SnapshotTask {
             }
         }
         facts.lock = LockFact::Ours(Job::Snapshot);
+        let mut taken = None;
         match may_run(Job::Snapshot, &facts, now) {
             Decision::Run { slot: Some(slot) } => {
-                self.take_and_record(slot, &health, &tls, &lock).await
+                taken = self.take_and_record(slot, &health, &tls, &lock).await
             }
             Decision::Wait(why) => self.status.message = format!("snapshot waits: {why}"),
             _ => {}
         }
         lock.release().await;
+        // Uploaded without the lock held: a slow store never holds up the next slot.
+        if let (Some(file), Some(up), Some(cluster_id)) =
+            (taken, self.uploader.as_mut(), health.cluster_id)
+        {
+            up.run(Some(&file), slot, cluster_id).await;
+        }
     }
 
     async fn facts(
@@ -248,7 +271,7 @@ impl SnapshotTask {
         health: &EtcdHealth,
         tls: &ClientTls,
         lock: &JobLock,
-    ) {
+    ) -> Option<String> {
         let started = Instant::now();
         tracing::info!(slot, "taking a snapshot");
         match self.take(slot, health, tls, lock).await {
@@ -268,11 +291,12 @@ impl SnapshotTask {
                 );
                 self.status.snapshots += 1;
                 self.status.last_success = Some(unix_secs(SystemTime::now()));
-                self.status.last_file = Some(name);
+                self.status.last_file = Some(name.clone());
                 self.status.last_size = Some(size);
                 self.status.last_duration_ms = Some(duration.as_millis() as u64);
                 self.status.message = format!("slot {slot} done");
                 self.prune();
+                Some(name)
             }
             Err(e) => {
                 tracing::warn!(error = %e, slot, "snapshot failed");
@@ -280,6 +304,7 @@ impl SnapshotTask {
                 self.retry_at = Some(Instant::now() + FAILURE_BACKOFF);
                 self.status.last_error = Some(e.to_string());
                 self.status.message = format!("snapshot of slot {slot} failed: {e}");
+                None
             }
         }
     }

@@ -13,6 +13,7 @@ use crate::pki::CaHash;
 use crate::token::JoinToken;
 
 mod etcd;
+mod s3;
 
 pub use etcd::{parse_etcd_version, MIN_ETCD_VERSION};
 
@@ -107,7 +108,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
     }
     let etcd = etcd::resolve_etcd(config, host, &mut errors, &mut warnings);
     let maintenance = resolve_maintenance(config, &mut errors);
-    let snapshot = resolve_snapshot(config, &mut errors);
+    let snapshot = resolve_snapshot(config, host, &mut errors);
 
     match (name, advertise, bind, token, etcd, maintenance, snapshot) {
         (
@@ -182,7 +183,11 @@ fn resolve_maintenance(
 }
 
 /// Resolves the `[snapshot]` section.
-fn resolve_snapshot(config: &Config, errors: &mut Vec<ConfigError>) -> Option<SnapshotSettings> {
+fn resolve_snapshot(
+    config: &Config,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SnapshotSettings> {
     let text = config
         .snapshot
         .schedule
@@ -224,11 +229,16 @@ fn resolve_snapshot(config: &Config, errors: &mut Vec<ConfigError>) -> Option<Sn
         ));
         return None;
     }
+    let s3 = match &config.snapshot.s3 {
+        Some(section) => Some(s3::resolve_s3(section, retain, host, errors)?),
+        None => None,
+    };
     Some(SnapshotSettings {
         schedule: schedule?,
         schedule_text: text,
         retain: retain as usize,
         dir,
+        s3,
     })
 }
 
@@ -443,3 +453,5 @@ fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
 mod tests;
 #[cfg(test)]
 mod tests_etcd;
+#[cfg(test)]
+mod tests_s3;
