@@ -39,7 +39,7 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
-use crate::snapshot::{SnapshotStatus, SnapshotTask};
+use crate::snapshot::{OnDemand, SnapshotStatus, SnapshotTask};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (defrag_tx, defrag_rx) = mpsc::channel(4);
     let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
     let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
+    let (snapshot_progress_tx, snapshot_progress) = watch::channel(None);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -191,12 +192,21 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health.clone(),
         material.clone(),
         snapshot_status_tx,
+        snapshot_progress_tx.clone(),
         live.register("snapshot"),
+    );
+    let on_demand = OnDemand::new(
+        settings.clone(),
+        health.clone(),
+        material.clone(),
+        snapshot_progress_tx,
+        cancel.clone(),
     );
     let control = control::Routes {
         controller: control_tx,
         defrag: defrag_tx,
         defrag_status: defrag_status.clone(),
+        snapshot: on_demand,
     };
     let live = Arc::new(live);
     let health_state = HealthState::new(
@@ -211,7 +221,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         counters,
         live.clone(),
     );
-    let notifier = Notifier::new(status, live);
+    let notifier = Notifier::new(status, live).with_snapshot_progress(snapshot_progress);
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
     tasks.spawn(joiner.run(cancel.clone()));

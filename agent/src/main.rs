@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, TokenCommand};
+use quorate::cli::{self, CertCommand, Cli, Command, ConfigCommand, SnapshotCommand, TokenCommand};
 use quorate::config::{self, LogFormat, SystemHost, Validated};
 use quorate::token::JoinToken;
 
@@ -95,6 +95,9 @@ fn main() -> ExitCode {
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,
+            Command::Snapshot {
+                command: SnapshotCommand::Save { out, force },
+            } => cli::snapshot_save(&settings, out.as_deref(), force).await,
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

@@ -4,6 +4,8 @@
 mod cert;
 mod http;
 mod local;
+pub mod progress;
+mod save;
 
 use std::path::PathBuf;
 
@@ -11,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
+pub use save::snapshot_save;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -61,6 +64,25 @@ pub enum Command {
     /// down. Prints each member's database size before and after.
     Defrag {
         /// Defragment the reachable members even while a voter is down.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Snapshot commands.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a verified snapshot now (as the scheduled ones: same lock, naming, manifest and
+    /// encryption). Without --out it is kept in the snapshot directory.
+    Save {
+        /// Write it to FILE instead (by this process, with your permissions).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace FILE if it exists.
         #[arg(long)]
         force: bool,
     },

@@ -208,6 +208,9 @@ pub struct SnapshotSection {
     /// Where they are written. Unset: `<state_dir>/snapshots`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
+    /// An age X25519 identity file (`age-keygen`): snapshots are then stored encrypted to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// The local health endpoint.

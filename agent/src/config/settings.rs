@@ -46,6 +46,8 @@ pub struct SnapshotSettings {
     pub retain: usize,
     /// Where snapshot files are written.
     pub dir: PathBuf,
+    /// The age identity snapshots are encrypted to; None: stored plain.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Resolved maintenance settings.
