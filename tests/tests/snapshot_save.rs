@@ -10,7 +10,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
 use quorate::snapshot::crypt::{decrypt_to, is_encrypted, CryptError};
