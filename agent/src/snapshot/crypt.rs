@@ -66,7 +66,7 @@ pub enum CryptError {
     )]
     Corrupted { path: PathBuf, why: String },
     /// The plaintext is not the snapshot etcd sent.
-    #[error("{path} decrypts, but {source}")]
+    #[error("{path} is not a good snapshot: {source}. Take or fetch another copy")]
     Integrity {
         path: PathBuf,
         #[source]

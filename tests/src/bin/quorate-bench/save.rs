@@ -2,7 +2,8 @@
 //! of one three-member cluster, alternating which goes first, round after round, each run
 //! under `/usr/bin/time -f "%e %M"` (wall seconds, peak RSS in KiB). quorate's side is the
 //! CLI process (which writes the file) plus what the agent adds: its peak RSS (VmHWM) is
-//! read before and after all rounds.
+//! read before and after all rounds. A third column is the same save through agent 2, which
+//! has `snapshot.encryption_key_file` set (age encryption while streaming).
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +17,8 @@ use quorate_tests::{etcdctl_bin, quorate_bin, space, Cluster};
 const VALUE: usize = 100 * 1024;
 /// Puts in flight at once while loading.
 const PARALLEL: usize = 8;
+/// The agent with encryption at rest.
+const ENCRYPTED: usize = 2;
 
 /// One run: wall seconds and peak RSS in KiB.
 #[derive(Clone, Copy, Debug)]
@@ -29,6 +32,7 @@ pub struct Run {
 pub struct SaveRound {
     pub quorate: Run,
     pub etcdctl: Run,
+    pub encrypted: Run,
     pub quorate_first: bool,
 }
 
@@ -76,8 +80,23 @@ fn vm_hwm(pid: u32) -> u64 {
 
 /// Loads `mb` MB into a fresh cluster, then runs `rounds` alternating rounds.
 pub async fn run(mb: usize, rounds: usize) -> (Vec<SaveRound>, AgentRss, u64) {
-    let mut c = Cluster::with(3, |_, b| {
-        b.with(|cfg| cfg.snapshot.schedule = Some(String::new()))
+    let keys_dir = tempfile::tempdir().expect("temp dir");
+    let key = keys_dir.path().join("snapshot-key.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        std::fs::write(&key, identity.to_string().expose_secret()).expect("write key");
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod key");
+    }
+    let mut c = Cluster::with(3, |i, b| {
+        let key = key.clone();
+        b.with(move |cfg| {
+            cfg.snapshot.schedule = Some(String::new());
+            if i == ENCRYPTED {
+                cfg.snapshot.encryption_key_file = Some(key);
+            }
+        })
     });
     c.start_all();
     c.wait_ready(FORM_TIMEOUT);
@@ -126,16 +145,19 @@ pub async fn run(mb: usize, rounds: usize) -> (Vec<SaveRound>, AgentRss, u64) {
     let mut results = Vec::new();
     for round in 0..rounds {
         let q_out = work.path().join(format!("quorate-{round}.db"));
+        let s_out = work.path().join(format!("quorate-{round}.db.age"));
         let e_out = work.path().join(format!("etcdctl-{round}.db"));
-        let quorate = || {
+        let save = |agent: usize, out: &Path| {
             let mut cmd = Command::new(quorate_bin());
             cmd.arg("--config")
-                .arg(c.agents[0].config_path())
+                .arg(c.agents[agent].config_path())
                 .args(["snapshot", "save", "--out"])
-                .arg(&q_out)
+                .arg(out)
                 .env_remove("QUORATE_CONFIG");
-            timed(cmd, &q_out)
+            timed(cmd, out)
         };
+        let quorate = || save(0, &q_out);
+        let encrypted = || save(ENCRYPTED, &s_out);
         let etcdctl = || {
             let mut cmd = Command::new(etcdctl_bin());
             cmd.arg("--endpoints")
@@ -152,16 +174,19 @@ pub async fn run(mb: usize, rounds: usize) -> (Vec<SaveRound>, AgentRss, u64) {
             timed(cmd, &e_out)
         };
         let quorate_first = round % 2 == 0;
-        let (q, e) = if quorate_first {
+        let (q, e, s) = if quorate_first {
             let q = quorate();
-            (q, etcdctl())
-        } else {
             let e = etcdctl();
-            (quorate(), e)
+            (q, e, encrypted())
+        } else {
+            let s = encrypted();
+            let e = etcdctl();
+            (quorate(), e, s)
         };
         results.push(SaveRound {
             quorate: q,
             etcdctl: e,
+            encrypted: s,
             quorate_first,
         });
     }
@@ -182,36 +207,49 @@ pub fn report(rounds: &[SaveRound], agent: &AgentRss, db_size: u64) {
         mib(db_size)
     );
     println!(
-        "{:>5} {:>6} {:>10} {:>12} {:>10} {:>12} {:>7} {:>10}",
-        "round", "first", "quorate s", "q RSS MiB", "etcdctl s", "e RSS MiB", "ratio", "file MiB"
+        "{:>5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10} {:>10}",
+        "round",
+        "order",
+        "quorate s",
+        "q RSS MiB",
+        "etcdctl s",
+        "e RSS MiB",
+        "ratio",
+        "q+age s",
+        "a RSS MiB",
+        "file MiB"
     );
     for (i, r) in rounds.iter().enumerate() {
         println!(
-            "{:>5} {:>6} {:>10.2} {:>12.1} {:>10.2} {:>12.1} {:>7.2} {:>10.1}",
+            "{:>5} {:>6} {:>10.2} {:>10.1} {:>10.2} {:>10.1} {:>7.2} {:>10.2} {:>10.1} {:>10.1}",
             i + 1,
-            if r.quorate_first { "q" } else { "e" },
+            if r.quorate_first { "q,e,a" } else { "a,e,q" },
             r.quorate.wall,
             r.quorate.rss_kib as f64 / 1024.0,
             r.etcdctl.wall,
             r.etcdctl.rss_kib as f64 / 1024.0,
             r.quorate.wall / r.etcdctl.wall.max(0.001),
+            r.encrypted.wall,
+            r.encrypted.rss_kib as f64 / 1024.0,
             mib(r.quorate.bytes)
         );
     }
     let q = median(rounds.iter().map(|r| r.quorate.wall).collect());
     let e = median(rounds.iter().map(|r| r.etcdctl.wall).collect());
+    let a = median(rounds.iter().map(|r| r.encrypted.wall).collect());
     let qr = median(rounds.iter().map(|r| r.quorate.rss_kib as f64).collect());
     let er = median(rounds.iter().map(|r| r.etcdctl.rss_kib as f64).collect());
     println!(
         "median of {}: quorate {q:.2} s, etcdctl {e:.2} s (ratio {:.2}); peak RSS quorate CLI \
          {:.1} MiB, etcdctl {:.1} MiB (ratio {:.2}); the agent's peak RSS {:.1} MiB before the \
-         rounds, {:.1} MiB after",
+         rounds, {:.1} MiB after; encrypted save {a:.2} s (ratio to etcdctl {:.2})",
         rounds.len(),
         q / e.max(0.001),
         qr / 1024.0,
         er / 1024.0,
         qr / er.max(1.0),
         agent.before as f64 / 1024.0,
-        agent.after as f64 / 1024.0
+        agent.after as f64 / 1024.0,
+        a / e.max(0.001)
     );
 }
