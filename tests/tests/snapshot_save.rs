@@ -1,23 +1,29 @@
 //! `quorate snapshot save` on a real three-member cluster (scheduled snapshots off): into the
 //! snapshot directory and with `--out`, both files pass `etcdctl snapshot status`; `--out`
-//! never replaces a file without `--force`, and refuses a missing directory. Agent 2 has
+//! never replaces a file without `--force`, and refuses a missing directory. The third agent has
 //! `snapshot.encryption_key_file`: its snapshots are age files that etcdctl refuses,
 //! `decrypt_to` with the key gives a snapshot that etcdctl restores and a throwaway etcd
 //! serves with every key, and the wrong key is named as such. A save into a full 1 MiB tmpfs
 //! says the disk is full, names the file, and leaves nothing behind and nothing replaced. An
-//! unreadable key and a stopped agent are clear errors.
+//! exposed key and a stopped agent are clear errors. A save waits while another process holds
+//! the snapshot job lock, and records no schedule slot.
 
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
+use quorate::jobs::Job;
 use quorate::snapshot::crypt::{decrypt_to, is_encrypted, CryptError};
 use quorate::snapshot::file::{sha256_hex, Manifest, SnapshotName};
 use quorate_tests::cluster::FORM_TIMEOUT;
 use quorate_tests::{etcdctl_bin, space, wait_for, Cluster};
 
 const PLAIN: usize = 0;
+/// A killed holder's lease (15 s) must expire before the save gets the lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 const SEALED: usize = 2;
 
 fn write_key(path: &Path) {
@@ -167,6 +173,35 @@ fn serve_restored(db: &Path, dir: &Path, ip: std::net::IpAddr) -> (Throwaway, St
         .spawn()
         .expect("start etcd");
     (Throwaway(child), client)
+}
+
+/// A `quorate-job-holder` process, killed when dropped.
+struct Holder(Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Holds the snapshot job lock from another process, as agent `i`'s node.
+fn hold_snapshot_lock(c: &Cluster, i: usize) -> Holder {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_quorate-job-holder"))
+        .arg(c.agents[i].state_dir().join("pki"))
+        .arg(&c.agents[i].name)
+        .arg(Job::Snapshot.name())
+        .arg(c.client_url(i))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quorate-job-holder");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let holder = Holder(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert!(line.starts_with("acquired "), "holder: {line:?}");
+    holder
 }
 
 #[test]
@@ -386,6 +421,52 @@ fn save_out_encryption_and_bad_input() {
             work.path().join("after.db").to_str().unwrap(),
         ]),
         "save after the failures",
+    );
+
+    // Saves neither record nor use up a schedule slot.
+    let slot_key = Job::Snapshot.slot_key();
+    let slot = c.etcdctl_ok(PLAIN, &cert, &["get", &slot_key]);
+    assert!(slot.trim().is_empty(), "{slot_key} = {slot}");
+
+    // The job lock: while another process holds it, a save waits and writes nothing; once
+    // the holder is gone (killed: its lease expires) the save completes.
+    let holder = hold_snapshot_lock(&c, 1);
+    let waiting = work.path().join("waiting.db");
+    let mut save = c.agents[PLAIN]
+        .command()
+        .arg("--config")
+        .arg(c.agents[PLAIN].config_path())
+        .args(["snapshot", "save", "--out"])
+        .arg(&waiting)
+        .env_remove("QUORATE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start quorate snapshot save");
+    wait_for("the save to wait for the job lock", FORM_TIMEOUT, || {
+        let waits = c.agents[PLAIN]
+            .log()
+            .matches("on-demand snapshot waits for the job lock")
+            .count();
+        if waits > 0 {
+            Ok(())
+        } else {
+            Err("no wait logged".into())
+        }
+    });
+    assert!(save.try_wait().unwrap().is_none(), "the save did not wait");
+    assert!(!waiting.exists());
+    drop(holder);
+    let status = wait_for("the save to finish after the holder", LOCK_TIMEOUT, || {
+        save.try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_owned())
+    });
+    let out = save.wait_with_output().unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(
+        &etcdctl_status(&waiting),
+        "etcdctl status of the save that waited",
     );
 
     // No agent running: a clear error.

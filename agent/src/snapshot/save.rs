@@ -192,12 +192,17 @@ impl OnDemand {
 /// Waits for the snapshot job lock up to [`LOCK_WAIT`].
 async fn acquire(locks: &JobLocks) -> Result<JobLock, TakeError> {
     let deadline = Instant::now() + LOCK_WAIT;
+    let mut logged = false;
     loop {
         let why = match locks.try_acquire(Job::Snapshot).await {
             Ok(Acquired::Held(lock)) => return Ok(lock),
             Ok(Acquired::Busy(holder)) => format!("the snapshot job lock is held by {holder}"),
             Err(e) => format!("cannot take the snapshot job lock: {e}"),
         };
+        if !logged {
+            logged = true;
+            tracing::info!(why = %why, "on-demand snapshot waits for the job lock");
+        }
         if Instant::now() >= deadline {
             return Err(TakeError::Io(format!(
                 "{why} (waited {}s): try again when it is done",
