@@ -141,6 +141,18 @@ mod tests {
     }
 
     #[test]
+    fn the_terminal_bar_takes_totals_and_bytes() {
+        let mut p = BytesProgress::with_terminal("snapshot", true);
+        p.set(10);
+        p.set_total(Some(5));
+        p.add(100);
+        p.set_total(None);
+        assert_eq!(p.line(), "snapshot: 110 B");
+        p.finish("verified");
+        BytesProgress::with_terminal("restore", true).abandon();
+    }
+
+    #[test]
     fn the_templates_are_valid() {
         for total in [None, Some(1)] {
             assert!(ProgressStyle::with_template(template(total)).is_ok());
