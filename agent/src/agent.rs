@@ -40,7 +40,7 @@ use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStat
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
 use crate::rolling::{RollingStatus, RollingTask};
-use crate::snapshot::{SnapshotStatus, SnapshotTask};
+use crate::snapshot::{OnDemand, SnapshotStatus, SnapshotTask};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
     let (rolling_tx, rolling_rx) = mpsc::channel(4);
     let (rolling_status_tx, rolling_status) = watch::channel(RollingStatus::default());
+    let (snapshot_progress_tx, snapshot_progress) = watch::channel(None);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -194,6 +195,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health.clone(),
         material.clone(),
         snapshot_status_tx,
+        snapshot_progress_tx.clone(),
         live.register("snapshot"),
     );
     let rolling = RollingTask {
@@ -206,11 +208,19 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         published: rolling_status_tx,
         heartbeat: live.register("etcd restarts"),
     };
+    let on_demand = OnDemand::new(
+        settings.clone(),
+        health.clone(),
+        material.clone(),
+        snapshot_progress_tx,
+        cancel.clone(),
+    );
     let control = control::Routes {
         controller: control_tx,
         defrag: defrag_tx,
         defrag_status: defrag_status.clone(),
         rolling: rolling_tx,
+        snapshot: on_demand,
     };
     let live = Arc::new(live);
     let mut health_state = HealthState::new(
@@ -226,7 +236,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         live.clone(),
     );
     health_state.rolling = Some(rolling_status);
-    let notifier = Notifier::new(status, live);
+    let notifier = Notifier::new(status, live).with_snapshot_progress(snapshot_progress);
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
     tasks.spawn(joiner.run(cancel.clone()));

@@ -1,7 +1,8 @@
 //! The local control socket: `<state_dir>/control.sock`, mode 0600, so only root and the
 //! service user can reach it. It carries the operator's requests that change the cluster
 //! (`quorate leave` for the controller, `quorate defrag` for the defragmentation task), which
-//! must not be open to every local user as the health port is, and the defragmentation
+//! must not be open to every local user as the health port is, `quorate snapshot save`
+//! (whose answer streams, see [`crate::snapshot::wire`]), and the defragmentation
 //! status that `quorate status` adds to the health endpoint's report.
 
 use std::os::unix::fs::PermissionsExt;
@@ -70,6 +71,8 @@ pub struct Routes {
     pub defrag_status: watch::Receiver<DefragStatus>,
     /// `quorate etcd restart --rolling`.
     pub rolling: mpsc::Sender<RollingCommand>,
+    /// `quorate snapshot save`.
+    pub snapshot: crate::snapshot::OnDemand,
 }
 
 /// Serves the socket until `cancel`.
@@ -82,6 +85,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
             "/v1/etcd/restart",
             post(rolling_request).get(rolling_progress),
         )
+        .route("/v1/snapshot/save", post(snapshot_save))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -119,6 +123,26 @@ async fn defrag(
         return stopping();
     }
     wait_answer(answer, DEFRAG_REQUEST_TIMEOUT).await
+}
+
+#[derive(Deserialize)]
+struct SaveParams {
+    /// Stream the file to the client instead of saving it in the snapshot directory.
+    #[serde(default)]
+    out: bool,
+}
+
+async fn snapshot_save(
+    State(routes): State<Routes>,
+    Query(params): Query<SaveParams>,
+) -> axum::response::Response {
+    use crate::snapshot::save::Target;
+    let target = if params.out {
+        Target::Client
+    } else {
+        Target::Dir
+    };
+    axum::response::Response::new(axum::body::Body::new(routes.snapshot.start(target)))
 }
 
 async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {

@@ -68,6 +68,19 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
     result
 }
 
+/// Rewords "no space left on device" so that what the user reads says the disk is full
+/// (the path is added by the caller's [`FsError`]); other errors pass unchanged.
+pub fn explain_full(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::StorageFull {
+        io::Error::new(
+            io::ErrorKind::StorageFull,
+            "the disk is full (no space left on device): free space there or choose another place",
+        )
+    } else {
+        e
+    }
+}
+
 /// Creates a new, empty private file (mode [`MODE_PRIVATE`]) for content streamed in pieces
 /// (a snapshot): it fails if `path` exists, so two writers never share a temporary file. Write
 /// to it, then [`persist`] it under its final name.
@@ -88,7 +101,8 @@ pub fn create_private_new(path: &Path) -> Result<File, FsError> {
 /// that `dest` appears only complete and survives a crash. On failure `tmp` is removed.
 pub fn persist(file: File, tmp: &Path, dest: &Path) -> Result<(), FsError> {
     let result = (|| {
-        file.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
+        file.sync_all()
+            .map_err(|e| FsError::new("fsync", tmp, explain_full(e)))?;
         drop(file);
         fs::rename(tmp, dest).map_err(|e| FsError::new("rename", dest, e))?;
         sync_dir(dest.parent().unwrap_or_else(|| Path::new(".")))
@@ -96,6 +110,21 @@ pub fn persist(file: File, tmp: &Path, dest: &Path) -> Result<(), FsError> {
     if result.is_err() {
         let _ = fs::remove_file(tmp);
     }
+    result
+}
+
+/// Like [`persist`], but never replaces an existing `dest` (fails with `AlreadyExists`): the
+/// file takes its name through a hard link, which the kernel refuses atomically.
+pub fn persist_new(file: File, tmp: &Path, dest: &Path) -> Result<(), FsError> {
+    let result = (|| {
+        file.sync_all()
+            .map_err(|e| FsError::new("fsync", tmp, explain_full(e)))?;
+        drop(file);
+        fs::hard_link(tmp, dest).map_err(|e| FsError::new("create", dest, e))?;
+        fs::remove_file(tmp).map_err(|e| FsError::new("remove", tmp, e))?;
+        sync_dir(dest.parent().unwrap_or_else(|| Path::new(".")))
+    })();
+    let _ = fs::remove_file(tmp);
     result
 }
 

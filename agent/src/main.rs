@@ -103,6 +103,9 @@ fn main() -> ExitCode {
             Command::Snapshot {
                 command: SnapshotCommand::List { json },
             } => cli::snapshot_list(&settings, json).await,
+            Command::Snapshot {
+                command: SnapshotCommand::Save { out, force },
+            } => cli::snapshot_save(&settings, out.as_deref(), force).await,
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
 use crate::node::NodeStatus;
+use crate::snapshot::take::Progress;
 
 /// How often, while not ready, the start timeout is extended, and by how much.
 const EXTEND_EVERY: Duration = Duration::from_secs(20);
@@ -28,11 +29,23 @@ fn send(states: &[NotifyState<'_>]) {
 pub struct Notifier {
     pub status: watch::Receiver<NodeStatus>,
     pub liveness: Arc<Liveness>,
+    /// Bytes done of a snapshot being taken, added to STATUS= while it runs.
+    pub snapshot: Option<watch::Receiver<Option<Progress>>>,
 }
 
 impl Notifier {
     pub fn new(status: watch::Receiver<NodeStatus>, liveness: Arc<Liveness>) -> Self {
-        Self { status, liveness }
+        Self {
+            status,
+            liveness,
+            snapshot: None,
+        }
+    }
+
+    /// Adds "taking snapshot: N MiB" to STATUS= while a snapshot is taken.
+    pub fn with_snapshot_progress(mut self, progress: watch::Receiver<Option<Progress>>) -> Self {
+        self.snapshot = Some(progress);
+        self
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -45,8 +58,10 @@ impl Notifier {
         loop {
             {
                 let status = self.status.borrow_and_update();
-                if status.message != last_status {
-                    last_status = status.message.clone();
+                let progress = self.snapshot.as_mut().and_then(|p| *p.borrow_and_update());
+                let line = status_line(&status.message, progress);
+                if line != last_status {
+                    last_status = line;
                     send(&[NotifyState::Status(&last_status)]);
                 }
                 if status.ready && !ready_sent {
@@ -59,6 +74,7 @@ impl Notifier {
                 biased;
                 _ = cancel.cancelled() => break,
                 changed = self.status.changed() => if changed.is_err() { break },
+                Some(()) = snapshot_changed(&mut self.snapshot) => {}
                 _ = ping.tick(), if watchdog.is_some() => {
                     let stale = self.liveness.stale(watchdog.unwrap_or_default());
                     if stale.is_empty() {
@@ -73,5 +89,39 @@ impl Notifier {
             }
         }
         send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+}
+
+/// STATUS=: the controller's line, and a snapshot's progress while one is taken.
+fn status_line(message: &str, snapshot: Option<Progress>) -> String {
+    match snapshot {
+        Some(p) => format!("{message}; taking snapshot: {} MiB", p.done >> 20),
+        None => message.to_owned(),
+    }
+}
+
+/// Resolves when the snapshot progress changes; never when there is none to follow.
+async fn snapshot_changed(progress: &mut Option<watch::Receiver<Option<Progress>>>) -> Option<()> {
+    match progress {
+        Some(p) => p.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_says_how_far_a_snapshot_is() {
+        assert_eq!(status_line("ready", None), "ready");
+        let p = Progress {
+            total: Some(200 << 20),
+            done: (12 << 20) + 5,
+        };
+        assert_eq!(
+            status_line("ready", Some(p)),
+            "ready; taking snapshot: 12 MiB"
+        );
     }
 }

@@ -179,7 +179,7 @@ impl Agent {
 
     /// The `quorate` binary, inside the agent's network namespace if it has one. `ip netns
     /// exec` execs in place, so the child's pid is the agent's.
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");

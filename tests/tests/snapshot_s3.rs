@@ -379,6 +379,8 @@ fn fake_snapshot(
         slot: name.time,
         size: size as u64,
         sha256: sha_override.unwrap_or(&sha).to_owned(),
+        encrypted: false,
+        plaintext_sha256: None,
     };
     let manifest_path = dir.join(name.manifest_name().unwrap());
     std::fs::write(&manifest_path, manifest.to_json()).unwrap();

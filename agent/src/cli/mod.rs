@@ -4,7 +4,9 @@
 mod cert;
 mod http;
 mod local;
+pub mod progress;
 mod rolling;
+mod save;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use clap::{Parser, Subcommand};
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
 pub use rolling::etcd_restart;
+pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
@@ -99,6 +102,16 @@ pub enum SnapshotCommand {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Take a verified snapshot now (as the scheduled ones: same lock, naming, manifest and
+    /// encryption). Without --out it is kept in the snapshot directory.
+    Save {
+        /// Write it to FILE instead (by this process, with your permissions).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -217,6 +217,9 @@ pub struct SnapshotSection {
     /// Off-site copies in an S3-compatible store; unset: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Section>,
+    /// An age X25519 identity file (`age-keygen`): snapshots are then stored encrypted to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// The local health endpoint.

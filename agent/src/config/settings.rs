@@ -48,6 +48,8 @@ pub struct SnapshotSettings {
     pub dir: PathBuf,
     /// Where they are uploaded; None: nowhere.
     pub s3: Option<super::S3Settings>,
+    /// The age identity snapshots are encrypted to; None: stored plain.
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Resolved maintenance settings.

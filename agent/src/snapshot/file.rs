@@ -5,7 +5,8 @@
 //! its last 32 bytes as it streams in ([`StreamVerifier`]) and comparing. A name carries the cluster ID (hex), the slot's UTC time and
 //! the revision, `quorate-<cluster id>-<YYYYmmddTHHMMSSZ>-r<revision>.db`, so files of one
 //! directory sort by time and files of different clusters never mix; the manifest next to
-//! it (`<same stem>.json`) says what it is without opening it.
+//! it (`<same stem>.json`) says what it is without opening it. An encrypted snapshot is named
+//! `<same stem>.db.age` (see [`super::crypt`]); retention treats both forms alike.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -20,6 +21,8 @@ pub const HASH_LEN: usize = 32;
 pub const PREFIX: &str = "quorate-";
 /// Extension of a snapshot file.
 pub const DB_EXT: &str = ".db";
+/// Extension of an encrypted snapshot file (an age file of the `.db`).
+pub const DB_AGE_EXT: &str = ".db.age";
 /// Extension of its manifest.
 pub const MANIFEST_EXT: &str = ".json";
 
@@ -49,15 +52,42 @@ impl SnapshotName {
         ))
     }
 
+    /// The file name of the encrypted form, `<same stem>.db.age`.
+    pub fn encrypted_file_name(&self) -> Option<String> {
+        Some(format!("{}{}", self.file_name()?, super::crypt::AGE_EXT))
+    }
+
+    /// The file name, encrypted or not.
+    pub fn file_name_for(&self, encrypted: bool) -> Option<String> {
+        if encrypted {
+            self.encrypted_file_name()
+        } else {
+            self.file_name()
+        }
+    }
+
     /// The manifest's file name next to it.
     pub fn manifest_name(&self) -> Option<String> {
         let db = self.file_name()?;
         Some(format!("{}{MANIFEST_EXT}", db.strip_suffix(DB_EXT)?))
     }
 
-    /// Reads a snapshot file name; None for any other file (temporary files included).
+    /// Reads a snapshot file name, plain (`.db`) or encrypted (`.db.age`); None for any other
+    /// file (temporary files included).
     pub fn parse(file_name: &str) -> Option<Self> {
-        let stem = file_name.strip_prefix(PREFIX)?.strip_suffix(DB_EXT)?;
+        Self::parse_file(file_name).map(|(name, _)| name)
+    }
+
+    /// Like [`Self::parse`], and says whether the name is the encrypted form.
+    pub fn parse_file(file_name: &str) -> Option<(Self, bool)> {
+        let (stem, encrypted) = match file_name.strip_suffix(DB_AGE_EXT) {
+            Some(stem) => (stem, true),
+            None => (file_name.strip_suffix(DB_EXT)?, false),
+        };
+        Self::parse_stem(stem.strip_prefix(PREFIX)?).map(|n| (n, encrypted))
+    }
+
+    fn parse_stem(stem: &str) -> Option<Self> {
         let mut parts = stem.splitn(3, '-');
         let cluster = parts.next()?;
         let time = parts.next()?;
@@ -198,6 +228,13 @@ pub struct Manifest {
     pub size: u64,
     /// The sha256 of the whole file, hex.
     pub sha256: String,
+    /// Whether the file is encrypted (an age file; see [`super::crypt`]).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// The sha256 of the snapshot as etcd sent it (hex); the same as `sha256` when not
+    /// encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plaintext_sha256: Option<String>,
 }
 
 impl Manifest {
@@ -271,7 +308,15 @@ mod tests {
             n.manifest_name().unwrap(),
             "quorate-deadbeef00123456-20231114T221320Z-r42.json"
         );
-        assert_eq!(SnapshotName::parse(&file), Some(n));
+        assert_eq!(SnapshotName::parse(&file), Some(n.clone()));
+        assert_eq!(SnapshotName::parse_file(&file), Some((n.clone(), false)));
+        let sealed = n.encrypted_file_name().unwrap();
+        assert_eq!(
+            sealed,
+            "quorate-deadbeef00123456-20231114T221320Z-r42.db.age"
+        );
+        assert_eq!(n.file_name_for(true).as_ref(), Some(&sealed));
+        assert_eq!(SnapshotName::parse_file(&sealed), Some((n.clone(), true)));
         let small = SnapshotName {
             cluster_id: 1,
             ..name(0, 0)
@@ -300,6 +345,16 @@ mod tests {
         assert!(is_snapshot(Path::new(
             "/x/quorate-deadbeef00123456-20231114T221320Z-r42.db"
         )));
+        assert!(is_snapshot(Path::new(
+            "/x/quorate-deadbeef00123456-20231114T221320Z-r42.db.age"
+        )));
+        for other in [
+            "quorate-deadbeef00123456-20231114T221320Z-r42.age",
+            "quorate-deadbeef00123456-20231114T221320Z-r42.db.age.tmp",
+            ".quorate-snapshot-1.db.age.tmp",
+        ] {
+            assert_eq!(SnapshotName::parse(other), None, "{other}");
+        }
     }
 
     fn with_hash(data: &[u8]) -> Vec<u8> {
@@ -384,11 +439,18 @@ mod tests {
     fn a_listing_yields_snapshots_oldest_first() {
         let a = name(200, 2).file_name().unwrap();
         let b = name(100, 1).file_name().unwrap();
-        let listed = snapshots_in([a.as_str(), "notes.txt", b.as_str()]);
+        let c = name(300, 3).encrypted_file_name().unwrap();
+        let listed = snapshots_in([c.as_str(), a.as_str(), "notes.txt", b.as_str()]);
         assert_eq!(
             listed,
-            vec![(name(100, 1), b.clone()), (name(200, 2), a.clone())]
+            vec![
+                (name(100, 1), b.clone()),
+                (name(200, 2), a.clone()),
+                (name(300, 3), c.clone())
+            ]
         );
+        let all: Vec<SnapshotName> = listed.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(to_prune(&all, 1), vec![name(100, 1), name(200, 2)]);
     }
 
     #[test]
@@ -403,6 +465,8 @@ mod tests {
             slot: 1_700_000_000,
             size: 20_512,
             sha256: sha256_hex(b""),
+            encrypted: false,
+            plaintext_sha256: None,
         };
         assert_eq!(m.time, "2023-11-14T22:13:20Z");
         assert_eq!(

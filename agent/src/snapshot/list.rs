@@ -250,6 +250,8 @@ mod tests {
                 slot: time,
                 size: content.len() as u64,
                 sha256: sha.into(),
+                encrypted: false,
+                plaintext_sha256: None,
             };
             std::fs::write(dir.join(name.manifest_name().unwrap()), m.to_json()).unwrap();
         }

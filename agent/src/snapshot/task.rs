@@ -5,21 +5,20 @@
 //! records the slot and prunes old files. Its etcd IO runs inside [`beating`], so shutdown
 //! cancels it at once (the temporary file is removed when the next run starts over it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::file::{self, Manifest, SnapshotName, StreamVerifier};
+use super::file::{self, SnapshotName};
 use super::status::SnapshotStatus;
+use super::take::{save_to_dir, unix_secs, Naming, Progress, TakeError};
 use super::upload::Uploader;
 use crate::config::Settings;
-use crate::etcd::client::{connect, ClientTls};
+use crate::etcd::client::ClientTls;
 use crate::etcd::{cluster, EtcdHealth};
-use crate::fsutil;
 use crate::jobs::policy::{ClusterFacts, LockFact, MemberFact};
 use crate::jobs::{may_run, Acquired, Decision, Job, JobLock, JobLocks};
 use crate::liveness::{beating, Heartbeat};
@@ -29,8 +28,6 @@ use crate::pki::TlsMaterial;
 pub const EVERY: Duration = Duration::from_secs(1);
 /// After a failed snapshot, the slot is tried again this much later (not every second).
 const FAILURE_BACKOFF: Duration = Duration::from_secs(30);
-/// Per-request timeout of the snapshot stream (a large keyspace takes a while).
-const STREAM_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The snapshot task.
 pub struct SnapshotTask {
@@ -38,6 +35,8 @@ pub struct SnapshotTask {
     health: watch::Receiver<EtcdHealth>,
     material: watch::Receiver<Arc<TlsMaterial>>,
     published: watch::Sender<SnapshotStatus>,
+    /// Bytes done of a snapshot being taken (for STATUS=).
+    progress: watch::Sender<Option<Progress>>,
     heartbeat: Heartbeat,
     /// The latest slot known done cluster-wide (so most turns need no etcd IO).
     known_done: Option<u64>,
@@ -48,35 +47,13 @@ pub struct SnapshotTask {
     uploader: Option<Uploader>,
 }
 
-/// Why a snapshot failed.
-#[derive(Debug, thiserror::Error)]
-enum TakeError {
-    #[error("{0}")]
-    Fs(#[from] fsutil::FsError),
-    #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
-    #[error("{0}")]
-    Verify(#[from] file::VerifyError),
-    #[error("the cluster ID or this member is not known yet")]
-    NotReady,
-    #[error("the snapshot lock was lost while the snapshot was taken")]
-    LockLost,
-    #[error("{0}")]
-    Io(String),
-}
-
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 impl SnapshotTask {
     pub fn new(
         settings: Arc<Settings>,
         health: watch::Receiver<EtcdHealth>,
         material: watch::Receiver<Arc<TlsMaterial>>,
         published: watch::Sender<SnapshotStatus>,
+        progress: watch::Sender<Option<Progress>>,
         heartbeat: Heartbeat,
     ) -> Self {
         let status = SnapshotStatus {
@@ -95,6 +72,7 @@ impl SnapshotTask {
             health,
             material,
             published,
+            progress,
             heartbeat,
             known_done: None,
             retry_at: None,
@@ -317,85 +295,30 @@ impl SnapshotTask {
         tls: &ClientTls,
         lock: &JobLock,
     ) -> Result<(String, u64), TakeError> {
-        let cluster_id = health.cluster_id.ok_or(TakeError::NotReady)?;
-        let dir = &self.settings.snapshot.dir;
-        fsutil::ensure_dir(dir, fsutil::MODE_DIR)?;
-        let tmp = dir.join(format!(".quorate-snapshot-{slot}.db.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let result = self.stream(slot, cluster_id, &tmp, tls, lock).await;
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        let naming = Naming {
+            cluster_id: health.cluster_id.ok_or(TakeError::NotReady)?,
+            time: slot,
+            ca_hash: self.ca_hash(),
+            node: &self.settings.name,
+        };
+        let saved = save_to_dir(
+            &self.settings,
+            tls,
+            naming,
+            || lock.is_lost(),
+            &self.progress,
+        )
+        .await?;
+        Ok((saved.file_name, saved.manifest.size))
     }
 
-    async fn stream(
-        &self,
-        slot: u64,
-        cluster_id: u64,
-        tmp: &Path,
-        tls: &ClientTls,
-        lock: &JobLock,
-    ) -> Result<(String, u64), TakeError> {
-        let local = [self.settings.client_url()];
-        let mut client = connect(&local, tls, STREAM_TIMEOUT).await?;
-        let status = client.status().await?;
-        let revision = status.header().map(|h| h.revision()).unwrap_or_default();
-        let etcd_version = status.version().to_owned();
-        let file = fsutil::create_private_new(tmp)?;
-        let mut out = tokio::fs::File::from_std(file);
-        let mut stream = client.snapshot().await?;
-        let mut verifier = StreamVerifier::default();
-        while let Some(message) = stream.message().await? {
-            if lock.is_lost() {
-                return Err(TakeError::LockLost);
-            }
-            verifier.update(message.blob());
-            out.write_all(message.blob())
-                .await
-                .map_err(|e| TakeError::Io(format!("write {}: {e}", tmp.display())))?;
-        }
-        out.flush()
-            .await
-            .map_err(|e| TakeError::Io(format!("write {}: {e}", tmp.display())))?;
-        let out = out.into_std().await;
-        let (size, sha256) = verifier.finish()?;
-        let name = SnapshotName {
-            time: slot,
-            cluster_id,
-            revision,
-        };
-        let (Some(db_name), Some(manifest_name)) = (name.file_name(), name.manifest_name()) else {
-            return Err(TakeError::Io(format!(
-                "slot {slot} is not a representable time"
-            )));
-        };
-        let dir = &self.settings.snapshot.dir;
-        let dest = dir.join(&db_name);
-        fsutil::persist(out, tmp, &dest)?;
-        let manifest = Manifest {
-            cluster_id: format!("{cluster_id:016x}"),
-            revision,
-            etcd_version,
-            ca_hash: self
-                .material
-                .borrow()
-                .ca_hash
-                .as_ref()
-                .map(|h| h.to_string())
-                .unwrap_or_default(),
-            node: self.settings.name.clone(),
-            time: file::rfc3339(UNIX_EPOCH + Duration::from_secs(slot)),
-            slot,
-            size,
-            sha256,
-        };
-        fsutil::atomic_write(
-            &dir.join(manifest_name),
-            manifest.to_json().as_bytes(),
-            fsutil::MODE_PRIVATE,
-        )?;
-        Ok((db_name, size))
+    fn ca_hash(&self) -> String {
+        self.material
+            .borrow()
+            .ca_hash
+            .as_ref()
+            .map(|h| h.to_string())
+            .unwrap_or_default()
     }
 
     /// Removes the oldest files beyond `retain` (never the newest), with their manifests.
@@ -411,11 +334,15 @@ impl SnapshotTask {
         let found = file::snapshots_in(names.iter().map(String::as_str));
         let all: Vec<SnapshotName> = found.iter().map(|(n, _)| n.clone()).collect();
         for old in file::to_prune(&all, self.settings.snapshot.retain) {
-            let paths: Vec<PathBuf> = [old.file_name(), old.manifest_name()]
-                .into_iter()
-                .flatten()
-                .map(|n| dir.join(n))
-                .collect();
+            let paths: Vec<PathBuf> = [
+                old.file_name(),
+                old.encrypted_file_name(),
+                old.manifest_name(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|n| dir.join(n))
+            .collect();
             for path in paths {
                 match std::fs::remove_file(&path) {
                     Ok(()) => tracing::info!(file = %path.display(), "old snapshot removed"),

@@ -233,12 +233,25 @@ fn resolve_snapshot(
         Some(section) => Some(s3::resolve_s3(section, retain, host, errors)?),
         None => None,
     };
+    let encryption_key_file = config.snapshot.encryption_key_file.clone();
+    if let Some(path) = &encryption_key_file {
+        if let Some(problem) = crate::snapshot::key_check::problem(path) {
+            errors.push(ConfigError::invalid(
+                "snapshot.encryption_key_file",
+                path.display(),
+                problem.what,
+                problem.fix,
+            ));
+            return None;
+        }
+    }
     Some(SnapshotSettings {
         schedule: schedule?,
         schedule_text: text,
         retain: retain as usize,
         dir,
         s3,
+        encryption_key_file,
     })
 }
 

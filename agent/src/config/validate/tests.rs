@@ -1,5 +1,6 @@
 //! Tests of the rules in the parent module.
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// A host with 10.0.0.1 and loopback, etcd 3.4.23 at /usr/bin/etcd and a token file.
@@ -315,4 +316,15 @@ fn bad_snapshot_settings_name_the_key_and_the_fix() {
     let mut c = base();
     c.snapshot.dir = Some("snapshots".into());
     assert_eq!(subjects(&c, &HOST), vec!["snapshot.dir"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    let mut c = base();
+    c.snapshot.encryption_key_file = Some(key.clone());
+    assert_eq!(subjects(&c, &HOST), vec!["snapshot.encryption_key_file"]);
+    let e = validate(&c, &HOST).unwrap_err().0[0].to_string();
+    assert!(e.contains("age-keygen -o"), "{e}");
+    std::fs::write(&key, "AGE-SECRET-KEY-1 not really\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = validate(&c, &HOST).unwrap_err().0[0].to_string();
+    assert!(e.contains("chmod 600"), "{e}");
 }

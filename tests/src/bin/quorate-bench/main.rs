@@ -3,6 +3,7 @@
 //!
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|all] [ROUNDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- space [SECONDS] [RETENTION_SECONDS]
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- save [ROUNDS] [MB]
 //!
 //! TEST_QUORATE_BIN selects the agent binary (default: target/release/quorate if built, else
 //! target/debug/quorate). See docs/benchmarks.md for results.
@@ -10,6 +11,7 @@
 mod formation;
 mod lifecycle;
 mod manual;
+mod save;
 mod space;
 
 use std::path::PathBuf;
@@ -91,6 +93,13 @@ fn main() {
             retention,
         ));
         space::report(&samples, retention);
+        return;
+    }
+    if scenario == "save" {
+        // Here the third argument is the keyspace to load, in MB.
+        let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+        let (r, agent, db_size) = rt.block_on(save::run(mb, rounds));
+        save::report(&r, &agent, db_size);
         return;
     }
     let all = scenario == "all";
