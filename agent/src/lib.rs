@@ -24,5 +24,6 @@ pub mod phase;
 pub mod pki;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod snapshot;
 pub mod token;
