@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::restore::RestoreRoutes;
 use crate::api::{ApiMaterial, ApiServer};
 use crate::config::Settings;
 use crate::control;
@@ -39,7 +40,9 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
+use crate::restore::RestoreStore;
 use crate::snapshot::{SnapshotStatus, SnapshotTask};
+use crate::token::KeyPurpose;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (defrag_tx, defrag_rx) = mpsc::channel(4);
     let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
     let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
+    let (restore_plan_tx, restore_plan) = watch::channel(None);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -137,6 +141,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         control: control_rx,
         issuer,
         heartbeat: live.register("controller"),
+        restore_plan: restore_plan_tx,
     };
     let controller = Controller::new(settings.clone(), io, material_tx)?;
 
@@ -155,7 +160,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health_tx,
         live.register("etcd probe"),
     );
-    let api_server = ApiServer::new(
+    let mut api_server = ApiServer::new(
         api_listener,
         &settings,
         api,
@@ -164,6 +169,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tasks.clone(),
         live.register("agent API"),
     );
+    api_server.restore = Some(RestoreRoutes {
+        proof_key: settings.token.derive(KeyPurpose::ApiProof),
+        controller: control_tx.clone(),
+        plan: restore_plan,
+        store: RestoreStore::new(&settings.state_dir),
+    });
     let issuer = IssuerTask::new(
         settings.clone(),
         health.clone(),

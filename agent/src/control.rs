@@ -37,6 +37,16 @@ pub enum ControlCommand {
         force: bool,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// `quorate restore SOURCE --yes`: check, decide, sign and spread a restore plan.
+    Restore {
+        source: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A restore plan pushed by another member over the agent API.
+    ReceiveRestorePlan {
+        signed: Box<crate::restore::SignedPlan>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Binds the socket (replacing a stale one) with mode 0600.
@@ -75,6 +85,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         .route("/v1/leave", post(leave))
         .route("/v1/defrag", post(defrag))
         .route("/v1/maintenance", get(maintenance))
+        .route("/v1/restore", post(restore))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -112,6 +123,26 @@ async fn defrag(
         return stopping();
     }
     wait_answer(answer, DEFRAG_REQUEST_TIMEOUT).await
+}
+
+#[derive(Deserialize)]
+struct RestoreParams {
+    source: String,
+}
+
+async fn restore(
+    State(routes): State<Routes>,
+    Query(params): Query<RestoreParams>,
+) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    let command = ControlCommand::Restore {
+        source: params.source,
+        reply,
+    };
+    if routes.controller.send(command).await.is_err() {
+        return stopping();
+    }
+    wait_answer(answer, REQUEST_TIMEOUT).await
 }
 
 async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {

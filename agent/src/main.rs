@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             Command::Env => cli::env(&settings).await,
             Command::Leave { force } => cli::leave(&settings, force).await,
             Command::Defrag { force } => cli::defrag(&settings, force).await,
+            Command::Restore { source, yes } => cli::restore(&settings, &source, yes).await,
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,

@@ -40,6 +40,9 @@ pub struct StatusReport {
     /// Scheduled snapshots, from the snapshot task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<crate::snapshot::SnapshotStatus>,
+    /// The newest restore plan and which of its members are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::restore::RestoreProgress>,
 }
 
 /// The plan, flattened for display.
@@ -156,6 +159,7 @@ impl StatusReport {
                 .collect(),
             maintenance: None,
             snapshot: None,
+            restore: status.restore.clone(),
         }
     }
 
@@ -293,6 +297,9 @@ impl StatusReport {
         }
         if let Some(s) = &self.snapshot {
             s.render(&mut out);
+        }
+        if let Some(r) = &self.restore {
+            r.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

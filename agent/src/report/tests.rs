@@ -144,6 +144,7 @@ fn healthy_issuer() -> StatusReport {
         ]),
         maintenance: None,
         snapshot: None,
+        restore: None,
     }
 }
 
@@ -225,6 +226,7 @@ fn waiting_for_peers() -> StatusReport {
         ]),
         maintenance: None,
         snapshot: None,
+        restore: None,
     }
 }
 

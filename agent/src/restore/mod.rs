@@ -7,7 +7,10 @@
 
 pub mod accept;
 pub mod check;
+pub mod claim;
+pub mod inspect;
 pub mod plan;
+pub mod progress;
 pub mod sign;
 pub mod source;
 pub mod store;
@@ -16,6 +19,7 @@ use std::path::PathBuf;
 
 pub use accept::accept_plan;
 pub use plan::{RestorePlan, SignedPlan, SnapshotRef};
+pub use progress::{in_progress, progress, RestoreProgress};
 pub use sign::sign_plan;
 pub use store::{RestoreRecord, RestoreStore};
 

@@ -113,6 +113,9 @@ impl Controller {
             } => {
                 self.start_etcd(*state, initial_cluster.clone()).await?;
             }
+            Step::Restore { .. } => self.apply_restore(view).await?,
+            Step::RestoreLeftOut { .. } => self.leave_for_restore().await?,
+            Step::FetchRestorePlan { from, .. } => self.fetch_restore_plan(*from, view).await?,
             Step::MoveDataAside { reason } => {
                 self.stop_etcd().await?;
                 let aside = self.state.move_data_aside("damaged", unix_now())?;

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 mod actions;
 mod leave;
 mod publish;
+mod restore;
 
 use super::certs::cert_state;
 use super::policy::{damaged_verdict, signing_ca};
 use super::state::NodeState;
-use super::step::{next_step, ClusterKnowledge, Facts, Step};
+use super::step::{next_step, ClusterKnowledge, Facts, RestoreFacts, Step};
 use super::NodeError;
 use crate::api::ApiMaterial;
 use crate::config::Settings;
@@ -54,6 +55,8 @@ pub struct ControllerIo {
     /// The CA while this agent is the elected issuer (see `issuer::IssuerTask`).
     pub issuer: watch::Receiver<Option<Arc<CertificateAuthority>>>,
     pub heartbeat: Heartbeat,
+    /// The newest restore plan this agent holds, for the agent API.
+    pub restore_plan: watch::Sender<Option<crate::restore::SignedPlan>>,
 }
 
 /// The controller: the node's persistent state (through its one owner) and what the loop
@@ -189,6 +192,7 @@ impl Controller {
         let s = &self.settings;
         let process = self.io.process.borrow().clone();
         let plan = self.state.plan();
+        let record = self.state.restore();
         let facts = Facts {
             me: &s.name,
             seed: s.seed,
@@ -214,6 +218,10 @@ impl Controller {
                 seed: s.seed,
                 ca_hash: self.state.ca_hash(),
                 plan_id: plan.map(Plan::id),
+            },
+            restore: RestoreFacts {
+                pending: record.pending().map(|p| &p.plan),
+                applied: record.applied,
             },
         };
         next_step(&facts)
