@@ -24,7 +24,7 @@ pub fn accept_plan(
              only a newer generation follows it"
         )));
     }
-    if !voters.iter().any(|v| *v == plan.decided_by) {
+    if !voters.contains(&plan.decided_by) {
         return Err(refuse(format!(
             "{} is not a voting member of this cluster (voters: {})",
             plan.decided_by,

@@ -65,7 +65,7 @@ pub fn restore_members(
     let mut chosen = Vec::new();
     for v in &voters {
         let m = &v.member;
-        if !live.iter().any(|l| *l == m.name) {
+        if !live.contains(&m.name) {
             continue;
         }
         let (Some(peer), Some(client)) = (m.peer_urls.first(), m.client_urls.first()) else {

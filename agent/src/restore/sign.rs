@@ -153,7 +153,8 @@ mod tests {
     fn every_tampered_field_breaks_the_signature() {
         let ca = ca("c");
         let signed = signed_by(&ca, "a");
-        let tamper: Vec<Box<dyn Fn(&mut RestorePlan)>> = vec![
+        type Tamper = Box<dyn Fn(&mut RestorePlan)>;
+        let tamper: Vec<Tamper> = vec![
             Box::new(|p| p.generation += 1),
             Box::new(|p| p.cluster_token.push('x')),
             Box::new(|p| p.snapshot.sha256 = "00".repeat(32)),

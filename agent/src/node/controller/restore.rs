@@ -107,9 +107,9 @@ impl Controller {
             decided_by: s.name.clone(),
             decided_at: unix_now(),
         };
-        let mut endpoints = vec![s.client_url()];
-        endpoints.extend(self.cluster_endpoints(view));
-        claim(&endpoints, &self.client_tls()?, generation).await?;
+        // Through the local member only (a voter, running): a client balancing over every
+        // endpoint may pick a member that is down.
+        claim(&[s.client_url()], &self.client_tls()?, generation).await?;
         let (key, cert) = self.state.node_identity()?;
         let signed = sign_plan(plan, &key, &cert)?;
         self.keep_snapshot(&path, &snapshot.sha256).await?;

@@ -1,0 +1,297 @@
+//! `quorate restore` on the same hosts, with real etcd and real agents: the cluster comes back
+//! with exactly the snapshot's keys, a new cluster ID, three healthy voters, the same CA, old
+//! client certificates working and new ones issued; a host that was down during the restore
+//! moves its old data aside and joins the restored cluster; and every bad input is refused with
+//! the cluster untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use quorate::api::restore_client::push_plan;
+use quorate::restore::RestoreRecord;
+use quorate::token::{JoinToken, KeyPurpose};
+use quorate_tests::cluster::{ClientCert, FORM_TIMEOUT};
+use quorate_tests::{wait_for, Cluster};
+
+const KEYS: usize = 5;
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Saves a snapshot of the cluster through agent `i` with `cert`.
+fn save_snapshot(c: &Cluster, i: usize, cert: &ClientCert) -> PathBuf {
+    let file = c.root.path().join("backup.db");
+    c.etcdctl_ok(i, cert, &["snapshot", "save", file.to_str().unwrap()]);
+    file
+}
+
+fn cluster_id(c: &Cluster, i: usize) -> String {
+    c.agents[i]
+        .status()
+        .unwrap()
+        .etcd
+        .cluster_id
+        .unwrap_or_default()
+}
+
+/// The keys under `prefix` as agent `i` lists them.
+fn keys(c: &Cluster, i: usize, cert: &ClientCert, prefix: &str) -> Vec<String> {
+    c.etcdctl_eventually(i, cert, &["get", prefix, "--prefix", "--keys-only"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A client certificate, retried while the issuer is being elected again after a restore.
+fn client_cert_eventually(c: &Cluster, via: usize, name: &str) -> ClientCert {
+    let out = c.root.path().join(format!("client-{name}"));
+    wait_for(&format!("client certificate {name}"), FORM_TIMEOUT, || {
+        let o = c.agents[via].cli(&["cert", "client", name, "--out", out.to_str().unwrap()]);
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(text(&o))
+        }
+    });
+    ClientCert {
+        ca: out.join("ca.pem"),
+        cert: out.join(format!("{name}.pem")),
+        key: out.join(format!("{name}-key.pem")),
+    }
+}
+
+fn copy_with(src: &Path, dest: &Path, change: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut bytes = std::fs::read(src).unwrap();
+    change(&mut bytes);
+    std::fs::write(dest, bytes).unwrap();
+    dest.to_str().unwrap().to_owned()
+}
+
+/// The cluster as it was: same cluster ID, the keys written after the snapshot still there.
+fn assert_untouched(c: &Cluster, cert: &ClientCert, id: &str, what: &str) {
+    for i in 0..3 {
+        assert_eq!(cluster_id(c, i), id, "{what}: cluster ID changed");
+    }
+    assert_eq!(keys(c, 1, cert, "/b/").len(), KEYS, "{what}: keys B gone");
+}
+
+#[test]
+fn restore_on_the_same_hosts_and_every_bad_input_refused() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let before = c.client_cert(0, "before");
+    c.put_keys(&before, "/a", KEYS);
+    let snapshot = save_snapshot(&c, 0, &before);
+    c.put_keys(&before, "/b", KEYS);
+    let old_id = cluster_id(&c, 0);
+    let ca_hash = c.agents[0].status().unwrap().ca_hash;
+    let file = snapshot.to_str().unwrap();
+
+    // Without --yes: says what would happen, changes nothing.
+    let o = c.agents[0].cli(&["restore", file]);
+    assert!(
+        !o.status.success(),
+        "restore without --yes ran: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("--yes") && text(&o).contains("Nothing was changed"),
+        "{}",
+        text(&o)
+    );
+
+    // A truncated file, a flipped byte, a file that is no snapshot: refused, naming the file.
+    let dir = c.root.path();
+    let bad = [
+        copy_with(&snapshot, &dir.join("truncated.db"), |b| {
+            b.truncate(b.len() / 2)
+        }),
+        copy_with(&snapshot, &dir.join("flipped.db"), |b| {
+            let i = b.len() / 3;
+            b[i] ^= 0x01;
+        }),
+        copy_with(&snapshot, &dir.join("notes.txt"), |b| {
+            *b = b"these are not the keys you are looking for\n".to_vec()
+        }),
+    ];
+    for path in &bad {
+        let o = c.agents[1].cli(&["restore", path, "--yes"]);
+        let out = text(&o);
+        assert!(!o.status.success(), "{path} was restored: {out}");
+        assert!(
+            out.contains(path.as_str()) && out.contains("not a complete etcd snapshot"),
+            "{out}"
+        );
+    }
+    let o = c.agents[1].cli(&["restore", "/nonexistent/backup.db", "--yes"]);
+    assert!(
+        !o.status.success() && text(&o).contains("/nonexistent/backup.db"),
+        "{}",
+        text(&o)
+    );
+    assert_untouched(&c, &before, &old_id, "after the bad inputs");
+
+    // The restore.
+    let started = std::time::Instant::now();
+    let o = c.agents[0].cli(&["restore", file, "--yes"]);
+    let out = text(&o);
+    assert!(o.status.success(), "restore failed: {out}\n{}", c.logs(40));
+    assert!(
+        out.contains("restore generation 1 done: 3 members restored"),
+        "{out}"
+    );
+    for i in 0..3 {
+        c.wait_voters(i, 3, FORM_TIMEOUT);
+    }
+    eprintln!("restore of 3 members took {:?}", started.elapsed());
+    let new_id = cluster_id(&c, 0);
+    assert_ne!(new_id, old_id, "the restored cluster kept its old ID");
+    for i in 0..3 {
+        assert_eq!(cluster_id(&c, i), new_id);
+        assert_eq!(
+            c.agents[i].status().unwrap().ca_hash,
+            ca_hash,
+            "the CA changed"
+        );
+        let s = c.agents[i].status().unwrap();
+        let r = s.restore.expect("restore progress in /status");
+        assert_eq!(r.generation, 1);
+        assert!(r.complete(), "{r:?}");
+    }
+    // Exactly the snapshot's keys, through a certificate issued before the restore.
+    let a: Vec<String> = (0..KEYS).map(|i| format!("/a/{i}")).collect();
+    let mut got = keys(&c, 2, &before, "/a/");
+    got.sort();
+    assert_eq!(got, a);
+    assert!(
+        keys(&c, 2, &before, "/b/").is_empty(),
+        "keys written after the snapshot survived"
+    );
+    // The data was moved aside, never deleted.
+    for a in &c.agents {
+        let aside = std::fs::read_dir(a.state_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("etcd.pre-restore-g1-")
+            });
+        assert!(aside, "{}: no etcd.pre-restore-g1-* directory", a.name);
+    }
+    // A new client certificate is issued (the issuer election works again), and writes work.
+    let after = client_cert_eventually(&c, 1, "after");
+    c.etcdctl_eventually(1, &after, &["put", "/after/key", "written"]);
+    let v = c.etcdctl_ok(0, &before, &["get", "/after/key", "--print-value-only"]);
+    assert_eq!(v.trim(), "written");
+
+    // The same plan pushed again (as the decider would): refused, nothing happens.
+    let record: RestoreRecord = serde_json::from_str(
+        &std::fs::read_to_string(c.agents[0].state_dir().join("restore.json")).unwrap(),
+    )
+    .unwrap();
+    let signed = record.signed.expect("the decider's plan");
+    let ca_pem = std::fs::read_to_string(c.agents[1].state_dir().join("pki/ca.pem")).unwrap();
+    let key = JoinToken::parse(&c.token)
+        .unwrap()
+        .derive(KeyPurpose::ApiProof);
+    let api = c.agents[0]
+        .status()
+        .unwrap()
+        .gossip
+        .iter()
+        .find(|m| m.name == c.agents[1].name)
+        .and_then(|m| m.api_addr)
+        .expect("agent 2's API address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(push_plan(api, &ca_pem, &key, &signed))
+        .expect_err("the same plan was accepted twice");
+    assert!(err.to_string().contains("applied once"), "{err}");
+    // Tampered (generation 2, signature of generation 1): refused on its signature.
+    let mut forged = signed.clone();
+    forged.plan.generation = 2;
+    let err = rt
+        .block_on(push_plan(api, &ca_pem, &key, &forged))
+        .expect_err("a tampered plan was accepted");
+    assert!(err.to_string().contains("signature"), "{err}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    for i in 0..3 {
+        assert_eq!(
+            cluster_id(&c, i),
+            new_id,
+            "a refused plan changed the cluster"
+        );
+    }
+    assert_eq!(keys(&c, 1, &before, "/after/").len(), 1);
+}
+
+#[test]
+fn a_host_down_during_the_restore_joins_the_restored_cluster() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let cert = c.client_cert(0, "down");
+    c.put_keys(&cert, "/a", KEYS);
+    let snapshot = save_snapshot(&c, 0, &cert);
+    c.put_keys(&cert, "/b", KEYS);
+    let old_id = cluster_id(&c, 0);
+
+    c.agents[2].stop();
+    let down = c.agents[2].name.clone();
+    wait_for("the stopped agent gone from gossip", FORM_TIMEOUT, || {
+        let s = c.agents[0].status()?;
+        let live = s
+            .gossip
+            .iter()
+            .any(|m| m.name == down && m.state != quorate::gossip::PeerState::Down);
+        if live {
+            Err(format!("{down} still live"))
+        } else {
+            Ok(())
+        }
+    });
+    let o = c.agents[0].cli(&["restore", snapshot.to_str().unwrap(), "--yes"]);
+    let out = text(&o);
+    assert!(o.status.success(), "restore failed: {out}\n{}", c.logs(40));
+    assert!(out.contains("2 members restored"), "{out}");
+    c.wait_voters(0, 2, FORM_TIMEOUT);
+
+    // The host that was down comes back: its old data goes aside, it joins as a new member.
+    c.agents[2].start();
+    c.wait_voters(2, 3, FORM_TIMEOUT * 2);
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let new_id = cluster_id(&c, 2);
+    assert_ne!(new_id, old_id);
+    assert_eq!(cluster_id(&c, 0), new_id);
+    let mut got = keys(&c, 2, &cert, "/a/");
+    got.sort();
+    assert_eq!(
+        got,
+        (0..KEYS).map(|i| format!("/a/{i}")).collect::<Vec<_>>()
+    );
+    assert!(keys(&c, 2, &cert, "/b/").is_empty());
+    let aside = std::fs::read_dir(c.agents[2].state_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("etcd.pre-restore-g1-")
+        });
+    assert!(aside, "the returning host's old data was not moved aside");
+    assert!(
+        c.agents[2]
+            .log()
+            .contains("the cluster was restored while this host was away"),
+        "{}",
+        c.agents[2].log_tail(40)
+    );
+}
