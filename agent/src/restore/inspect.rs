@@ -1,6 +1,8 @@
 //! Reading a snapshot file before a restore: it must be complete (etcd's trailing sha256
 //! matches, see `snapshot::file::StreamVerifier`), and when its manifest is beside it, taken by
-//! an etcd that is not newer than the local one. Yields what the plan records about it.
+//! an etcd that is not newer than the local one, of a cluster with this cluster's CA (a
+//! snapshot of another cluster would bring a CA the agents cannot use). Yields what the plan
+//! records about it.
 
 use std::io::Read;
 use std::path::Path;
@@ -10,8 +12,12 @@ use super::plan::SnapshotRef;
 use super::RestoreError;
 use crate::snapshot::file::{Manifest, SnapshotName, StreamVerifier};
 
-/// Verifies the snapshot at `path` for a restore by etcd `local`.
-pub fn inspect_snapshot(path: &Path, local: (u32, u32, u32)) -> Result<SnapshotRef, RestoreError> {
+/// Verifies the snapshot at `path` for a restore by etcd `local` in the cluster of CA `ca`.
+pub fn inspect_snapshot(
+    path: &Path,
+    local: (u32, u32, u32),
+    ca: &str,
+) -> Result<SnapshotRef, RestoreError> {
     let io = |e: std::io::Error| RestoreError::Source {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -47,6 +53,15 @@ pub fn inspect_snapshot(path: &Path, local: (u32, u32, u32)) -> Result<SnapshotR
             });
         }
         version_ok(path, &manifest.etcd_version, local)?;
+        if !manifest.ca_hash.is_empty() && manifest.ca_hash != ca {
+            return Err(RestoreError::Refused(format!(
+                "{} is a snapshot of a cluster with CA {}, but this cluster's CA is {ca}; \
+                 restoring it here would bring back a CA these agents do not trust. Restore \
+                 it onto new hosts instead (docs/operations.md, Restore)",
+                path.display(),
+                manifest.ca_hash
+            )));
+        }
         revision = manifest.revision;
     }
     Ok(SnapshotRef {
@@ -82,6 +97,8 @@ mod tests {
     use super::*;
     use ring::digest::{digest, SHA256};
 
+    const CA: &str = "sha256:0101";
+
     /// A file with etcd's trailer: content then sha256(content).
     fn snapshot_bytes() -> Vec<u8> {
         let mut v = b"pretend bbolt content".repeat(100);
@@ -95,13 +112,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("s.db");
         std::fs::write(&good, snapshot_bytes()).unwrap();
-        let r = inspect_snapshot(&good, (3, 4, 23)).unwrap();
+        let r = inspect_snapshot(&good, (3, 4, 23), CA).unwrap();
         assert_eq!(r.size, snapshot_bytes().len() as u64);
         let mut bytes = snapshot_bytes();
         bytes.truncate(bytes.len() - 10);
         let cut = dir.path().join("cut.db");
         std::fs::write(&cut, &bytes).unwrap();
-        let err = inspect_snapshot(&cut, (3, 4, 23)).unwrap_err().to_string();
+        let err = inspect_snapshot(&cut, (3, 4, 23), CA)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("cut.db") && err.contains("not a complete etcd snapshot"),
             "{err}"
@@ -110,7 +129,7 @@ mod tests {
         bytes[5] ^= 1;
         let flipped = dir.path().join("flip.db");
         std::fs::write(&flipped, &bytes).unwrap();
-        assert!(inspect_snapshot(&flipped, (3, 4, 23)).is_err());
+        assert!(inspect_snapshot(&flipped, (3, 4, 23), CA).is_err());
     }
 
     #[test]
@@ -123,7 +142,7 @@ mod tests {
             cluster_id: "1".into(),
             revision: 7,
             etcd_version: "3.5.16".into(),
-            ca_hash: String::new(),
+            ca_hash: CA.into(),
             node: "a".into(),
             time: String::new(),
             slot: 0,
@@ -131,8 +150,17 @@ mod tests {
             sha256: crate::snapshot::file::sha256_hex(&bytes),
         };
         std::fs::write(dir.path().join("s.json"), manifest.to_json()).unwrap();
-        let err = inspect_snapshot(&path, (3, 4, 23)).unwrap_err().to_string();
+        let err = inspect_snapshot(&path, (3, 4, 23), CA)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("etcd 3.5.16"), "{err}");
-        assert_eq!(inspect_snapshot(&path, (3, 5, 16)).unwrap().revision, 7);
+        assert_eq!(inspect_snapshot(&path, (3, 5, 16), CA).unwrap().revision, 7);
+        let err = inspect_snapshot(&path, (3, 5, 16), "sha256:0202")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CA sha256:0101") && err.contains("new hosts"),
+            "{err}"
+        );
     }
 }

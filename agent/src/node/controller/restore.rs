@@ -75,18 +75,20 @@ impl Controller {
         let path = local_file(source)?;
         let version = s.etcd.version;
         let checked = path.clone();
-        let snapshot = tokio::task::spawn_blocking(move || inspect_snapshot(&checked, version))
-            .await
-            .map_err(|e| RestoreError::Refused(format!("the snapshot check stopped: {e}")))??;
+        let Some(ca_hash) = self.state.ca_hash() else {
+            return Err(RestoreError::Refused("this node trusts no CA yet".into()).into());
+        };
+        let ca = ca_hash.to_string();
+        let snapshot =
+            tokio::task::spawn_blocking(move || inspect_snapshot(&checked, version, &ca))
+                .await
+                .map_err(|e| RestoreError::Refused(format!("the snapshot check stopped: {e}")))??;
         let record = self.state.restore().clone();
         let busy = in_progress(&s.name, &record, &generations(view));
         let members = self.current_members(view).await?;
         let mut live: Vec<String> = view.live_metas().map(|m| m.name.clone()).collect();
         live.push(s.name.clone());
         let chosen = restore_members(&s.name, &members, &live, busy.as_ref())?;
-        let Some(ca_hash) = self.state.ca_hash() else {
-            return Err(RestoreError::Refused("this node trusts no CA yet".into()).into());
-        };
         let newest_seen = generations(view).iter().map(|(_, g)| *g).max().unwrap_or(0);
         let generation = record.applied.max(newest_seen) + 1;
         let previous = match &record.signed {
