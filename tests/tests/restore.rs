@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use quorate::api::restore_client::push_plan;
-use quorate::restore::RestoreRecord;
+use quorate::api::{request_certificate, CertKind, CsrRequest, ServerTrust};
+use quorate::pki::NodeKey;
+use quorate::restore::{sign_plan, RestoreRecord};
 use quorate::token::{JoinToken, KeyPurpose};
 use quorate_tests::cluster::{ClientCert, FORM_TIMEOUT};
 use quorate_tests::{wait_for, Cluster};
@@ -222,6 +224,55 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
         .block_on(push_plan(api, &ca_pem, &key, &forged))
         .expect_err("a tampered plan was accepted");
     assert!(err.to_string().contains("signature"), "{err}");
+    // A join-token holder gets a node certificate in a voter's name from the issuer and signs
+    // a plan with it: refused, its key is not the one that voter serves etcd with.
+    // (In the name of a voter other than the issuer: the issuer signs for names it sees in
+    // gossip, which does not include itself.)
+    let issuer_name = c
+        .agents
+        .iter()
+        .find(|a| a.status().is_ok_and(|s| s.issuer))
+        .map(|a| a.name.clone())
+        .expect("an issuer");
+    let victim = c
+        .agents
+        .iter()
+        .map(|a| a.name.clone())
+        .find(|n| *n != issuer_name)
+        .unwrap();
+    let impostor = NodeKey::generate().unwrap();
+    let csr = impostor.csr_pem(&victim).unwrap();
+    let issuer = c
+        .agents
+        .iter()
+        .find_map(|a| a.status().ok().and_then(|s| s.issuer_api()))
+        .expect("an issuer's API address");
+    let issued = rt.block_on(request_certificate(
+        issuer,
+        &ServerTrust::Ca(ca_pem.clone()),
+        signed.plan.ca_hash,
+        &key,
+        &CsrRequest {
+            name: &victim,
+            kind: CertKind::Node,
+            csr_pem: &csr,
+            key_pem: &impostor.to_pem(),
+        },
+        std::time::Duration::from_secs(10),
+    ));
+    match issued {
+        Ok(response) => {
+            let mut plan = signed.plan.clone();
+            plan.generation = 2;
+            plan.decided_by = victim.clone();
+            let forged = sign_plan(plan, &impostor.to_pem(), &response.cert_pem).unwrap();
+            let err = rt
+                .block_on(push_plan(api, &ca_pem, &key, &forged))
+                .expect_err("a plan signed by a token holder was accepted");
+            assert!(err.to_string().contains("not the one member"), "{err}");
+        }
+        Err(e) => eprintln!("the issuer refused a node certificate in a voter's name: {e}"),
+    }
     std::thread::sleep(std::time::Duration::from_secs(2));
     for i in 0..3 {
         assert_eq!(

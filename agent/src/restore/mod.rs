@@ -6,6 +6,7 @@
 //! restore) moves its old data aside and joins the restored cluster as a new member.
 
 pub mod accept;
+pub mod binding;
 pub mod check;
 pub mod claim;
 pub mod inspect;

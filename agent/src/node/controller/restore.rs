@@ -20,6 +20,7 @@ use crate::fsutil;
 use crate::gossip::GossipView;
 use crate::node::NodeError;
 use crate::plan::new_cluster_token;
+use crate::restore::binding::signer_serves_peer_url;
 use crate::restore::check::restore_members;
 use crate::restore::claim::claim;
 use crate::restore::inspect::inspect_snapshot;
@@ -206,6 +207,19 @@ impl Controller {
         signed.verify(&self.ca_pem()?, SystemTime::now())?;
         let members = self.current_members(view).await?;
         accept_plan(&signed, record.applied, &voters(&members))?;
+        let decider = members
+            .iter()
+            .find(|m| m.member.name == signed.plan.decided_by)
+            .and_then(|m| m.member.peer_urls.first())
+            .cloned()
+            .unwrap_or_default();
+        signer_serves_peer_url(
+            &signed.plan.decided_by,
+            &decider,
+            &self.client_tls()?,
+            &signed.cert_pem,
+        )
+        .await?;
         if let Some(pending) = record.pending() {
             return Err(RestoreError::InProgress {
                 generation: pending.plan.generation,
