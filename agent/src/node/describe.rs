@@ -57,6 +57,14 @@ pub fn describe(s: &Situation<'_>) -> (Phase, String) {
                  to join the restored cluster"
             ),
         ),
+        Step::RestoreFromSnapshot => (
+            Phase::Restoring,
+            "forming the cluster from the snapshot in restore_from".into(),
+        ),
+        Step::DecideRestoredPlan { .. } => (
+            Phase::Restoring,
+            "deciding the plan of the cluster restored from restore_from".into(),
+        ),
         Step::FetchRestorePlan { generation, .. } => (
             Phase::Restoring,
             format!("fetching restore plan generation {generation}"),

@@ -22,6 +22,8 @@ use crate::restore::{RestoreRecord, RestoreStore};
 
 /// Marker: this host's member was healthy in a cluster once.
 pub const FORMED_MARKER: &str = "formed";
+/// The cluster token of a seed restored from `restore_from` (written once the data is ready).
+pub const RESTORED_TOKEN: &str = "restore-from.token";
 /// Marker: this host left the cluster with `quorate leave`.
 pub const LEFT_MARKER: &str = "left";
 
@@ -130,6 +132,31 @@ impl NodeState {
             ))
         })?;
         Ok((key, cert))
+    }
+
+    /// Installs the CA recovered from a snapshot (restore onto new hosts).
+    pub fn install_ca(&mut self, ca: CertificateAuthority) -> Result<CaHash, NodeError> {
+        self.pki.save_ca(&ca)?;
+        let hash = ca.hash();
+        self.refresh(Some(Arc::new(ca)))?;
+        Ok(hash)
+    }
+
+    /// The cluster token the seed restored its snapshot with (`restore-from.token`), once the
+    /// restore onto new hosts has prepared the data.
+    pub fn restored_token(&self) -> Option<String> {
+        fsutil::read_optional(&self.settings.state_dir.join(RESTORED_TOKEN))
+            .ok()
+            .flatten()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Records the token of a prepared restore onto new hosts.
+    pub fn save_restored_token(&mut self, token: &str) -> Result<(), NodeError> {
+        let path = self.settings.state_dir.join(RESTORED_TOKEN);
+        fsutil::atomic_write(&path, token.as_bytes(), fsutil::MODE_PUBLIC)?;
+        Ok(())
     }
 
     /// The cluster CA certificate (PEM) this node trusts.

@@ -12,11 +12,12 @@ use super::plan::SnapshotRef;
 use super::RestoreError;
 use crate::snapshot::file::{Manifest, SnapshotName, StreamVerifier};
 
-/// Verifies the snapshot at `path` for a restore by etcd `local` in the cluster of CA `ca`.
+/// Verifies the snapshot at `path` for a restore by etcd `local` in the cluster of CA `ca`
+/// (`None`: any CA, for a restore onto new hosts).
 pub fn inspect_snapshot(
     path: &Path,
     local: (u32, u32, u32),
-    ca: &str,
+    ca: Option<&str>,
 ) -> Result<SnapshotRef, RestoreError> {
     let io = |e: std::io::Error| RestoreError::Source {
         path: path.display().to_string(),
@@ -53,7 +54,7 @@ pub fn inspect_snapshot(
             });
         }
         version_ok(path, &manifest.etcd_version, local)?;
-        if !manifest.ca_hash.is_empty() && manifest.ca_hash != ca {
+        if let Some(ca) = ca.filter(|ca| !manifest.ca_hash.is_empty() && manifest.ca_hash != *ca) {
             return Err(RestoreError::Refused(format!(
                 "{} is a snapshot of a cluster with CA {}, but this cluster's CA is {ca}; \
                  restoring it here would bring back a CA these agents do not trust. Restore \
@@ -112,13 +113,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("s.db");
         std::fs::write(&good, snapshot_bytes()).unwrap();
-        let r = inspect_snapshot(&good, (3, 4, 23), CA).unwrap();
+        let r = inspect_snapshot(&good, (3, 4, 23), Some(CA)).unwrap();
         assert_eq!(r.size, snapshot_bytes().len() as u64);
         let mut bytes = snapshot_bytes();
         bytes.truncate(bytes.len() - 10);
         let cut = dir.path().join("cut.db");
         std::fs::write(&cut, &bytes).unwrap();
-        let err = inspect_snapshot(&cut, (3, 4, 23), CA)
+        let err = inspect_snapshot(&cut, (3, 4, 23), Some(CA))
             .unwrap_err()
             .to_string();
         assert!(
@@ -129,7 +130,7 @@ mod tests {
         bytes[5] ^= 1;
         let flipped = dir.path().join("flip.db");
         std::fs::write(&flipped, &bytes).unwrap();
-        assert!(inspect_snapshot(&flipped, (3, 4, 23), CA).is_err());
+        assert!(inspect_snapshot(&flipped, (3, 4, 23), Some(CA)).is_err());
     }
 
     #[test]
@@ -150,12 +151,17 @@ mod tests {
             sha256: crate::snapshot::file::sha256_hex(&bytes),
         };
         std::fs::write(dir.path().join("s.json"), manifest.to_json()).unwrap();
-        let err = inspect_snapshot(&path, (3, 4, 23), CA)
+        let err = inspect_snapshot(&path, (3, 4, 23), Some(CA))
             .unwrap_err()
             .to_string();
         assert!(err.contains("etcd 3.5.16"), "{err}");
-        assert_eq!(inspect_snapshot(&path, (3, 5, 16), CA).unwrap().revision, 7);
-        let err = inspect_snapshot(&path, (3, 5, 16), "sha256:0202")
+        assert_eq!(
+            inspect_snapshot(&path, (3, 5, 16), Some(CA))
+                .unwrap()
+                .revision,
+            7
+        );
+        let err = inspect_snapshot(&path, (3, 5, 16), Some("sha256:0202"))
             .unwrap_err()
             .to_string();
         assert!(

@@ -114,6 +114,20 @@ impl Controller {
                 self.start_etcd(*state, initial_cluster.clone()).await?;
             }
             Step::Restore { .. } => self.apply_restore(view).await?,
+            Step::RestoreFromSnapshot => self.restore_from_snapshot().await?,
+            Step::DecideRestoredPlan { token } => {
+                let Some(ca_hash) = self.state.ca_hash() else {
+                    return Ok(false);
+                };
+                let me = crate::plan::PlanMember {
+                    name: s.name.clone(),
+                    peer_url: s.peer_url(),
+                    client_url: s.client_url(),
+                };
+                let plan = Plan::new(vec![me], ca_hash, token.clone(), &s.name, unix_now());
+                tracing::info!(plan = %plan.id(), "decided the plan of the cluster restored from restore_from");
+                self.adopt(plan).await?;
+            }
             Step::RestoreLeftOut { .. } => self.leave_for_restore().await?,
             Step::FetchRestorePlan { from, .. } => self.fetch_restore_plan(*from, view).await?,
             Step::MoveDataAside { reason } => {

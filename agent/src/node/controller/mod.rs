@@ -193,6 +193,7 @@ impl Controller {
         let process = self.io.process.borrow().clone();
         let plan = self.state.plan();
         let record = self.state.restore();
+        let restored_token = self.state.restored_token();
         let facts = Facts {
             me: &s.name,
             seed: s.seed,
@@ -223,6 +224,8 @@ impl Controller {
                 pending: record.pending().map(|p| &p.plan),
                 applied: record.applied,
             },
+            restore_from: s.restore_from.is_some(),
+            restored_token: restored_token.as_deref(),
         };
         next_step(&facts)
     }

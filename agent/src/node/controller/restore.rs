@@ -81,7 +81,7 @@ impl Controller {
         };
         let ca = ca_hash.to_string();
         let snapshot =
-            tokio::task::spawn_blocking(move || inspect_snapshot(&checked, version, &ca))
+            tokio::task::spawn_blocking(move || inspect_snapshot(&checked, version, Some(&ca)))
                 .await
                 .map_err(|e| RestoreError::Refused(format!("the snapshot check stopped: {e}")))??;
         let record = self.state.restore().clone();
@@ -406,6 +406,41 @@ impl Controller {
             "the cluster was restored while this host was away: moved its old data aside (not \
              deleted); joining the restored cluster as a new member"
         );
+        Ok(())
+    }
+}
+
+impl Controller {
+    /// `Step::RestoreFromSnapshot`: the seed's data from `restore_from`, and its CA.
+    pub(super) async fn restore_from_snapshot(&mut self) -> Result<(), NodeError> {
+        let s = self.settings.clone();
+        let Some(path) = s.restore_from.clone() else {
+            return Ok(());
+        };
+        let aside = self
+            .state
+            .move_data_aside("before-restore-from", unix_now())?;
+        if let Some(aside) = aside {
+            tracing::warn!(moved_to = %aside.display(), "moved existing etcd data aside before restoring restore_from");
+        }
+        tracing::warn!(snapshot = %path.display(), "forming the cluster from a snapshot (restore_from)");
+        let token = new_cluster_token();
+        let restored = match crate::restore::seed::restore_seed(&s, &path, &token).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self
+                    .state
+                    .move_data_aside("failed-restore-from", unix_now());
+                return Err(e.into());
+            }
+        };
+        let hash = self.state.install_ca(restored.ca)?;
+        if restored.new_ca {
+            tracing::warn!(ca_hash = %hash, "restored with a NEW CA (restore_new_ca): reissue every client certificate");
+        } else {
+            tracing::info!(ca_hash = %hash, "recovered the cluster CA from the snapshot");
+        }
+        self.state.save_restored_token(&token)?;
         Ok(())
     }
 }

@@ -72,6 +72,10 @@ pub struct Facts<'a> {
     pub me_candidate: Candidate,
     /// The restore plans: the one waiting here and the generation applied.
     pub restore: RestoreFacts<'a>,
+    /// Seed with `restore_from`: the cluster forms from a snapshot.
+    pub restore_from: bool,
+    /// The cluster token the snapshot was restored with, once it is ready.
+    pub restored_token: Option<&'a str>,
 }
 
 /// What the decision needs about restore plans.
@@ -124,6 +128,11 @@ pub enum Step {
     RestoreLeftOut { generation: u64 },
     /// A live agent advertises a newer restore generation: fetch its signed plan and verify it.
     FetchRestorePlan { from: SocketAddr, generation: u64 },
+    /// Seed with `restore_from`: restore the snapshot as a one-member cluster and recover its
+    /// CA.
+    RestoreFromSnapshot,
+    /// Seed with `restore_from`, snapshot restored: decide the one-member plan with its token.
+    DecideRestoredPlan { token: String },
     /// etcd is running; watch its health.
     Steady,
 }
@@ -387,6 +396,21 @@ fn plan_step(f: &Facts<'_>, trust: Option<CaHash>) -> Step {
         return Step::Wait {
             phase: Phase::WaitingForPeers,
             reason: format!("waiting for {}'s metadata", p.id.name),
+        };
+    }
+    if f.restore_from && !f.view.live_metas().any(|m| m.formed) {
+        // The cluster forms from the snapshot: this seed alone, the others grow it.
+        return match f.restored_token {
+            None => Step::RestoreFromSnapshot,
+            Some(token) if f.holds_ca_key => Step::DecideRestoredPlan {
+                token: token.to_owned(),
+            },
+            Some(_) => conflict(
+                "the snapshot was restored but the CA recovered from it is missing from the \
+                 PKI directory; remove restore-from.token and etcd/ from the state directory \
+                 to restore again"
+                    .into(),
+            ),
         };
     }
     let mut candidates = vec![f.me_candidate.clone()];

@@ -76,3 +76,25 @@ fn a_newer_generation_in_gossip_only_fetches_the_plan() {
     f.restore.applied = 2;
     assert_eq!(next_step(&f), start(ClusterState::Existing, None));
 }
+
+#[test]
+fn a_seed_with_restore_from_forms_alone_from_the_snapshot() {
+    let v = view(vec![meta("b")], vec![]);
+    let mut f = facts("a", true, &v);
+    f.restore_from = true;
+    assert_eq!(next_step(&f), Step::RestoreFromSnapshot);
+    f.restored_token = Some("quorate-0011");
+    f.local_ca = Some(test_hash(1));
+    f.holds_ca_key = true;
+    assert_eq!(
+        next_step(&f),
+        Step::DecideRestoredPlan {
+            token: "quorate-0011".into()
+        }
+    );
+    // A cluster that exists already is never restored over.
+    let v = view(vec![formed(meta("b"))], vec![]);
+    let mut f = facts("a", true, &v);
+    f.restore_from = true;
+    assert!(!matches!(next_step(&f), Step::RestoreFromSnapshot));
+}

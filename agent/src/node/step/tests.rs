@@ -54,6 +54,8 @@ pub(super) fn facts<'a>(me: &'a str, seed: bool, view: &'a GossipView) -> Facts<
             plan_id: None,
         },
         restore: RestoreFacts::default(),
+        restore_from: false,
+        restored_token: None,
     }
 }
 
