@@ -346,3 +346,105 @@ fn a_host_down_during_the_restore_joins_the_restored_cluster() {
         c.agents[2].log_tail(40)
     );
 }
+
+#[test]
+fn three_wiped_hosts_with_restore_from_come_back_with_the_data_and_the_old_ca() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let old = c.client_cert(0, "old");
+    c.put_keys(&old, "/a", KEYS);
+    let snapshot = save_snapshot(&c, 0, &old);
+    c.put_keys(&old, "/b", KEYS);
+    let ca_hash = c.agents[0].status().unwrap().ca_hash;
+    let old_id = cluster_id(&c, 0);
+
+    // Every host loses everything; the seed's config names the snapshot.
+    c.stop_all();
+    for a in &c.agents {
+        std::fs::remove_dir_all(a.state_dir()).unwrap();
+    }
+    let seed = c
+        .config(0)
+        .with(|cfg| cfg.restore_from = Some(snapshot.clone()));
+    c.agents[0].write_config(&seed);
+    c.start_all();
+    for i in 0..3 {
+        c.wait_voters(i, 3, FORM_TIMEOUT * 2);
+    }
+    assert_ne!(cluster_id(&c, 0), old_id);
+    for a in &c.agents {
+        assert_eq!(
+            a.status().unwrap().ca_hash,
+            ca_hash,
+            "{}: another CA",
+            a.name
+        );
+    }
+    // The old client certificate works and sees exactly the snapshot's keys.
+    let mut got = keys(&c, 2, &old, "/a/");
+    got.sort();
+    assert_eq!(
+        got,
+        (0..KEYS).map(|i| format!("/a/{i}")).collect::<Vec<_>>()
+    );
+    assert!(keys(&c, 1, &old, "/b/").is_empty());
+    let new = client_cert_eventually(&c, 2, "new");
+    c.etcdctl_eventually(0, &new, &["put", "/after/restore-from", "ok"]);
+}
+
+#[test]
+fn a_snapshot_whose_ca_cannot_be_unsealed_stops_until_restore_new_ca() {
+    let mut c = Cluster::new(1);
+    c.start_and_wait();
+    let old = c.client_cert(0, "old");
+    c.put_keys(&old, "/a", KEYS);
+    let snapshot = save_snapshot(&c, 0, &old);
+    let ca_hash = c.agents[0].status().unwrap().ca_hash;
+    c.stop_all();
+
+    // A new host with another token: the CA sealed in the snapshot does not open.
+    std::fs::remove_dir_all(c.agents[0].state_dir()).unwrap();
+    let other = JoinToken::generate().expose().to_owned();
+    let seed = c
+        .config(0)
+        .token(&other)
+        .with(|cfg| cfg.restore_from = Some(snapshot.clone()));
+    c.agents[0].write_config(&seed);
+    c.agents[0].start();
+    let message = wait_for("the seed to refuse the snapshot's CA", FORM_TIMEOUT, || {
+        let s = c.agents[0].status()?;
+        if s.phase == quorate::phase::Phase::Conflict {
+            Ok(s.message)
+        } else {
+            Err(format!("{}: {}", s.phase, s.message))
+        }
+    });
+    assert!(
+        message.contains("cannot be unsealed") && message.contains("restore_new_ca"),
+        "{message}"
+    );
+    assert!(c.agents[0].ready().is_err());
+
+    // restore_new_ca: the data comes back under a new CA.
+    c.agents[0].stop();
+    std::fs::remove_dir_all(c.agents[0].state_dir()).unwrap();
+    let seed = seed.with(|cfg| cfg.restore_new_ca = true);
+    c.agents[0].write_config(&seed);
+    c.agents[0].start();
+    c.wait_voters(0, 1, FORM_TIMEOUT);
+    let s = c.agents[0].status().unwrap();
+    assert_ne!(
+        s.ca_hash, ca_hash,
+        "the old CA came back although it cannot be unsealed"
+    );
+    let new = client_cert_eventually(&c, 0, "new");
+    let mut got = keys(&c, 0, &new, "/a/");
+    got.sort();
+    assert_eq!(
+        got,
+        (0..KEYS).map(|i| format!("/a/{i}")).collect::<Vec<_>>()
+    );
+    // An old certificate is of the old CA: refused now.
+    assert!(!c.etcdctl(0, Some(&old), &["get", "/a/0"]).status.success());
+}

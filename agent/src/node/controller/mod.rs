@@ -72,6 +72,8 @@ pub struct Controller {
     cluster: ClusterCache,
     retry: Retry,
     published: Published,
+    /// Why forming from `restore_from` failed in this run.
+    restore_from_error: Option<String>,
 }
 
 /// The running cluster's membership as last asked, and when.
@@ -114,6 +116,7 @@ impl Controller {
             cluster: ClusterCache::default(),
             retry: Retry::default(),
             published: Published::default(),
+            restore_from_error: None,
         };
         controller.publish_api(None);
         Ok(controller)
@@ -226,6 +229,7 @@ impl Controller {
             },
             restore_from: s.restore_from.is_some(),
             restored_token: restored_token.as_deref(),
+            restore_from_error: self.restore_from_error.as_deref(),
         };
         next_step(&facts)
     }

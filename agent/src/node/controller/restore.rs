@@ -431,6 +431,9 @@ impl Controller {
                 let _ = self
                     .state
                     .move_data_aside("failed-restore-from", unix_now());
+                // Retrying cannot fix a wrong token or a bad file: stop until the operator
+                // fixes the config and restarts the agent.
+                self.restore_from_error = Some(e.to_string());
                 return Err(e.into());
             }
         };

@@ -76,6 +76,9 @@ pub struct Facts<'a> {
     pub restore_from: bool,
     /// The cluster token the snapshot was restored with, once it is ready.
     pub restored_token: Option<&'a str>,
+    /// Why forming from `restore_from` failed in this run (the operator must act; a restart
+    /// tries again).
+    pub restore_from_error: Option<&'a str>,
 }
 
 /// What the decision needs about restore plans.
@@ -400,6 +403,9 @@ fn plan_step(f: &Facts<'_>, trust: Option<CaHash>) -> Step {
     }
     if f.restore_from && !f.view.live_metas().any(|m| m.formed) {
         // The cluster forms from the snapshot: this seed alone, the others grow it.
+        if let Some(why) = f.restore_from_error {
+            return conflict(format!("cannot form the cluster from restore_from: {why}"));
+        }
         return match f.restored_token {
             None => Step::RestoreFromSnapshot,
             Some(token) if f.holds_ca_key => Step::DecideRestoredPlan {

@@ -92,6 +92,10 @@ fn a_seed_with_restore_from_forms_alone_from_the_snapshot() {
             token: "quorate-0011".into()
         }
     );
+    // A failure the operator must fix stops it (no retry that moves data aside again).
+    f.restored_token = None;
+    f.restore_from_error = Some("the CA cannot be unsealed");
+    assert!(matches!(next_step(&f), Step::Conflict(m) if m.contains("cannot be unsealed")));
     // A cluster that exists already is never restored over.
     let v = view(vec![formed(meta("b"))], vec![]);
     let mut f = facts("a", true, &v);

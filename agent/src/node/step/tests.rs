@@ -56,6 +56,7 @@ pub(super) fn facts<'a>(me: &'a str, seed: bool, view: &'a GossipView) -> Facts<
         restore: RestoreFacts::default(),
         restore_from: false,
         restored_token: None,
+        restore_from_error: None,
     }
 }
 
