@@ -188,6 +188,18 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
             });
         assert!(aside, "{}: no etcd.pre-restore-g1-* directory", a.name);
     }
+    // Every member keeps the snapshot it restored, owner-only (it holds every key).
+    for a in &c.agents {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = a.state_dir().join("restore");
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .collect();
+        assert_eq!(files.len(), 1, "{}: {files:?}", a.name);
+        let mode = files[0].metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}: snapshot copy mode {mode:o}", a.name);
+    }
     // A new client certificate is issued (the issuer election works again), and writes work.
     let after = client_cert_eventually(&c, 1, "after");
     c.etcdctl_eventually(1, &after, &["put", "/after/key", "written"]);

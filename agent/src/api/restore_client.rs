@@ -167,7 +167,13 @@ async fn fetch_into(
                 .unwrap_or_default();
             return Err(refused(addr, status, &bytes));
         }
-        let mut file = tokio::fs::File::create(dest)
+        // The snapshot holds every key: owner-only from the first byte.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dest)
             .await
             .map_err(|e| http(format!("cannot create {}: {e}", dest.display())))?;
         let mut hash = Context::new(&SHA256);

@@ -153,7 +153,9 @@ impl Controller {
         let tmp = dest.with_extension("tmp");
         let (from, to) = (path.to_owned(), tmp.clone());
         let copy = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
             std::fs::copy(&from, &to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
             std::fs::File::open(&to)?.sync_all()
         });
         let io = |message: String| RestoreError::Io {
