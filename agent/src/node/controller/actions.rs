@@ -129,7 +129,9 @@ impl Controller {
                 self.adopt(plan).await?;
             }
             Step::RestoreLeftOut { .. } => self.leave_for_restore().await?,
-            Step::FetchRestorePlan { from, .. } => self.fetch_restore_plan(*from, view).await?,
+            Step::FetchRestorePlan { from, generation } => {
+                self.fetch_restore_plan(*from, *generation, view).await?
+            }
             Step::MoveDataAside { reason } => {
                 self.stop_etcd().await?;
                 let aside = self.state.move_data_aside("damaged", unix_now())?;

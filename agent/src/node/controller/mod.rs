@@ -74,6 +74,8 @@ pub struct Controller {
     published: Published,
     /// Why forming from `restore_from` failed in this run.
     restore_from_error: Option<String>,
+    /// The newest advertised restore generation whose plan was refused in this run.
+    refused_restore: u64,
 }
 
 /// The running cluster's membership as last asked, and when.
@@ -117,6 +119,7 @@ impl Controller {
             retry: Retry::default(),
             published: Published::default(),
             restore_from_error: None,
+            refused_restore: 0,
         };
         controller.publish_api(None);
         Ok(controller)
@@ -226,6 +229,7 @@ impl Controller {
             restore: RestoreFacts {
                 pending: record.pending().map(|p| &p.plan),
                 applied: record.applied,
+                refused: self.refused_restore,
             },
             restore_from: s.restore_from.is_some(),
             restored_token: restored_token.as_deref(),

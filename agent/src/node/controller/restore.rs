@@ -247,12 +247,20 @@ impl Controller {
     pub(super) async fn fetch_restore_plan(
         &mut self,
         from: SocketAddr,
+        generation: u64,
         view: &GossipView,
     ) -> Result<(), NodeError> {
         let signed = fetch_plan(from, &self.ca_pem()?, &self.proof_key()).await?;
         tracing::info!(%from, generation = signed.plan.generation, "fetched a newer restore plan");
-        self.receive_restore_plan(signed, view).await?;
-        Ok(())
+        match self.receive_restore_plan(signed, view).await {
+            // The plan itself is refused: do not fetch this generation again in this run.
+            Err(NodeError::Restore(e)) => {
+                tracing::warn!(%from, generation, "ignoring the restore generation advertised by {from}: {e}");
+                self.refused_restore = self.refused_restore.max(generation);
+                Err(NodeError::Restore(e))
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// `Step::Restore`: replaces this member's data with the plan's snapshot.

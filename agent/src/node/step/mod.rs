@@ -88,6 +88,9 @@ pub struct RestoreFacts<'a> {
     pub pending: Option<&'a RestorePlan>,
     /// The restore generation applied here (0: only the bootstrap plan).
     pub applied: u64,
+    /// The newest advertised generation whose plan was fetched and refused in this run: a
+    /// bare number in gossip (from a token holder, say) is not fetched again and again.
+    pub refused: u64,
 }
 
 /// What to do next.
@@ -343,7 +346,7 @@ fn restore_step(f: &Facts<'_>) -> Option<Step> {
     }
     f.view
         .live_metas()
-        .filter(|m| m.restore_generation > f.restore.applied)
+        .filter(|m| m.restore_generation > f.restore.applied.max(f.restore.refused))
         .max_by_key(|m| m.restore_generation)
         .map(|m| Step::FetchRestorePlan {
             from: m.api_addr,

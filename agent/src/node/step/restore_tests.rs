@@ -49,6 +49,7 @@ fn a_host_left_out_moves_its_data_aside_instead_of_starting_it() {
     f.restore = RestoreFacts {
         pending: None,
         applied: 1,
+        refused: 0,
     };
     f.has_member = false;
     assert_eq!(next_step(&f), Step::QueryCluster);
@@ -72,6 +73,10 @@ fn a_newer_generation_in_gossip_only_fetches_the_plan() {
             generation: 2
         }
     );
+    // A generation whose plan was refused is not fetched again.
+    f.restore.refused = 2;
+    assert_eq!(next_step(&f), start(ClusterState::Existing, None));
+    f.restore.refused = 0;
     // The generation it has applied is not news.
     f.restore.applied = 2;
     assert_eq!(next_step(&f), start(ClusterState::Existing, None));
