@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::restore::RestoreRoutes;
 use crate::api::{ApiMaterial, ApiServer};
 use crate::config::Settings;
 use crate::control;
@@ -39,8 +40,10 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
+use crate::restore::RestoreStore;
 use crate::rolling::{RollingStatus, RollingTask};
 use crate::snapshot::{OnDemand, SnapshotStatus, SnapshotTask};
+use crate::token::KeyPurpose;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (rolling_tx, rolling_rx) = mpsc::channel(4);
     let (rolling_status_tx, rolling_status) = watch::channel(RollingStatus::default());
     let (snapshot_progress_tx, snapshot_progress) = watch::channel(None);
+    let (restore_plan_tx, restore_plan) = watch::channel(None);
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -141,6 +145,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         control: control_rx,
         issuer,
         heartbeat: live.register("controller"),
+        restore_plan: restore_plan_tx,
     };
     let controller = Controller::new(settings.clone(), io, material_tx)?;
 
@@ -159,7 +164,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         health_tx,
         live.register("etcd probe"),
     );
-    let api_server = ApiServer::new(
+    let mut api_server = ApiServer::new(
         api_listener,
         &settings,
         api,
@@ -168,6 +173,12 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         tasks.clone(),
         live.register("agent API"),
     );
+    api_server.restore = Some(RestoreRoutes {
+        proof_key: settings.token.derive(KeyPurpose::ApiProof),
+        controller: control_tx.clone(),
+        plan: restore_plan,
+        store: RestoreStore::new(&settings.state_dir),
+    });
     let issuer = IssuerTask::new(
         settings.clone(),
         health.clone(),
@@ -221,6 +232,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         defrag_status: defrag_status.clone(),
         rolling: rolling_tx,
         snapshot: on_demand,
+        settings: settings.clone(),
     };
     let live = Arc::new(live);
     let mut health_state = HealthState::new(

@@ -7,6 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -20,6 +21,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Settings;
 use crate::defrag::{DefragCommand, DefragStatus};
 use crate::rolling::RollingCommand;
 
@@ -37,6 +39,18 @@ pub enum ControlCommand {
     /// Remove this host's member from the cluster and stop etcd.
     Leave {
         force: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// `quorate restore SOURCE --yes`: check, decide, sign and spread a restore plan.
+    Restore {
+        source: String,
+        /// The snapshot, made local and plaintext by the control handler.
+        snapshot: Box<crate::restore::source::Prepared>,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// A restore plan pushed by another member over the agent API.
+    ReceiveRestorePlan {
+        signed: Box<crate::restore::SignedPlan>,
         reply: oneshot::Sender<Result<String, String>>,
     },
 }
@@ -73,6 +87,8 @@ pub struct Routes {
     pub rolling: mpsc::Sender<RollingCommand>,
     /// `quorate snapshot save`.
     pub snapshot: crate::snapshot::OnDemand,
+    /// Where a restore's source is fetched from and decrypted with.
+    pub settings: Arc<Settings>,
 }
 
 /// Serves the socket until `cancel`.
@@ -86,6 +102,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
             post(rolling_request).get(rolling_progress),
         )
         .route("/v1/snapshot/save", post(snapshot_save))
+        .route("/v1/restore", post(restore))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -143,6 +160,35 @@ async fn snapshot_save(
         Target::Dir
     };
     axum::response::Response::new(axum::body::Body::new(routes.snapshot.start(target)))
+}
+
+#[derive(Deserialize)]
+struct RestoreParams {
+    source: String,
+}
+
+async fn restore(
+    State(routes): State<Routes>,
+    Query(params): Query<RestoreParams>,
+) -> (StatusCode, String) {
+    // Downloading and decrypting happen here, not in the controller's loop.
+    let prepared = match crate::restore::source::prepare(&params.source, &routes.settings).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(source = %params.source, "restore refused: {e}");
+            return (StatusCode::CONFLICT, format!("{e}\n"));
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let command = ControlCommand::Restore {
+        source: params.source,
+        snapshot: Box::new(prepared),
+        reply,
+    };
+    if routes.controller.send(command).await.is_err() {
+        return stopping();
+    }
+    wait_answer(answer, REQUEST_TIMEOUT).await
 }
 
 async fn maintenance(State(routes): State<Routes>) -> (StatusCode, String) {

@@ -24,6 +24,7 @@ pub mod phase;
 pub mod pki;
 pub mod plan;
 pub mod report;
+pub mod restore;
 pub mod rolling;
 pub mod snapshot;
 pub mod token;

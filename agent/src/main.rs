@@ -97,6 +97,7 @@ fn main() -> ExitCode {
             Command::Etcd {
                 command: EtcdCommand::Restart { rolling },
             } => cli::etcd_restart(&settings, rolling).await,
+            Command::Restore { source, yes } => cli::restore(&settings, &source, yes).await,
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,

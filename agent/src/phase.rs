@@ -27,6 +27,8 @@ pub enum Phase {
     Conflict,
     /// The host left the cluster (`quorate leave`).
     Left,
+    /// Replacing its data with a snapshot under a restore plan (`quorate restore`).
+    Restoring,
 }
 
 impl fmt::Display for Phase {
@@ -41,6 +43,7 @@ impl fmt::Display for Phase {
             Phase::Degraded => "degraded",
             Phase::Conflict => "conflict",
             Phase::Left => "left",
+            Phase::Restoring => "restoring",
         })
     }
 }

@@ -43,6 +43,9 @@ pub struct StatusReport {
     /// Rolling etcd restarts and upgrades, from the rolling-restart task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_restarts: Option<crate::rolling::RollingStatus>,
+    /// The newest restore plan and which of its members are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::restore::RestoreProgress>,
 }
 
 /// The plan, flattened for display.
@@ -160,6 +163,7 @@ impl StatusReport {
             maintenance: None,
             snapshot: None,
             etcd_restarts: None,
+            restore: status.restore.clone(),
         }
     }
 
@@ -299,6 +303,9 @@ impl StatusReport {
             s.render(&mut out);
         }
         if let Some(r) = &self.etcd_restarts {
+            r.render(&mut out);
+        }
+        if let Some(r) = &self.restore {
             r.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");

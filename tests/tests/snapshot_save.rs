@@ -323,7 +323,10 @@ fn save_out_encryption_and_bad_input() {
     assert!(matches!(err, CryptError::WrongKey { .. }), "{err}");
     assert!(!work.path().join("wrong.db").exists());
     let err = decrypt_to(sealed, &work.path().join("nokey.db"), None).unwrap_err();
-    assert!(err.to_string().contains("--key-file"), "{err}");
+    assert!(
+        err.to_string().contains("snapshot.encryption_key_file"),
+        "{err}"
+    );
     let plain = work.path().join("decrypted.db");
     decrypt_to(sealed, &plain, Some(&key)).unwrap();
     let status = ok(

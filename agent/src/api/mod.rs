@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod proof;
+pub mod restore;
+pub mod restore_client;
 pub mod server;
 pub mod sign;
 pub mod wire;
@@ -33,6 +35,7 @@ impl ApiServer {
             counters,
             tracker,
             heartbeat,
+            restore: None,
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct ApiServer {
     pub counters: Arc<Counters>,
     pub tracker: TaskTracker,
     pub heartbeat: Heartbeat,
+    /// The restore endpoints, when wired (see [`super::restore`]).
+    pub restore: Option<super::restore::RestoreRoutes>,
 }
 
 impl ApiServer {
@@ -78,6 +80,10 @@ impl ApiServer {
             .route(SIGN_PATH, post(sign))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(shared);
+        let router = match self.restore.take() {
+            Some(restore) => router.merge(restore.router()),
+            None => router,
+        };
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
             let tls = self.material.borrow().tls.clone();

@@ -5,6 +5,7 @@ mod cert;
 mod http;
 mod local;
 pub mod progress;
+mod restore;
 mod rolling;
 mod save;
 mod snapshot;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
+pub use restore::restore;
 pub use rolling::etcd_restart;
 pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
@@ -70,6 +72,16 @@ pub enum Command {
         /// Defragment the reachable members even while a voter is down.
         #[arg(long)]
         force: bool,
+    },
+    /// Restore the whole cluster from a snapshot file: every member replaces its data with it
+    /// (moving the old data aside) and the cluster starts again with a new cluster ID. Run on
+    /// one voting member's host; without --yes it only says what would happen.
+    Restore {
+        /// The snapshot file (a path on this host).
+        source: String,
+        /// Really do it.
+        #[arg(long)]
+        yes: bool,
     },
     /// etcd commands.
     Etcd {

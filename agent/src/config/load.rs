@@ -24,6 +24,8 @@ pub const ENV_VARS: &[&str] = &[
     "ca_hash",
     "state_dir",
     "remove_dead_after",
+    "restore_from",
+    "restore_new_ca",
     "ports.client",
     "ports.peer",
     "ports.gossip",
@@ -346,7 +348,7 @@ mod tests {
         // "unknown field" errors), so ENV_VARS cannot drift from the Config struct.
         for key in ENV_VARS {
             let sample = match *key {
-                "seed" | "etcd.listen_localhost" => "true",
+                "seed" | "etcd.listen_localhost" | "restore_new_ca" => "true",
                 "bootstrap_expect" | "ports.client" | "ports.peer" | "ports.gossip"
                 | "ports.api" => "1",
                 "advertise_addr" | "bind_addr" => "10.0.0.1",

@@ -98,6 +98,14 @@ pub struct Config {
     pub log: LogSection,
     pub maintenance: MaintenanceSection,
     pub snapshot: SnapshotSection,
+    /// Seed only: form the cluster from this snapshot (an absolute path, or s3://bucket/key
+    /// through [snapshot.s3]) instead of empty, keeping the CA sealed in it
+    /// (docs/operations.md, Restore onto new hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// With `restore_from`: create a new CA when the snapshot's cannot be unsealed (every
+    /// client certificate must then be reissued).
+    pub restore_new_ca: bool,
 }
 
 impl Default for Config {
@@ -121,6 +129,8 @@ impl Default for Config {
             log: LogSection::default(),
             maintenance: MaintenanceSection::default(),
             snapshot: SnapshotSection::default(),
+            restore_from: None,
+            restore_new_ca: false,
         }
     }
 }

@@ -33,6 +33,10 @@ pub struct Settings {
     pub log: LogSection,
     pub maintenance: MaintenanceSettings,
     pub snapshot: SnapshotSettings,
+    /// Seed only: the snapshot to form the cluster from (a path or s3://bucket/key).
+    pub restore_from: Option<String>,
+    /// With `restore_from`: a new CA when the snapshot's cannot be unsealed.
+    pub restore_new_ca: bool,
 }
 
 /// Resolved snapshot settings.

@@ -11,6 +11,7 @@ pub mod error;
 mod logs;
 pub mod member;
 pub mod probe;
+pub mod restore;
 mod supervisor;
 pub mod version;
 

@@ -35,6 +35,9 @@ pub struct NodeMeta {
     /// This host's etcd member has been healthy in a cluster at least once: the cluster
     /// exists, so no host may bootstrap it again.
     pub formed: bool,
+    /// The restore generation this agent has applied (0: only the bootstrap plan). An agent
+    /// that sees a newer one fetches the signed plan; the number alone changes nothing.
+    pub restore_generation: u64,
 }
 
 #[cfg(test)]
@@ -55,6 +58,7 @@ impl NodeMeta {
             plan_id: None,
             member_id: None,
             formed: false,
+            restore_generation: 0,
         }
     }
 }

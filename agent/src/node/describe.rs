@@ -46,6 +46,29 @@ pub fn describe(s: &Situation<'_>) -> (Phase, String) {
             Phase::Joining,
             "learner: catching up, to be promoted to a voting member".into(),
         ),
+        Step::Restore { generation } => (
+            Phase::Restoring,
+            format!("restore generation {generation}: replacing etcd's data with the snapshot"),
+        ),
+        Step::RestoreLeftOut { generation } => (
+            Phase::Restoring,
+            format!(
+                "restore generation {generation} left this host out: moving its old data aside \
+                 to join the restored cluster"
+            ),
+        ),
+        Step::RestoreFromSnapshot => (
+            Phase::Restoring,
+            "forming the cluster from the snapshot in restore_from".into(),
+        ),
+        Step::DecideRestoredPlan { .. } => (
+            Phase::Restoring,
+            "deciding the plan of the cluster restored from restore_from".into(),
+        ),
+        Step::FetchRestorePlan { generation, .. } => (
+            Phase::Restoring,
+            format!("fetching restore plan generation {generation}"),
+        ),
         Step::MoveDataAside { reason } => (
             Phase::Degraded,
             format!("etcd's data is damaged ({reason}); moving it aside"),

@@ -38,6 +38,8 @@ pub enum NodeError {
     Cluster(#[from] crate::etcd::ClusterError),
     #[error("operator-supplied CA {path}: {message}")]
     OperatorCa { path: PathBuf, message: String },
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
     #[error("the agent is shutting down")]
     ShuttingDown,
 }

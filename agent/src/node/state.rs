@@ -18,9 +18,12 @@ use crate::etcd::TlsFiles;
 use crate::fsutil;
 use crate::pki::{CaHash, CertificateAuthority, PkiStore, TlsMaterial};
 use crate::plan::{Plan, PlanStore};
+use crate::restore::{RestoreRecord, RestoreStore};
 
 /// Marker: this host's member was healthy in a cluster once.
 pub const FORMED_MARKER: &str = "formed";
+/// The cluster token of a seed restored from `restore_from` (written once the data is ready).
+pub const RESTORED_TOKEN: &str = "restore-from.token";
 /// Marker: this host left the cluster with `quorate leave`.
 pub const LEFT_MARKER: &str = "left";
 
@@ -30,6 +33,8 @@ pub struct NodeState {
     pki: PkiStore,
     plans: PlanStore,
     plan: Option<Plan>,
+    restores: RestoreStore,
+    restore: RestoreRecord,
     cert: Option<NodeCert>,
     formed: bool,
     left: bool,
@@ -51,6 +56,8 @@ impl NodeState {
         import_operator_ca(&settings, &pki)?;
         let plans = PlanStore::new(&settings.state_dir);
         let plan = plans.load()?;
+        let restores = RestoreStore::new(&settings.state_dir);
+        let restore = restores.load()?;
         let formed = settings.state_dir.join(FORMED_MARKER).exists();
         let left_marker = settings.state_dir.join(LEFT_MARKER);
         if left_marker.exists() {
@@ -66,6 +73,8 @@ impl NodeState {
             pki,
             plans,
             plan,
+            restores,
+            restore,
             cert: None,
             formed,
             left: false,
@@ -89,6 +98,70 @@ impl NodeState {
 
     pub fn plan(&self) -> Option<&Plan> {
         self.plan.as_ref()
+    }
+
+    /// The restore plan record (`restore.json`).
+    pub fn restore(&self) -> &RestoreRecord {
+        &self.restore
+    }
+
+    /// Where restore snapshots are kept.
+    pub fn restore_store(&self) -> &RestoreStore {
+        &self.restores
+    }
+
+    /// Persists the restore record (the store refuses a generation not newer than the applied
+    /// one) and holds it.
+    pub fn save_restore(&mut self, record: RestoreRecord) -> Result<(), NodeError> {
+        self.restores.save(&record)?;
+        self.restore = record;
+        Ok(())
+    }
+
+    /// This node's key (PKCS#8 PEM) and certificate (PEM), to sign a restore plan.
+    pub fn node_identity(&self) -> Result<(String, String), NodeError> {
+        let key_path = self.pki.node_key_path();
+        let key = std::fs::read_to_string(&key_path).map_err(|source| fsutil::FsError {
+            op: "read",
+            path: key_path,
+            source,
+        })?;
+        let cert = self.pki.load_node_cert()?.ok_or_else(|| {
+            NodeError::Restore(crate::restore::RestoreError::Sign(
+                "this node has no certificate yet".into(),
+            ))
+        })?;
+        Ok((key, cert))
+    }
+
+    /// Installs the CA recovered from a snapshot (restore onto new hosts).
+    pub fn install_ca(&mut self, ca: CertificateAuthority) -> Result<CaHash, NodeError> {
+        self.pki.save_ca(&ca)?;
+        let hash = ca.hash();
+        self.refresh(Some(Arc::new(ca)))?;
+        Ok(hash)
+    }
+
+    /// The cluster token the seed restored its snapshot with (`restore-from.token`), once the
+    /// restore onto new hosts has prepared the data.
+    pub fn restored_token(&self) -> Option<String> {
+        fsutil::read_optional(&self.settings.state_dir.join(RESTORED_TOKEN))
+            .ok()
+            .flatten()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Records the token of a prepared restore onto new hosts.
+    pub fn save_restored_token(&mut self, token: &str) -> Result<(), NodeError> {
+        let path = self.settings.state_dir.join(RESTORED_TOKEN);
+        fsutil::atomic_write(&path, token.as_bytes(), fsutil::MODE_PUBLIC)?;
+        Ok(())
+    }
+
+    /// The cluster CA certificate (PEM) this node trusts.
+    pub fn ca_cert_pem(&self) -> Result<Option<String>, NodeError> {
+        Ok(self.pki.load_ca_cert()?)
     }
 
     pub fn ca_hash(&self) -> Option<CaHash> {

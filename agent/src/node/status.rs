@@ -23,6 +23,9 @@ pub struct NodeStatus {
     pub certificate: Option<CertSummary>,
     /// The last failed action, if the controller is retrying.
     pub last_error: Option<String>,
+    /// The newest restore plan and its members' progress.
+    #[serde(default)]
+    pub restore: Option<crate::restore::RestoreProgress>,
 }
 
 impl Default for NodeStatus {
@@ -36,6 +39,7 @@ impl Default for NodeStatus {
             plan: None,
             certificate: None,
             last_error: None,
+            restore: None,
         }
     }
 }

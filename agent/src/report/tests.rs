@@ -145,6 +145,7 @@ fn healthy_issuer() -> StatusReport {
         maintenance: None,
         snapshot: None,
         etcd_restarts: None,
+        restore: None,
     }
 }
 
@@ -227,6 +228,7 @@ fn waiting_for_peers() -> StatusReport {
         maintenance: None,
         snapshot: None,
         etcd_restarts: None,
+        restore: None,
     }
 }
 

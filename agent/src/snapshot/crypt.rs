@@ -29,8 +29,8 @@ pub const AGE_EXT: &str = ".age";
 pub enum CryptError {
     /// The snapshot is encrypted and no key was given.
     #[error(
-        "{path} is encrypted and no key was given: set snapshot.encryption_key_file or pass \
-         --key-file"
+        "{path} is encrypted and no key was given: set snapshot.encryption_key_file to the key \
+         file it was encrypted with (docs/operations.md, encryption at rest)"
     )]
     NoKey { path: PathBuf },
     /// The key file cannot be read.
@@ -360,7 +360,7 @@ mod tests {
         assert!(matches!(err, CryptError::NoKey { .. }), "{err}");
         let text = err.to_string();
         assert!(
-            text.contains("snapshot.encryption_key_file") && text.contains("--key-file"),
+            text.contains("snapshot.encryption_key_file") && text.contains("it was encrypted with"),
             "{text}"
         );
         assert!(!dst.exists());

@@ -60,6 +60,7 @@ async fn start_issuer() -> Issuer {
         counters: counters.clone(),
         tracker: tracker.clone(),
         heartbeat: Liveness::new().register("api"),
+        restore: None,
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {

@@ -148,6 +148,8 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     log: config.log.clone(),
                     maintenance,
                     snapshot,
+                    restore_from: config.restore_from.clone(),
+                    restore_new_ca: config.restore_new_ca,
                 },
                 warnings,
             })
@@ -460,6 +462,7 @@ fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
         )),
         _ => {}
     }
+    crate::restore::from_config::check(config, errors);
 }
 
 #[cfg(test)]

@@ -113,6 +113,25 @@ impl Controller {
             } => {
                 self.start_etcd(*state, initial_cluster.clone()).await?;
             }
+            Step::Restore { .. } => self.apply_restore(view).await?,
+            Step::RestoreFromSnapshot => self.restore_from_snapshot().await?,
+            Step::DecideRestoredPlan { token } => {
+                let Some(ca_hash) = self.state.ca_hash() else {
+                    return Ok(false);
+                };
+                let me = crate::plan::PlanMember {
+                    name: s.name.clone(),
+                    peer_url: s.peer_url(),
+                    client_url: s.client_url(),
+                };
+                let plan = Plan::new(vec![me], ca_hash, token.clone(), &s.name, unix_now());
+                tracing::info!(plan = %plan.id(), "decided the plan of the cluster restored from restore_from");
+                self.adopt(plan).await?;
+            }
+            Step::RestoreLeftOut { .. } => self.leave_for_restore().await?,
+            Step::FetchRestorePlan { from, generation } => {
+                self.fetch_restore_plan(*from, *generation, view).await?
+            }
             Step::MoveDataAside { reason } => {
                 self.stop_etcd().await?;
                 let aside = self.state.move_data_aside("damaged", unix_now())?;

@@ -29,6 +29,25 @@ impl Controller {
                 }
                 let _ = reply.send(result);
             }
+            ControlCommand::Restore {
+                source,
+                snapshot,
+                reply,
+            } => {
+                let result = self.start_restore(&source, &snapshot, view).await;
+                snapshot.cleanup();
+                if let Err(e) = &result {
+                    tracing::warn!(%source, "restore refused: {e}");
+                }
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            ControlCommand::ReceiveRestorePlan { signed, reply } => {
+                let result = self.receive_restore_plan(*signed, view).await;
+                if let Err(e) = &result {
+                    tracing::warn!("restore plan refused: {e}");
+                }
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
         }
     }
 

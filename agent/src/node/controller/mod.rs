@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 mod actions;
 mod leave;
 mod publish;
+mod restore;
 
 use super::certs::cert_state;
 use super::policy::{damaged_verdict, signing_ca};
 use super::state::NodeState;
-use super::step::{next_step, ClusterKnowledge, Facts, Step};
+use super::step::{next_step, ClusterKnowledge, Facts, RestoreFacts, Step};
 use super::NodeError;
 use crate::api::ApiMaterial;
 use crate::config::Settings;
@@ -54,6 +55,8 @@ pub struct ControllerIo {
     /// The CA while this agent is the elected issuer (see `issuer::IssuerTask`).
     pub issuer: watch::Receiver<Option<Arc<CertificateAuthority>>>,
     pub heartbeat: Heartbeat,
+    /// The newest restore plan this agent holds, for the agent API.
+    pub restore_plan: watch::Sender<Option<crate::restore::SignedPlan>>,
 }
 
 /// The controller: the node's persistent state (through its one owner) and what the loop
@@ -69,6 +72,10 @@ pub struct Controller {
     cluster: ClusterCache,
     retry: Retry,
     published: Published,
+    /// Why forming from `restore_from` failed in this run.
+    restore_from_error: Option<String>,
+    /// The newest advertised restore generation whose plan was refused in this run.
+    refused_restore: u64,
 }
 
 /// The running cluster's membership as last asked, and when.
@@ -111,6 +118,8 @@ impl Controller {
             cluster: ClusterCache::default(),
             retry: Retry::default(),
             published: Published::default(),
+            restore_from_error: None,
+            refused_restore: 0,
         };
         controller.publish_api(None);
         Ok(controller)
@@ -189,6 +198,8 @@ impl Controller {
         let s = &self.settings;
         let process = self.io.process.borrow().clone();
         let plan = self.state.plan();
+        let record = self.state.restore();
+        let restored_token = self.state.restored_token();
         let facts = Facts {
             me: &s.name,
             seed: s.seed,
@@ -215,6 +226,14 @@ impl Controller {
                 ca_hash: self.state.ca_hash(),
                 plan_id: plan.map(Plan::id),
             },
+            restore: RestoreFacts {
+                pending: record.pending().map(|p| &p.plan),
+                applied: record.applied,
+                refused: self.refused_restore,
+            },
+            restore_from: s.restore_from.is_some(),
+            restored_token: restored_token.as_deref(),
+            restore_from_error: self.restore_from_error.as_deref(),
         };
         next_step(&facts)
     }

@@ -42,7 +42,18 @@ impl Controller {
             plan: self.state.plan().cloned(),
             certificate: self.state.cert().map(|c| CertSummary::of(&c.info)),
             last_error: self.retry.last_error.clone(),
+            restore: crate::restore::progress(
+                &self.settings.name,
+                self.state.restore(),
+                &super::restore::generations(view),
+            ),
         };
+        let signed = self.state.restore().signed.clone();
+        self.io.restore_plan.send_if_modified(|current| {
+            let changed = *current != signed;
+            *current = signed;
+            changed
+        });
         self.io.status.send_if_modified(|current| {
             let changed = *current != status;
             if changed && current.message != status.message {
@@ -66,6 +77,7 @@ impl Controller {
             plan_id: self.state.plan().map(Plan::id),
             member_id: health.member_id,
             formed: self.state.formed(),
+            restore_generation: self.state.restore().applied,
         };
         if self.published.meta.as_ref() != Some(&meta) {
             self.published.meta = Some(meta.clone());

@@ -12,6 +12,7 @@ use crate::gossip::GossipView;
 use crate::phase::Phase;
 use crate::pki::CaHash;
 use crate::plan::{decide_plan, Candidate, Plan, PlanDecision, PlanMember};
+use crate::restore::RestorePlan;
 
 /// The node certificate's condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,27 @@ pub struct Facts<'a> {
     pub view: &'a GossipView,
     /// This agent as a plan candidate.
     pub me_candidate: Candidate,
+    /// The restore plans: the one waiting here and the generation applied.
+    pub restore: RestoreFacts<'a>,
+    /// Seed with `restore_from`: the cluster forms from a snapshot.
+    pub restore_from: bool,
+    /// The cluster token the snapshot was restored with, once it is ready.
+    pub restored_token: Option<&'a str>,
+    /// Why forming from `restore_from` failed in this run (the operator must act; a restart
+    /// tries again).
+    pub restore_from_error: Option<&'a str>,
+}
+
+/// What the decision needs about restore plans.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreFacts<'a> {
+    /// A verified restore plan newer than the applied generation, to apply on this host.
+    pub pending: Option<&'a RestorePlan>,
+    /// The restore generation applied here (0: only the bootstrap plan).
+    pub applied: u64,
+    /// The newest advertised generation whose plan was fetched and refused in this run: a
+    /// bare number in gossip (from a token holder, say) is not fetched again and again.
+    pub refused: u64,
 }
 
 /// What to do next.
@@ -104,6 +126,19 @@ pub enum Step {
     /// Stop etcd and move its damaged data directory aside (never delete it); the host then
     /// rejoins like a replaced one.
     MoveDataAside { reason: String },
+    /// A restore plan names this host: stop etcd, move its data aside, fetch the snapshot,
+    /// restore it with the plan's members and token, mark the generation applied.
+    Restore { generation: u64 },
+    /// A restore plan leaves this host out (it was down): stop etcd and move the old data
+    /// aside, then join the restored cluster as a new member.
+    RestoreLeftOut { generation: u64 },
+    /// A live agent advertises a newer restore generation: fetch its signed plan and verify it.
+    FetchRestorePlan { from: SocketAddr, generation: u64 },
+    /// Seed with `restore_from`: restore the snapshot as a one-member cluster and recover its
+    /// CA.
+    RestoreFromSnapshot,
+    /// Seed with `restore_from`, snapshot restored: decide the one-member plan with its token.
+    DecideRestoredPlan { token: String },
     /// etcd is running; watch its health.
     Steady,
 }
@@ -248,6 +283,9 @@ fn etcd_step(f: &Facts<'_>, plan: &Plan) -> Step {
                 .into(),
         };
     }
+    if let Some(step) = restore_step(f) {
+        return step;
+    }
     if let (true, Some(why)) = (f.etcd_desired && f.has_member, f.damaged) {
         return damaged_step(f, why);
     }
@@ -292,6 +330,28 @@ fn etcd_step(f: &Facts<'_>, plan: &Plan) -> Step {
             }
         }
     }
+}
+
+/// A restore plan takes precedence over every other etcd step: while one is pending, nothing
+/// joins, removes or starts a member. A newer generation seen in gossip is only a reason to
+/// fetch the signed plan; it never touches data by itself.
+fn restore_step(f: &Facts<'_>) -> Option<Step> {
+    if let Some(p) = f.restore.pending {
+        let generation = p.generation;
+        return Some(if p.member(f.me).is_some() {
+            Step::Restore { generation }
+        } else {
+            Step::RestoreLeftOut { generation }
+        });
+    }
+    f.view
+        .live_metas()
+        .filter(|m| m.restore_generation > f.restore.applied.max(f.restore.refused))
+        .max_by_key(|m| m.restore_generation)
+        .map(|m| Step::FetchRestorePlan {
+            from: m.api_addr,
+            generation: m.restore_generation,
+        })
 }
 
 /// No persisted plan yet: adopt one from gossip, or (seed) decide it, or wait.
@@ -344,6 +404,24 @@ fn plan_step(f: &Facts<'_>, trust: Option<CaHash>) -> Step {
             reason: format!("waiting for {}'s metadata", p.id.name),
         };
     }
+    if f.restore_from && !f.view.live_metas().any(|m| m.formed) {
+        // The cluster forms from the snapshot: this seed alone, the others grow it.
+        if let Some(why) = f.restore_from_error {
+            return conflict(format!("cannot form the cluster from restore_from: {why}"));
+        }
+        return match f.restored_token {
+            None => Step::RestoreFromSnapshot,
+            Some(token) if f.holds_ca_key => Step::DecideRestoredPlan {
+                token: token.to_owned(),
+            },
+            Some(_) => conflict(
+                "the snapshot was restored but the CA recovered from it is missing from the \
+                 PKI directory; remove restore-from.token and etcd/ from the state directory \
+                 to restore again"
+                    .into(),
+            ),
+        };
+    }
     let mut candidates = vec![f.me_candidate.clone()];
     candidates.extend(f.view.live_metas().map(|m| Candidate {
         name: m.name.clone(),
@@ -394,5 +472,7 @@ fn cert_step(f: &Facts<'_>, ca: CaHash) -> Step {
     }
 }
 
+#[cfg(test)]
+mod restore_tests;
 #[cfg(test)]
 mod tests;

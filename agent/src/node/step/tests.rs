@@ -3,7 +3,7 @@ use super::*;
 use crate::gossip::{NodeId, NodeMeta, Peer, PeerState};
 use crate::plan::tests::{plan, test_hash};
 
-fn meta(name: &str) -> NodeMeta {
+pub(super) fn meta(name: &str) -> NodeMeta {
     NodeMeta::example(name, format!("10.0.0.{}:7946", name.len()).parse().unwrap())
 }
 
@@ -19,14 +19,14 @@ fn peer(m: NodeMeta) -> Peer {
     }
 }
 
-fn view(metas: Vec<NodeMeta>, plans: Vec<Plan>) -> GossipView {
+pub(super) fn view(metas: Vec<NodeMeta>, plans: Vec<Plan>) -> GossipView {
     GossipView {
         peers: metas.into_iter().map(peer).collect(),
         plans,
     }
 }
 
-fn facts<'a>(me: &'a str, seed: bool, view: &'a GossipView) -> Facts<'a> {
+pub(super) fn facts<'a>(me: &'a str, seed: bool, view: &'a GossipView) -> Facts<'a> {
     Facts {
         me,
         seed,
@@ -53,10 +53,14 @@ fn facts<'a>(me: &'a str, seed: bool, view: &'a GossipView) -> Facts<'a> {
             ca_hash: None,
             plan_id: None,
         },
+        restore: RestoreFacts::default(),
+        restore_from: false,
+        restored_token: None,
+        restore_from_error: None,
     }
 }
 
-fn issuer(name: &str, ca: CaHash) -> NodeMeta {
+pub(super) fn issuer(name: &str, ca: CaHash) -> NodeMeta {
     let mut m = meta(name);
     m.seed = true;
     m.issuer = true;
@@ -159,7 +163,7 @@ fn persisted_plan_is_never_replaced_by_the_seed() {
     assert_eq!(next_step(&f), start(ClusterState::New, None));
 }
 
-fn formed(mut m: NodeMeta) -> NodeMeta {
+pub(super) fn formed(mut m: NodeMeta) -> NodeMeta {
     m.formed = true;
     m
 }

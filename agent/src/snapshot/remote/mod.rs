@@ -316,6 +316,16 @@ impl RemoteStore {
     /// manifest's sha256 and size when the store has a manifest for it, fsynced, renamed.
     /// Returns the size and sha256.
     pub async fn download(&self, key: &str, dst: &Path) -> Result<(u64, String), RemoteError> {
+        let (size, sha, _) = self.download_with_manifest(key, dst).await?;
+        Ok((size, sha))
+    }
+
+    /// [`Self::download`], also returning the store's manifest for `key` when it has one.
+    pub async fn download_with_manifest(
+        &self,
+        key: &str,
+        dst: &Path,
+    ) -> Result<(u64, String, Option<Manifest>), RemoteError> {
         let (dir, file) = match key.rsplit_once('/') {
             Some((dir, file)) => (format!("{dir}/"), file),
             None => (String::new(), key),
@@ -330,7 +340,7 @@ impl RemoteStore {
         match result {
             Ok((file, size, sha)) => {
                 fsutil::persist(file, &tmp, dst)?;
-                Ok((size, sha))
+                Ok((size, sha, manifest))
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -400,16 +410,20 @@ pub fn use_ring() {
 
 /// Downloads the snapshot `source` names to `dst` (what a restore from `s3://bucket/key`
 /// calls): the endpoint, region and credentials come from `[snapshot.s3]`, the bucket and
-/// key from `source`.
-pub async fn fetch_to(source: &S3Source, s3: &S3Settings, dst: &Path) -> Result<(), RemoteError> {
+/// key from `source`. Returns the store's manifest of it, when there is one.
+pub async fn fetch_to(
+    source: &S3Source,
+    s3: &S3Settings,
+    dst: &Path,
+) -> Result<Option<Manifest>, RemoteError> {
     let settings = S3Settings {
         bucket: source.bucket.clone(),
         ..s3.clone()
     };
     let store = RemoteStore::new(&settings)?;
-    let (size, sha) = store.download(&source.key, dst).await?;
+    let (size, sha, manifest) = store.download_with_manifest(&source.key, dst).await?;
     tracing::info!(source = %source, dst = %dst.display(), size, sha256 = %sha, "snapshot downloaded");
-    Ok(())
+    Ok(manifest)
 }
 
 fn file_name(path: &Path) -> Result<String, RemoteError> {

@@ -1,0 +1,171 @@
+//! Restore onto brand-new hosts: the seed, configured with `restore_from`, forms the cluster
+//! from a snapshot instead of empty. It restores the snapshot as a one-member cluster (its own
+//! name and peer URL, a new cluster token), starts that etcd once on loopback with plain HTTP
+//! on free ports to recover the CA sealed in `/quorate/ca` (the seal key derives from the join
+//! token, which the operator keeps), and removes the snapshot's issuer lock. Then the seed
+//! decides a one-member plan with that token and the other hosts join as learners through the
+//! ordinary growth path. A CA that cannot be unsealed stops here with the reason, unless
+//! `restore_new_ca` is set: then a new CA replaces it in etcd (every client certificate must be
+//! reissued). This helper etcd is not the supervised member: it runs for seconds, on other
+//! ports, before the controller starts etcd for real.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use super::inspect::inspect_snapshot;
+use super::local_etcd_version;
+use super::run::restore_data;
+use super::source::Prepared;
+use super::RestoreError;
+use crate::config::Settings;
+use crate::etcd::restore::RestoreArgs;
+use crate::issuer::{SealedCa, CA_KEY, ISSUER_KEY};
+use crate::pki::CertificateAuthority;
+use crate::token::KeyPurpose;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The CA recovered from the snapshot (or created, with `restore_new_ca`).
+pub struct SeedRestore {
+    pub ca: CertificateAuthority,
+    /// A new CA replaced the snapshot's.
+    pub new_ca: bool,
+}
+
+/// Restores `snapshot` into the (absent) etcd data dir of this seed with `token`, and recovers
+/// the CA from it.
+pub async fn restore_seed(
+    s: &Settings,
+    snapshot: &Prepared,
+    token: &str,
+) -> Result<SeedRestore, RestoreError> {
+    let version = local_etcd_version(&s.etcd.binary).await?;
+    let (checked, manifest) = (snapshot.path.clone(), snapshot.manifest.clone());
+    tokio::task::spawn_blocking(move || {
+        inspect_snapshot(&checked, manifest.as_ref(), version, None)
+    })
+    .await
+    .map_err(|e| RestoreError::Refused(e.to_string()))??;
+    let data_dir = s.etcd_data_dir();
+    let peer_url = s.peer_url();
+    let initial = format!("{}={peer_url}", s.name);
+    restore_data(
+        &s.etcd.binary,
+        &s.state_dir,
+        &RestoreArgs {
+            snapshot: &snapshot.path,
+            name: &s.name,
+            peer_url: &peer_url,
+            initial_cluster: &initial,
+            cluster_token: token,
+            data_dir: &data_dir,
+        },
+    )
+    .await?;
+    recover_ca(s, &data_dir).await
+}
+
+fn free_port() -> Result<u16, RestoreError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| RestoreError::Command(format!("no free loopback port: {e}")))
+}
+
+/// Starts etcd once on the restored data (loopback, plain HTTP), takes the CA out of it.
+async fn recover_ca(s: &Settings, data_dir: &Path) -> Result<SeedRestore, RestoreError> {
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let url = format!("http://127.0.0.1:{client_port}");
+    let mut child = tokio::process::Command::new(&s.etcd.binary)
+        .arg(format!("--name={}", s.name))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| RestoreError::Command(format!("{}: {e}", s.etcd.binary.display())))?;
+    let result = read_and_fix_ca(s, &url).await;
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+    result
+}
+
+async fn read_and_fix_ca(s: &Settings, url: &str) -> Result<SeedRestore, RestoreError> {
+    let fail = |e: etcd_client::Error| {
+        RestoreError::Command(format!("reading the restored snapshot with etcd: {e}"))
+    };
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let mut client = loop {
+        let attempt = async {
+            let mut c = etcd_client::Client::connect([url], None).await?;
+            c.get(CA_KEY, None).await?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(c)) => break c,
+            Ok(Err(e)) if tokio::time::Instant::now() > deadline => return Err(fail(e)),
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(RestoreError::Command(
+                    "etcd did not start on the restored snapshot".into(),
+                ))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let key = s.token.derive(KeyPurpose::CaSeal);
+    let stored = client.get(CA_KEY, None).await.map_err(fail)?;
+    let unsealed = match stored.kvs().first() {
+        None => Err(format!("the snapshot holds no sealed CA ({CA_KEY})")),
+        Some(kv) => SealedCa::from_json(kv.value())
+            .and_then(|sealed| sealed.unseal(&key))
+            .map_err(|e| {
+                format!(
+                    "the CA sealed in the snapshot cannot be unsealed: {e} (the seal key derives \
+                     from the join token: use the cluster's original token)"
+                )
+            }),
+    };
+    let outcome = match unsealed {
+        Ok(ca) => SeedRestore { ca, new_ca: false },
+        Err(why) if !s.restore_new_ca => {
+            return Err(RestoreError::Refused(format!(
+                "{why}. Fix: start the seed with the token the snapshot's cluster used, or set \
+                 restore_new_ca = true to create a new CA (every client certificate must then \
+                 be reissued)"
+            )))
+        }
+        Err(why) => {
+            tracing::warn!("{why}; creating a new CA (restore_new_ca)");
+            let label: [u8; 4] = rand::random();
+            let ca = CertificateAuthority::generate(
+                &format!("quorate cluster CA {}", hex::encode(label)),
+                SystemTime::now(),
+                s.pki.ca_validity,
+            )
+            .map_err(|e| RestoreError::Sign(e.to_string()))?;
+            client
+                .put(CA_KEY, SealedCa::seal(&ca, &key).to_json(), None)
+                .await
+                .map_err(fail)?;
+            SeedRestore { ca, new_ca: true }
+        }
+    };
+    // The snapshot's issuer lock belongs to an agent of the old cluster.
+    client.delete(ISSUER_KEY, None).await.map_err(fail)?;
+    Ok(outcome)
+}
