@@ -14,7 +14,7 @@ SECONDS=0
 
 # Integration tests whose behaviour depends on the etcd version: run on every version of
 # scripts/deps.sh's ETCD_TEST_VERSIONS as well as on the default one.
-VERSION_TESTS="formation restart growth replacement"
+VERSION_TESTS="formation restart growth replacement restore"
 
 LOGS=$PWD/target/test-logs
 mkdir -p "$LOGS"

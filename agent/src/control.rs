@@ -32,6 +32,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long `quorate defrag` may take: every member in turn, each up to the deadline of one
 /// defragmentation.
 pub const DEFRAG_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long `quorate restore` waits for its answer: an s3:// source is downloaded and an
+/// encrypted one decrypted before the agent answers.
+pub const RESTORE_REQUEST_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Requests for the controller.
 #[derive(Debug)]

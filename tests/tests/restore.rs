@@ -153,6 +153,20 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
         c.wait_voters(i, 3, FORM_TIMEOUT);
     }
     eprintln!("restore of 3 members took {:?}", started.elapsed());
+    // The tool of the etcd under test: etcdctl on 3.4, etcdutl from 3.5.
+    let version = quorate_tests::etcd_version();
+    let tool = if version.starts_with("3.4.") {
+        "etcdctl"
+    } else {
+        "etcdutl"
+    };
+    for a in &c.agents {
+        let used = a
+            .log()
+            .lines()
+            .any(|l| l.contains("restoring the snapshot") && l.contains(&format!("/{tool}")));
+        assert!(used, "{}: no restore with {tool} (etcd {version})", a.name);
+    }
     let new_id = cluster_id(&c, 0);
     assert_ne!(new_id, old_id, "the restored cluster kept its old ID");
     for i in 0..3 {

@@ -73,11 +73,12 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Restore the whole cluster from a snapshot file: every member replaces its data with it
+    /// Restore the whole cluster from a snapshot: every member replaces its data with it
     /// (moving the old data aside) and the cluster starts again with a new cluster ID. Run on
     /// one voting member's host; without --yes it only says what would happen.
     Restore {
-        /// The snapshot file (a path on this host).
+        /// A snapshot file on this host (.db, or .db.age with snapshot.encryption_key_file),
+        /// or s3://BUCKET/KEY in the store of [snapshot.s3] (see quorate snapshot list).
         source: String,
         /// Really do it.
         #[arg(long)]

@@ -49,10 +49,16 @@ pub async fn restore(settings: &Settings, source: &str, yes: bool) -> anyhow::Re
         );
     }
     let path = format!("/v1/restore?source={}", encode(&source));
-    let (code, body) =
-        crate::control::post_request(&settings.state_dir, &path, crate::control::REQUEST_TIMEOUT)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
+    if source.starts_with("s3://") {
+        eprintln!("the agent downloads {source} and checks it first");
+    }
+    let (code, body) = crate::control::post_request(
+        &settings.state_dir,
+        &path,
+        crate::control::RESTORE_REQUEST_TIMEOUT,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     if code != 200 {
         bail!("{}", body.trim_end());
     }
