@@ -1,6 +1,7 @@
 //! `etcd snapshot restore` for one member, rendered purely: etcdctl (ETCDCTL_API=3) on etcd
 //! 3.4, etcdutl on 3.5 and later when it is beside the etcd binary (3.6 dropped etcdctl's
-//! restore). The driver that runs it lives with the controller.
+//! restore); from etcdutl 3.5.16 the revision is bumped and marked compacted, so that watchers
+//! notice the restore. The driver that runs it is `restore::run`.
 
 use std::path::{Path, PathBuf};
 
@@ -52,8 +53,24 @@ pub fn restore_command(
         format!("--initial-advertise-peer-urls={}", a.peer_url),
         format!("--data-dir={}", a.data_dir.display()),
     ];
+    let mut args = args;
+    if use_etcdutl && version >= BUMP_SINCE {
+        // Revisions after the restore are far above any the old cluster reached, and the
+        // restored revision counts as compacted: a watcher that resumes from a revision it saw
+        // before the restore gets "required revision has been compacted" and re-lists, instead
+        // of silently missing or repeating events.
+        args.push(format!("--bump-revision={REVISION_BUMP}"));
+        args.push("--mark-compacted".to_owned());
+    }
     RestoreCommand { program, args, env }
 }
+
+/// The first etcdutl with `--bump-revision` and `--mark-compacted`.
+pub const BUMP_SINCE: (u32, u32, u32) = (3, 5, 16);
+
+/// How far the revision jumps on a restore (the value etcd's own guide suggests; every member
+/// restores with the same, so they agree on the revision).
+pub const REVISION_BUMP: u64 = 1_000_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -93,13 +110,20 @@ mod tests {
     }
 
     #[test]
-    fn etcd_3_5_and_3_6_restore_with_etcdutl_beside_the_binary() {
-        for version in [(3, 5, 16), (3, 6, 0)] {
+    fn etcd_3_5_and_3_6_restore_with_etcdutl_beside_the_binary_and_bump_the_revision() {
+        for version in [(3, 5, 16), (3, 5, 30), (3, 6, 0)] {
             let c = restore_command(Path::new("/opt/etcd/bin/etcd"), version, true, &args());
             assert_eq!(c.program, Path::new("/opt/etcd/bin/etcdutl"));
-            assert_eq!(c.args, GOLDEN_ARGS);
+            assert_eq!(c.args[..GOLDEN_ARGS.len()], GOLDEN_ARGS);
+            assert_eq!(
+                c.args[GOLDEN_ARGS.len()..],
+                ["--bump-revision=1000000000", "--mark-compacted"]
+            );
             assert!(c.env.is_empty());
         }
+        // etcdutl before 3.5.16 has no --bump-revision.
+        let c = restore_command(Path::new("/opt/etcd/bin/etcd"), (3, 5, 15), true, &args());
+        assert_eq!(c.args, GOLDEN_ARGS);
     }
 
     #[test]
