@@ -89,8 +89,17 @@ async fn bind_tcp(
         })
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(settings: Settings) -> Result<(), AgentError> {
+/// How the agent stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT: the process ends.
+    Stopped,
+    /// `quorate restart`: the caller re-executes the binary (see [`reexec`]).
+    Restart,
+}
+
+/// Runs the agent until SIGTERM or SIGINT, or until it is to restart on its new binary.
+pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     let settings = Arc::new(settings);
     fsutil::ensure_dir(&settings.state_dir, fsutil::MODE_DIR)?;
     let counters = Arc::new(Counters::default());
@@ -113,6 +122,7 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
     let (defrag_status_tx, defrag_status) = watch::channel(DefragStatus::default());
     let (snapshot_status_tx, snapshot_status) = watch::channel(SnapshotStatus::default());
     let (rolling_tx, rolling_rx) = mpsc::channel(4);
+    let (reexec_tx, mut reexec_rx) = watch::channel(false);
     let (rolling_status_tx, rolling_status) = watch::channel(RollingStatus::default());
     let (snapshot_progress_tx, snapshot_progress) = watch::channel(None);
     let (restore_plan_tx, restore_plan) = watch::channel(None);
@@ -218,6 +228,8 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         commands: rolling_rx,
         published: rolling_status_tx,
         heartbeat: live.register("etcd restarts"),
+        reexec: reexec_tx,
+        agent_restart: false,
     };
     let on_demand = OnDemand::new(
         settings.clone(),
@@ -248,7 +260,9 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         live.clone(),
     );
     health_state.rolling = Some(rolling_status);
-    let notifier = Notifier::new(status, live).with_snapshot_progress(snapshot_progress);
+    let notifier = Notifier::new(status, live)
+        .with_snapshot_progress(snapshot_progress)
+        .with_restart(reexec_rx.clone());
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
     tasks.spawn(joiner.run(cancel.clone()));
@@ -273,15 +287,38 @@ pub async fn run(settings: Settings) -> Result<(), AgentError> {
         "quorate agent started"
     );
 
-    signals.wait().await;
-    tracing::info!("shutting down");
+    let exit = tokio::select! {
+        _ = signals.wait() => Exit::Stopped,
+        _ = reexec_rx.wait_for(|r| *r) => Exit::Restart,
+    };
+    match exit {
+        Exit::Stopped => tracing::info!("shutting down"),
+        Exit::Restart => tracing::warn!("stopping to restart on the installed quorate binary"),
+    }
     cancel.cancel();
     let deadline = settings.etcd.stop_timeout + Duration::from_secs(5);
     if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
         tracing::warn!(?deadline, "some tasks did not stop in time");
     }
     tracing::info!("stopped");
-    Ok(())
+    Ok(exit)
+}
+
+/// Replaces this process with the quorate binary now installed at the path it was started
+/// from (a package upgrade replaced the file; `/proc/self/exe` names the old one, "(deleted)"),
+/// with the same arguments and environment: the same PID, so systemd keeps supervising it
+/// (NotifyAccess=main, the watchdog). Returns only when the exec failed.
+pub fn reexec() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let text = exe.to_string_lossy();
+    let path = std::path::PathBuf::from(text.strip_suffix(" (deleted)").unwrap_or(&text));
+    std::process::Command::new(&path)
+        .args(std::env::args_os().skip(1))
+        .exec()
 }
 
 /// SIGTERM and SIGINT.

@@ -106,6 +106,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         )
         .route("/v1/snapshot/save", post(snapshot_save))
         .route("/v1/restore", post(restore))
+        .route("/v1/agent/restart", post(agent_restart))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -220,6 +221,19 @@ async fn rolling_request(State(routes): State<Routes>) -> (StatusCode, String) {
             "no answer from the agent\n".into(),
         ),
     }
+}
+
+async fn agent_restart(State(routes): State<Routes>) -> (StatusCode, String) {
+    let (reply, answer) = oneshot::channel();
+    if routes
+        .rolling
+        .send(RollingCommand::AgentRestart { reply })
+        .await
+        .is_err()
+    {
+        return stopping();
+    }
+    wait_answer(answer, REQUEST_TIMEOUT).await
 }
 
 #[derive(Deserialize)]

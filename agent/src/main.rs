@@ -80,6 +80,7 @@ fn main() -> ExitCode {
         }
     };
     let Validated { settings, warnings } = validated;
+    let mut restart = false;
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
             Command::Run => {
@@ -87,7 +88,9 @@ fn main() -> ExitCode {
                 for w in &warnings {
                     tracing::warn!("configuration: {w}");
                 }
-                quorate::agent::run(settings).await?;
+                if quorate::agent::run(settings).await? == quorate::agent::Exit::Restart {
+                    restart = true;
+                }
                 Ok(())
             }
             Command::Status { json } => cli::status(&settings, json).await,
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
             Command::Etcd {
                 command: EtcdCommand::Restart { rolling },
             } => cli::etcd_restart(&settings, rolling).await,
+            Command::Restart => cli::agent_restart(&settings).await,
             Command::Restore { source, yes } => cli::restore(&settings, &source, yes).await,
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
@@ -110,6 +114,13 @@ fn main() -> ExitCode {
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });
+    if restart && result.is_ok() {
+        // Every task has stopped (etcd too); the sockets close on exec.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        let e = quorate::agent::reexec();
+        eprintln!("quorate: cannot re-execute the installed binary: {e}; exiting (systemd restarts the agent)");
+        return ExitCode::FAILURE;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -31,6 +31,8 @@ pub struct Notifier {
     pub liveness: Arc<Liveness>,
     /// Bytes done of a snapshot being taken, added to STATUS= while it runs.
     pub snapshot: Option<watch::Receiver<Option<Progress>>>,
+    /// True when the agent stops to re-execute its new binary.
+    pub restart: Option<watch::Receiver<bool>>,
 }
 
 impl Notifier {
@@ -39,7 +41,15 @@ impl Notifier {
             status,
             liveness,
             snapshot: None,
+            restart: None,
         }
+    }
+
+    /// At shutdown, a restart on the new binary says so instead of STOPPING=1 (the same
+    /// process goes on: systemd must not take it for a stopping service).
+    pub fn with_restart(mut self, restart: watch::Receiver<bool>) -> Self {
+        self.restart = Some(restart);
+        self
     }
 
     /// Adds "taking snapshot: N MiB" to STATUS= while a snapshot is taken.
@@ -88,7 +98,13 @@ impl Notifier {
                 }
             }
         }
-        send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        if self.restart.as_ref().is_some_and(|r| *r.borrow()) {
+            send(&[NotifyState::Status(
+                "restarting on the installed quorate binary",
+            )]);
+        } else {
+            send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        }
     }
 }
 

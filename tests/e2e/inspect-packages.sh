@@ -57,7 +57,10 @@ has "deb postinst: creates /var/lib/quorate 0700" "$postinst" 'install -d -o "\$
 has "deb postinst: disables Debian's etcd.service" "$postinst" 'systemctl disable etcd\.service'
 has "deb postinst: only keeps an existing enablement (no enable on install)" "$postinst" 'if deb-systemd-helper debian-installed quorate\.service; then'
 hasnt "deb postinst: no enable-on-install fragment" "$postinst" 'new installations run enable'
-has "deb postinst: try-restart on upgrade" "$postinst" 'deb-systemd-invoke try-restart quorate\.service'
+has "deb postinst: asks the agent to restart itself on upgrade" "$postinst" '/usr/bin/quorate restart --config /etc/quorate/quorate\.toml'
+has "deb postinst: try-restart when the agent does not take the request" "$postinst" 'systemctl try-restart quorate\.service'
+hasnt "deb postinst: no restart fragment on upgrade" "$postinst" 'deb-systemd-invoke (try-)?restart'
+has "deb prerm: stops quorate on remove only (not on upgrade)" "$prerm" '"\$1" = remove'
 hasnt "deb postinst: never starts quorate on install" "$postinst" 'deb-systemd-invoke (start|\$_dh_action)'
 has "deb prerm: stops quorate on remove" "$prerm" 'deb-systemd-invoke stop quorate\.service'
 has "deb postrm: purge deletes /var/lib/quorate" "$postrm" 'rm -rf /var/lib/quorate'
@@ -83,7 +86,8 @@ if [ -n "$RPM" ]; then
     has "rpm %post: creates /var/lib/quorate 0700" "$scripts" 'install -d -o quorate -g quorate -m 0700 /var/lib/quorate'
     has "rpm %post: disables etcd.service" "$scripts" 'systemctl disable --now etcd\.service'
     has "rpm %preun: stops and disables on removal only" "$scripts" 'if \[ "\$1" -eq 0 \]; then'
-    has "rpm %postun: try-restart on upgrade" "$scripts" 'systemctl try-restart quorate\.service'
+    has "rpm %postun: asks the agent to restart itself on upgrade" "$scripts" '/usr/bin/quorate restart --config /etc/quorate/quorate\.toml'
+    has "rpm %postun: try-restart when the agent does not take the request" "$scripts" 'systemctl try-restart quorate\.service'
     hasnt "rpm: scriptlets never delete data" "$scripts" 'rm -rf'
 fi
 

@@ -7,7 +7,8 @@
 # `systemctl enable --now --no-block quorate`. Everything is then checked from
 # the outside (systemctl, file modes, etcdctl from the host with a client
 # certificate), followed by a service restart, a power cycle of all three
-# hosts, and dpkg upgrade / remove / purge / install on one host.
+# hosts, a package upgrade on all three hosts at the same moment under a
+# writer, and dpkg remove / purge / install on one host.
 #
 # Usage (as root, on a Debian/Ubuntu host with a non-systemd or systemd PID 1):
 #   tests/e2e/nspawn.sh                      # builds both packages via scripts/package.sh
@@ -668,25 +669,86 @@ pass "plan.json unchanged on every host (no new bootstrap)"
 expect_key h3 qe2e/key "$VALUE"
 expect_key h3 qe2e/after-restart yes
 
-phase "dpkg upgrade / remove / purge / install (h3)"
+phase "the new package on all three hosts at the same moment, under a writer"
+declare -A old_agent old_etcd conf_sum
+for h in "${HOSTS[@]}"; do
+    old_agent[$h]=$(main_pid $h)
+    old_etcd[$h]=$(ct $h pgrep -x etcd)
+    conf_sum[$h]=$(sha256sum <"$(root_of $h)/etc/quorate/quorate.toml")
+done
+# The writer: one put at a time through all endpoints, each acknowledged key recorded.
+rm -f "$WORK/upgrade-stop"
+acked=$WORK/upgrade-acked
+: >"$acked"
+(
+    i=0
+    while [ ! -e "$WORK/upgrade-stop" ]; do
+        i=$((i + 1))
+        if ectl "$(all_eps)" put "qe2e/upgrade/$i" "v$i" >/dev/null 2>&1; then echo "qe2e/upgrade/$i" >>"$acked"; fi
+        sleep 0.1
+    done
+) &
+writer=$!
+# The sampler: how many agents say healthy, every second.
+samples=$WORK/upgrade-healthy
+: >"$samples"
+(
+    while [ ! -e "$WORK/upgrade-stop" ]; do
+        n=0
+        for h in "${HOSTS[@]}"; do [[ "$(status_text $h 2>/dev/null)" == healthy* ]] && n=$((n + 1)); done
+        echo $n >>"$samples"
+        sleep 1
+    done
+) &
+sampler=$!
+declare -A inst
+for h in "${HOSTS[@]}"; do
+    CT_TIMEOUT=300 ct $h env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$UPGRADE_IN_CT" \
+        >"$WORK/upgrade-$h.log" 2>&1 &
+    inst[$h]=$!
+done
+for h in "${HOSTS[@]}"; do
+    wait "${inst[$h]}" || DIAG_HOSTS=$h fail "$h: upgrade to $UPGRADE_VERSION" "$(cat "$WORK/upgrade-$h.log")"
+    [ "$(ct $h dpkg-query -W -f '${Version}' quorate)" = "$UPGRADE_VERSION" ] || fail "$h: $UPGRADE_VERSION installed" "$(cat "$WORK/upgrade-$h.log")"
+done
+pass "$UPGRADE_VERSION installed on all three hosts at once"
+restarted_in_place() {
+    local h=$1 exe etcd
+    exe=$(ct $h readlink "/proc/${old_agent[$h]}/exe")
+    etcd=$(ct $h pgrep -x etcd || true)
+    echo "$h: agent ${old_agent[$h]} runs $exe; etcd ${old_etcd[$h]} -> $etcd; $(status_text $h)"
+    [ "$(main_pid $h)" = "${old_agent[$h]}" ] || return 99
+    [[ "$exe" != *deleted* ]] && [ -n "$etcd" ] && [ "$etcd" != "${old_etcd[$h]}" ] && is_healthy $h
+}
+for h in "${HOSTS[@]}"; do
+    wait_for "$h: the agent re-executed the new binary in place (same MainPID, new etcd), healthy" 240 $h restarted_in_place $h
+done
+sleep 2
+touch "$WORK/upgrade-stop"
+wait "$writer" "$sampler" || true
+fewest=$(sort -n "$samples" | head -n 1)
+[ "$(wc -l <"$samples")" -ge 10 ] || fail "enough health samples during the upgrade" "$(cat "$samples")"
+[ "$fewest" -ge 2 ] || fail "never fewer than two healthy agents during the upgrade" "samples: $(tr '\n' ' ' <"$samples")"
+pass "never fewer than two healthy agents during the upgrade (fewest $fewest over $(wc -l <"$samples") samples)"
+keys=$(ectl "$(all_eps)" get qe2e/upgrade/ --prefix --keys-only | grep -v '^$' | sort)
+lost=$(sort "$acked" | comm -23 - <(echo "$keys"))
+[ -s "$acked" ] && [ -z "$lost" ] || fail "every key acknowledged during the upgrade is there" "acked $(wc -l <"$acked"), lost: $lost"
+pass "every key acknowledged during the upgrade is there ($(wc -l <"$acked") keys)"
+for h in "${HOSTS[@]}"; do
+    ct $h journalctl -u quorate.service --no-pager | grep -q "stopping to restart on the installed quorate binary" ||
+        fail "$h: the journal says the agent restarted on the new binary" "$(ct $h journalctl -u quorate.service --no-pager | tail -n 30)"
+    [ "$(sha256sum <"$(root_of $h)/etc/quorate/quorate.toml")" = "${conf_sum[$h]}" ] || fail "$h: upgrade kept /etc/quorate/quorate.toml"
+done
+pass "every agent restarted on the new binary; every host kept its quorate.toml"
 h=h3
 r=$(root_of $h)
-conf_sum=$(sha256sum <"$r/etc/quorate/quorate.toml")
-old=$(main_pid $h)
-out=$(CT_TIMEOUT=300 ct $h env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$UPGRADE_IN_CT" 2>&1) ||
-    DIAG_HOSTS=$h fail "$h: upgrade to $UPGRADE_VERSION" "$out"
-[ "$(ct $h dpkg-query -W -f '${Version}' quorate)" = "$UPGRADE_VERSION" ] || fail "$h: $UPGRADE_VERSION installed" "$out"
-new=$(main_pid $h)
-[ "$new" != "$old" ] && [ "$new" != 0 ] && unit_active $h || fail "$h: upgrade restarted the running agent" "MainPID $old -> $new, $(ct $h systemctl is-active quorate.service)"
-pass "$h: upgrade to $UPGRADE_VERSION restarted the running agent (pid $old -> $new)"
-[ "$(sha256sum <"$r/etc/quorate/quorate.toml")" = "$conf_sum" ] || fail "$h: upgrade kept /etc/quorate/quorate.toml" "$(cat "$r/etc/quorate/quorate.toml")"
 [ -f "$r/etc/quorate/quorate.toml.dpkg-dist" ] || fail "$h: the new default config is left as quorate.toml.dpkg-dist" "$(ls -la "$r/etc/quorate")"
 pass "$h: upgrade kept the operator's quorate.toml (new default in quorate.toml.dpkg-dist)"
-wait_for "$h: healthy after the upgrade" 120 $h is_healthy $h
-[ "$(members h1)" = "$MEMBERS" ] || fail "$h: same members after the upgrade" "$(members h1 2>&1)"
-pass "$h: still the same member after the upgrade"
+[ "$(members h1)" = "$MEMBERS" ] || fail "same members after the upgrade" "$(members h1 2>&1)"
+pass "still the same members after the upgrade"
 
+phase "dpkg remove / purge / install (h3)"
 out=$(CT_TIMEOUT=120 ct $h dpkg -r quorate 2>&1) || fail "$h: dpkg -r quorate" "$out"
 st=$(ct $h systemctl is-active quorate.service 2>&1 || true)
 [ "$st" != active ] && [ "$st" != activating ] || fail "$h: remove stopped the agent" "is-active: $st"

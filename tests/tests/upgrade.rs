@@ -308,3 +308,131 @@ fn rolling_restart_on_demand_restarts_every_member_in_turn() {
         assert!(keys.lines().any(|l| l == k), "acknowledged key {k} lost");
     }
 }
+
+/// Where `/proc/PID/exe` points (ends in " (deleted)" once the file was replaced).
+fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
+    // The agents run a copy of the binary that the test then replaces, as a package upgrade
+    // does (a new file renamed over the old one).
+    let bin = tempfile::Builder::new()
+        .prefix("quorate-agent-bin-")
+        .tempdir()
+        .expect("temp dir");
+    let installed = bin.path().join("quorate");
+    let original = quorate_tests::quorate_bin();
+    std::fs::copy(&original, &installed).expect("copy the agent binary");
+    std::env::set_var("TEST_QUORATE_BIN", &installed);
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let cert = c.client_cert(0, "agent-upgrade");
+    let agent_pids: Vec<u32> = c.agents.iter().map(|a| a.pid().expect("pid")).collect();
+    let etcd_pids = |c: &Cluster| -> Vec<Option<u32>> {
+        c.agents
+            .iter()
+            .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
+            .collect()
+    };
+    let before = etcd_pids(&c);
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    let endpoints = (0..3).map(|i| c.client_url(i)).collect();
+    let writer = Writer::start(
+        endpoints,
+        &cert,
+        "/agent-upgrade/k",
+        Duration::from_millis(50),
+    );
+    let sampler = Sampler::start(c.agents.iter().map(|a| a.health_addr()).collect());
+    wait_for("the writer to get going", Duration::from_secs(20), || {
+        (writer.acked() >= 10)
+            .then_some(())
+            .ok_or_else(|| format!("{} acknowledged", writer.acked()))
+    });
+
+    // The new package's binary lands, and every host's postinst asks at the same moment.
+    let staged = bin.path().join("quorate.new");
+    std::fs::copy(&original, &staged).expect("stage the new binary");
+    std::fs::rename(&staged, &installed).expect("replace the binary");
+    for pid in &agent_pids {
+        assert!(exe_of(*pid).ends_with("(deleted)"), "{}", exe_of(*pid));
+    }
+    let answers: Vec<std::process::Output> = std::thread::scope(|s| {
+        let asks: Vec<_> = c
+            .agents
+            .iter()
+            .map(|a| s.spawn(move || a.cli(&["restart"])))
+            .collect();
+        asks.into_iter().map(|h| h.join().expect("cli")).collect()
+    });
+    for (a, o) in c.agents.iter().zip(&answers) {
+        assert!(
+            o.status.success(),
+            "{}: quorate restart: {}{}",
+            a.name,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    // Each agent re-executes the new file in place (same PID), one host at a time.
+    wait_for(
+        "every agent on the new binary, with a new etcd",
+        Duration::from_secs(180),
+        || {
+            let now = etcd_pids(&c);
+            for (i, pid) in agent_pids.iter().enumerate() {
+                let exe = exe_of(*pid);
+                if exe.is_empty() || exe.ends_with("(deleted)") {
+                    return Err(format!("{}: {exe:?}", c.agents[i].name));
+                }
+                if now[i].is_none() || now[i] == before[i] {
+                    return Err(format!("{}: etcd {:?}", c.agents[i].name, now[i]));
+                }
+            }
+            c.agents.iter().try_for_each(|a| a.ready().map(drop))
+        },
+    );
+    let (fewest, samples) = sampler.stop();
+    let (acked, failed) = writer.stop();
+    for (a, pid) in c.agents.iter().zip(&agent_pids) {
+        assert_eq!(
+            a.pid(),
+            Some(*pid),
+            "{}: the agent was not restarted in place",
+            a.name
+        );
+        assert!(
+            a.log()
+                .contains("stopping to restart on the installed quorate binary"),
+            "{}",
+            a.log_tail(30)
+        );
+    }
+    assert!(samples > 50, "only {samples} health samples");
+    assert!(
+        fewest >= 2,
+        "at some sample only {fewest} of 3 agents were ready (one at a time must keep 2)"
+    );
+    let keys = c.etcdctl_ok(
+        0,
+        &cert,
+        &["get", "/agent-upgrade/", "--prefix", "--keys-only"],
+    );
+    let present: std::collections::HashSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !present.contains(k.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+    eprintln!(
+        "agent upgrade on 3 hosts at once: {} keys acknowledged, {failed} puts failed, fewest \
+         ready agents {fewest} over {samples} samples",
+        acked.len()
+    );
+}

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 pub use cert::client_cert;
 pub use local::{config_check, defrag, env, leave, status};
 pub use restore::restore;
-pub use rolling::etcd_restart;
+pub use rolling::{agent_restart, etcd_restart};
 pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
 
@@ -84,6 +84,11 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Restart this agent on the quorate binary now installed, one host at a time: the agent
+    /// waits until it holds the member-down lock and every voter is healthy, then re-executes
+    /// its binary (its etcd restarts with it). Returns at once. The package runs it after an
+    /// upgrade, so upgrading every host at the same moment never takes two members down.
+    Restart,
     /// etcd commands.
     Etcd {
         #[command(subcommand)]

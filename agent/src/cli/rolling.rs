@@ -1,6 +1,7 @@
 //! `quorate etcd restart --rolling`: asks the local agent for a rolling restart of every etcd
 //! member (one at a time, each only while every voter is healthy), then follows it until every
-//! member has restarted, printing each one as it is done.
+//! member has restarted, printing each one as it is done. `quorate restart`: asks the local
+//! agent to restart itself on its installed binary, when it holds the member-down lock.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -13,6 +14,19 @@ use crate::rolling::{Progress, RESTART_DEADLINE};
 
 /// How often the progress is asked for.
 const POLL: Duration = Duration::from_secs(1);
+
+/// `quorate restart`: asks the local agent to restart on its installed binary when it may;
+/// returns at once (the package's postinst must not wait on the other hosts).
+pub async fn agent_restart(settings: &Settings) -> anyhow::Result<()> {
+    let (code, body) = post_request(&settings.state_dir, "/v1/agent/restart", REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if code != 200 {
+        bail!("{}", body.trim_end());
+    }
+    println!("{}", body.trim_end());
+    Ok(())
+}
 
 /// `quorate etcd restart [--rolling]`.
 pub async fn etcd_restart(settings: &Settings, rolling: bool) -> anyhow::Result<()> {

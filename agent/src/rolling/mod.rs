@@ -9,6 +9,11 @@
 //! - `quorate etcd restart --rolling`, for a flag change that needs one: a request key in etcd
 //!   that every member's agent answers in turn.
 //!
+//! - `quorate restart` (the package's postinst after an upgrade of quorate): the agent
+//!   restarts itself on the new binary (re-executing it in place, so systemd sees the same
+//!   process), which takes its etcd down and up again. Run on every host at the same moment,
+//!   the lock makes the hosts go one at a time.
+//!
 //! The member-down job lock (shared with defragmentation) makes it one member at a time; the
 //! supervisor re-reads the binary's version at every start and renders that version's flags.
 
@@ -39,6 +44,11 @@ pub enum RollingCommand {
     Progress {
         id: u64,
         reply: oneshot::Sender<Result<Progress, String>>,
+    },
+    /// `quorate restart`: restart this agent on the quorate binary now installed, once it
+    /// holds the member-down lock (at once when its etcd is not running anyway).
+    AgentRestart {
+        reply: oneshot::Sender<Result<String, String>>,
     },
 }
 

@@ -72,6 +72,9 @@ pub enum RestartReason {
     Upgrade { from: Version, to: Version },
     /// `quorate etcd restart --rolling` (request id).
     Requested { id: u64 },
+    /// `quorate restart` (the package's postinst after an upgrade): this agent restarts on
+    /// the quorate binary now installed, which takes its etcd down too.
+    AgentRestart,
 }
 
 impl std::fmt::Display for RestartReason {
@@ -81,26 +84,29 @@ impl std::fmt::Display for RestartReason {
                 write!(f, "upgrading etcd {} -> {}", show(*from), show(*to))
             }
             RestartReason::Requested { id } => write!(f, "rolling restart {id}"),
+            RestartReason::AgentRestart => write!(f, "restarting quorate on its new binary"),
         }
     }
 }
 
-/// Whether this member owes a restart: the binary changed (and may be used), or a rolling
-/// restart was requested after the last one this member did. Never while the binary is
-/// refused: a restart would start it.
+/// Whether this member owes a restart: the agent was asked to restart on its new binary, the
+/// etcd binary changed (and may be used), or a rolling restart was requested after the last
+/// one this member did. Never while the etcd binary is refused: a restart would start it.
 pub fn restart_due(
     change: &BinaryChange,
     requested: Option<u64>,
     done: Option<u64>,
+    agent_restart: bool,
 ) -> Option<RestartReason> {
     match change {
+        BinaryChange::Refused(_) => return None,
+        _ if agent_restart => return Some(RestartReason::AgentRestart),
         BinaryChange::Upgrade { from, to } => {
             return Some(RestartReason::Upgrade {
                 from: *from,
                 to: *to,
             })
         }
-        BinaryChange::Refused(_) => return None,
         BinaryChange::Same => {}
     }
     match (requested, done) {
@@ -202,24 +208,35 @@ mod tests {
             to: (3, 5, 30),
         };
         assert!(matches!(
-            restart_due(&up, None, None),
+            restart_due(&up, None, None, false),
             Some(RestartReason::Upgrade { .. })
         ));
         let same = BinaryChange::Same;
-        assert_eq!(restart_due(&same, None, None), None);
+        assert_eq!(restart_due(&same, None, None, false), None);
         assert_eq!(
-            restart_due(&same, Some(7), None),
+            restart_due(&same, Some(7), None, false),
             Some(RestartReason::Requested { id: 7 })
         );
         assert_eq!(
-            restart_due(&same, Some(7), Some(6)),
+            restart_due(&same, Some(7), Some(6), false),
             Some(RestartReason::Requested { id: 7 })
         );
-        assert_eq!(restart_due(&same, Some(7), Some(7)), None);
+        assert_eq!(restart_due(&same, Some(7), Some(7), false), None);
         // A refused binary restarts nothing, not even on request (it would start it).
         let refused = BinaryChange::Refused("no".into());
-        assert_eq!(restart_due(&refused, None, None), None);
-        assert_eq!(restart_due(&refused, Some(3), None), None);
+        assert_eq!(restart_due(&refused, None, None, false), None);
+        assert_eq!(restart_due(&refused, Some(3), None, false), None);
+        // The agent's own restart comes first (it restarts etcd on the new binary too), but
+        // never onto a refused etcd binary.
+        assert_eq!(
+            restart_due(&up, Some(7), None, true),
+            Some(RestartReason::AgentRestart)
+        );
+        assert_eq!(
+            restart_due(&same, None, None, true),
+            Some(RestartReason::AgentRestart)
+        );
+        assert_eq!(restart_due(&refused, None, None, true), None);
     }
 
     #[test]

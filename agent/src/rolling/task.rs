@@ -35,6 +35,10 @@ pub struct RollingTask {
     pub commands: mpsc::Receiver<RollingCommand>,
     pub published: watch::Sender<RollingStatus>,
     pub heartbeat: Heartbeat,
+    /// Set to true to make the agent stop and re-execute its (new) binary.
+    pub reexec: watch::Sender<bool>,
+    /// `quorate restart` was asked for.
+    pub agent_restart: bool,
 }
 
 /// What one turn read.
@@ -76,6 +80,18 @@ impl RollingTask {
                     }
                     Some(RollingCommand::Progress { id, reply }) => {
                         let _ = reply.send(self.progress(id, &status).await);
+                    }
+                    Some(RollingCommand::AgentRestart { reply }) => {
+                        self.agent_restart = true;
+                        tracing::info!("restart on the installed quorate binary requested");
+                        let _ = reply.send(Ok(
+                            "this agent restarts on the installed quorate binary as soon as it \
+                             holds the member-down lock and every voter is healthy (one host at \
+                             a time); follow it with quorate status"
+                                .to_owned(),
+                        ));
+                        let found = probe_version(&self.settings.etcd.binary).await;
+                        self.turn(Some(found), &mut status).await;
                     }
                     None => {
                         let found = probe_version(&self.settings.etcd.binary).await;
@@ -180,6 +196,11 @@ impl RollingTask {
             None => return,
         };
         let Some(running) = running.filter(|_| self.process.borrow().pid.is_some()) else {
+            if self.agent_restart {
+                // No member of ours is up: restarting takes nothing down.
+                self.restart_agent(status, "its etcd is not running");
+                return;
+            }
             status.message = "etcd is not running".into();
             return;
         };
@@ -189,6 +210,10 @@ impl RollingTask {
         };
         let health = self.health.borrow().clone();
         if health.member_id.is_none() {
+            if self.agent_restart {
+                self.restart_agent(status, "it is not a member yet");
+                return;
+            }
             status.message = "waiting for the local etcd member".into();
             return;
         }
@@ -202,7 +227,8 @@ impl RollingTask {
         let member_versions: Vec<Version> = g.versions.iter().map(|(_, v)| *v).collect();
         let change = policy::binary_change(running, binary, &member_versions);
         let requested = g.request.as_ref().map(|r| r.id);
-        let Some(reason) = policy::restart_due(&change, requested, g.done) else {
+        let Some(reason) = policy::restart_due(&change, requested, g.done, self.agent_restart)
+        else {
             status.message = match (&change, target_of(&member_versions)) {
                 (BinaryChange::Refused(why), _) => {
                     status.refusal = Some(why.clone());
@@ -258,6 +284,14 @@ impl RollingTask {
             lock.release().await;
             return;
         }
+        if reason == RestartReason::AgentRestart {
+            // The lock stays with this process until it exits; its lease then expires
+            // (jobs::LOCK_TTL), by when the new binary's member is back, and the next host
+            // still waits until every voter is healthy.
+            std::mem::forget(lock);
+            self.restart_agent(status, "it holds the member-down lock");
+            return;
+        }
         status.message = format!("{reason}: restarting this member");
         self.published.send_replace(status.clone());
         let outcome = self.restart(&reason, &lock, &g, &tls).await;
@@ -280,6 +314,15 @@ impl RollingTask {
                 tracing::warn!(%reason, error = %e, "rolling restart of this member failed");
             }
         }
+    }
+
+    /// Asks the agent to stop and re-execute its binary.
+    fn restart_agent(&mut self, status: &mut RollingStatus, why: &str) {
+        tracing::warn!("restarting quorate on its installed binary now: {why}");
+        status.message = format!("restarting quorate on its installed binary ({why})");
+        self.agent_restart = false;
+        self.published.send_replace(status.clone());
+        self.reexec.send_replace(true);
     }
 
     /// Restarts the local etcd and waits until it is healthy and caught up with the leader.

@@ -1,7 +1,7 @@
 //! quorate-bench: quorate next to the manual procedure, in the same run on the same machine,
 //! round by round, with medians, differences and ratios.
 //!
-//!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|all] [ROUNDS]
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|restore|all] [ROUNDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- space [SECONDS] [RETENTION_SECONDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- save [ROUNDS] [MB]
 //!
@@ -11,6 +11,7 @@
 mod formation;
 mod lifecycle;
 mod manual;
+mod restore;
 mod save;
 mod space;
 
@@ -118,6 +119,14 @@ fn main() {
             .map(|_| rt.block_on(lifecycle::growth()))
             .collect();
         report("growth: a 4th host to a healthy voting member", None, &r);
+    }
+    if all || scenario == "restore" {
+        let r: Vec<Round> = (0..rounds).map(|_| rt.block_on(restore::round())).collect();
+        report(
+            "restore: a 3-member cluster from a snapshot to three healthy members",
+            None,
+            &r,
+        );
     }
     if all || scenario == "replace" {
         let r: Vec<Round> = (0..rounds)
