@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod keys;
 pub mod net;
 pub mod netns;
 pub mod prometheus;

@@ -497,21 +497,6 @@ fn a_snapshot_whose_ca_cannot_be_unsealed_stops_until_restore_new_ca() {
     assert!(!c.etcdctl(0, Some(&old), &["get", "/a/0"]).status.success());
 }
 
-/// A key file as `age-keygen` writes it, mode 0600.
-fn write_age_key(path: &Path) -> age::x25519::Identity {
-    use age::secrecy::ExposeSecret;
-    use std::os::unix::fs::PermissionsExt;
-    let identity = age::x25519::Identity::generate();
-    let text = format!(
-        "# public key: {}\n{}\n",
-        identity.to_public(),
-        identity.to_string().expose_secret()
-    );
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    identity
-}
-
 /// `plain` encrypted to `recipient` (an age file).
 fn age_encrypt(plain: &[u8], recipient: &age::x25519::Recipient) -> Vec<u8> {
     use std::io::Write;
@@ -554,7 +539,7 @@ fn encrypted_snapshots_restore_from_s3_on_the_same_hosts_and_onto_new_ones() {
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let key_file = secrets.path().join("snapshot-key.txt");
-    write_age_key(&key_file);
+    quorate_tests::keys::write_age_key(&key_file);
     let section = S3Section {
         endpoint: Some(server.endpoint()),
         bucket: Some(BUCKET.into()),

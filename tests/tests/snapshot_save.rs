@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
 use quorate::jobs::Job;
 use quorate::snapshot::crypt::{decrypt_to, is_encrypted, CryptError};
 use quorate::snapshot::file::{sha256_hex, Manifest, SnapshotName};
@@ -27,14 +26,7 @@ const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 const SEALED: usize = 2;
 
 fn write_key(path: &Path) {
-    let identity = age::x25519::Identity::generate();
-    let text = format!(
-        "# public key: {}\n{}\n",
-        identity.to_public(),
-        identity.to_string().expose_secret()
-    );
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    quorate_tests::keys::write_age_key(path);
 }
 
 fn etcdctl_status(path: &Path) -> Output {

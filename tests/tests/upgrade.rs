@@ -183,13 +183,7 @@ fn switching_the_binary_rolls_the_cluster_to_the_new_version() {
         "at some sample only {fewest} of 3 members were ready (one at a time must keep 2)"
     );
     // Every acknowledged key is there.
-    let keys = c.etcdctl_ok(0, &cert, &["get", "/upgrade/", "--prefix", "--keys-only"]);
-    let present: std::collections::HashSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !present.contains(k.as_str()))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+    assert_none_lost(&c, &cert, "/upgrade/", &acked);
     eprintln!(
         "upgrade: {} keys acknowledged, {failed} puts failed during the rolling upgrade, \
          fewest ready members {fewest} over {samples} samples",
@@ -204,18 +198,36 @@ fn switching_the_binary_rolls_the_cluster_to_the_new_version() {
     }
 }
 
+/// The pid of every agent's etcd, as its /status says.
+fn etcd_pids(c: &Cluster) -> Vec<Option<u32>> {
+    c.agents
+        .iter()
+        .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
+        .collect()
+}
+
+/// Every key the writer had acknowledged is there.
+fn assert_none_lost(
+    c: &Cluster,
+    cert: &quorate_tests::cluster::ClientCert,
+    prefix: &str,
+    acked: &[String],
+) {
+    let keys = c.etcdctl_ok(0, cert, &["get", prefix, "--prefix", "--keys-only"]);
+    let present: std::collections::HashSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|k| !present.contains(k.as_str()))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+}
+
 #[test]
 fn versions_quorate_must_not_move_to_are_refused_and_nothing_restarts() {
     let test = "versions_quorate_must_not_move_to_are_refused_and_nothing_restarts";
     require(test, ETCD_3_5_16);
     let (c, link) = cluster_on(ETCD_3_5_16);
-    let pids = |c: &Cluster| -> Vec<Option<u32>> {
-        c.agents
-            .iter()
-            .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
-            .collect()
-    };
-    let before = pids(&c);
+    let before = etcd_pids(&c);
     assert!(before.iter().all(Option::is_some), "{before:?}");
     let stubs = c.root.path().to_path_buf();
     for (target, wanted) in [
@@ -238,7 +250,11 @@ fn versions_quorate_must_not_move_to_are_refused_and_nothing_restarts() {
                 },
             );
         }
-        assert_eq!(pids(&c), before, "a member was restarted after {target:?}");
+        assert_eq!(
+            etcd_pids(&c),
+            before,
+            "a member was restarted after {target:?}"
+        );
     }
     // Back to the running binary: nothing to do, and the refusal is gone.
     switch(&link, Path::new(ETCD_3_5_16));
@@ -248,7 +264,7 @@ fn versions_quorate_must_not_move_to_are_refused_and_nothing_restarts() {
             r.refusal.is_none().then_some(()).ok_or(format!("{r:?}"))
         })
     });
-    assert_eq!(pids(&c), before);
+    assert_eq!(etcd_pids(&c), before);
 }
 
 #[test]
@@ -256,11 +272,7 @@ fn rolling_restart_on_demand_restarts_every_member_in_turn() {
     let mut c = Cluster::new(3);
     c.start_and_wait();
     let cert = c.client_cert(0, "restart-writer");
-    let before: Vec<Option<u32>> = c
-        .agents
-        .iter()
-        .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
-        .collect();
+    let before = etcd_pids(&c);
     let endpoints = (0..3).map(|i| c.client_url(i)).collect();
     let writer = Writer::start(endpoints, &cert, "/restart/k", Duration::from_millis(50));
     let sampler = Sampler::start(c.agents.iter().map(|a| a.health_addr()).collect());
@@ -292,11 +304,7 @@ fn rolling_restart_on_demand_restarts_every_member_in_turn() {
         fewest >= 2,
         "only {fewest} of 3 ready at some sample ({samples} samples)"
     );
-    let after: Vec<Option<u32>> = c
-        .agents
-        .iter()
-        .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
-        .collect();
+    let after = etcd_pids(&c);
     for (i, (b, a)) in before.iter().zip(&after).enumerate() {
         assert!(
             a.is_some() && a != b,
@@ -333,12 +341,6 @@ fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let cert = c.client_cert(0, "agent-upgrade");
     let agent_pids: Vec<u32> = c.agents.iter().map(|a| a.pid().expect("pid")).collect();
-    let etcd_pids = |c: &Cluster| -> Vec<Option<u32>> {
-        c.agents
-            .iter()
-            .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
-            .collect()
-    };
     let before = etcd_pids(&c);
     assert!(before.iter().all(Option::is_some), "{before:?}");
     let endpoints = (0..3).map(|i| c.client_url(i)).collect();
@@ -419,17 +421,7 @@ fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
         fewest >= 2,
         "at some sample only {fewest} of 3 agents were ready (one at a time must keep 2)"
     );
-    let keys = c.etcdctl_ok(
-        0,
-        &cert,
-        &["get", "/agent-upgrade/", "--prefix", "--keys-only"],
-    );
-    let present: std::collections::HashSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !present.contains(k.as_str()))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+    assert_none_lost(&c, &cert, "/agent-upgrade/", &acked);
     eprintln!(
         "agent upgrade on 3 hosts at once: {} keys acknowledged, {failed} puts failed, fewest \
          ready agents {fewest} over {samples} samples",
