@@ -219,7 +219,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         snapshot_progress_tx.clone(),
         live.register("snapshot"),
     );
-    let rolling = RollingTask {
+    let mut rolling = RollingTask {
         settings: settings.clone(),
         health: health.clone(),
         process: process.clone(),
@@ -230,6 +230,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         heartbeat: live.register("etcd restarts"),
         reexec: reexec_tx,
         agent_restart: false,
+        snapshots: None,
     };
     let on_demand = OnDemand::new(
         settings.clone(),
@@ -238,6 +239,9 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         snapshot_progress_tx,
         cancel.clone(),
     );
+    if settings.snapshot.schedule.is_some() {
+        rolling.snapshots = Some(on_demand.clone());
+    }
     let control = control::Routes {
         controller: control_tx,
         defrag: defrag_tx,

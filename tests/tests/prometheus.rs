@@ -76,8 +76,24 @@ fn prometheus_scrapes_agents_and_etcd() {
     );
 
     // The shipped rules loaded in a real server, and a healthy cluster fires none of them.
-    let names = p.alert_names().unwrap();
-    assert_eq!(names.len(), 8, "{names:?}");
+    let mut names = p.alert_names().unwrap();
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/prometheus/quorate-alerts.yml"),
+    )
+    .unwrap();
+    let mut shipped: Vec<String> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .map(|n| n.trim().to_owned())
+        .collect();
+    names.sort();
+    shipped.sort();
+    assert!(shipped.len() >= 9, "{shipped:?}");
+    assert_eq!(
+        names, shipped,
+        "the server loaded other rules than the shipped ones"
+    );
     let firing = p.query(r#"ALERTS{alertstate="firing"}"#).unwrap();
     assert!(
         firing.is_empty(),

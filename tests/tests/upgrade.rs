@@ -189,6 +189,26 @@ fn switching_the_binary_rolls_the_cluster_to_the_new_version() {
          fewest ready members {fewest} over {samples} samples",
         acked.len()
     );
+    // One snapshot, by the first member to move, before the minor upgrade.
+    let took: Vec<&quorate_tests::Agent> = c
+        .agents
+        .iter()
+        .filter(|a| a.log().contains("snapshot before the minor upgrade taken"))
+        .collect();
+    assert_eq!(
+        took.len(),
+        1,
+        "snapshots before the minor upgrade: {}",
+        took.len()
+    );
+    let files = std::fs::read_dir(took[0].state_dir().join("snapshots"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(files >= 1, "{}: no snapshot file", took[0].name);
     // Each agent says what it did.
     for a in &c.agents {
         let status = a.status().expect("status");

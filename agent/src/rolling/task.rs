@@ -39,6 +39,8 @@ pub struct RollingTask {
     pub reexec: watch::Sender<bool>,
     /// `quorate restart` was asked for.
     pub agent_restart: bool,
+    /// Takes the snapshot before a minor upgrade; None when snapshots are off.
+    pub snapshots: Option<crate::snapshot::OnDemand>,
 }
 
 /// What one turn read.
@@ -292,6 +294,16 @@ impl RollingTask {
             self.restart_agent(status, "it holds the member-down lock");
             return;
         }
+        if let Err(e) = self
+            .snapshot_before(&reason, &member_versions, status)
+            .await
+        {
+            status.failures += 1;
+            status.message = format!("{reason}: waits, {e}");
+            tracing::warn!(%reason, "{e}");
+            lock.release().await;
+            return;
+        }
         status.message = format!("{reason}: restarting this member");
         self.published.send_replace(status.clone());
         let outcome = self.restart(&reason, &lock, &g, &tls).await;
@@ -314,6 +326,40 @@ impl RollingTask {
                 tracing::warn!(%reason, error = %e, "rolling restart of this member failed");
             }
         }
+    }
+
+    /// Before the first member of a cluster moves to a new minor version, and when snapshots
+    /// are on: a verified snapshot in the snapshot directory (the way back, should the new
+    /// version misbehave: `quorate restore` it on the old version).
+    async fn snapshot_before(
+        &self,
+        reason: &RestartReason,
+        member_versions: &[Version],
+        status: &mut RollingStatus,
+    ) -> Result<(), String> {
+        let RestartReason::Upgrade { from, to } = reason else {
+            return Ok(());
+        };
+        let first = member_versions
+            .iter()
+            .all(|v| (v.0, v.1) == (from.0, from.1));
+        let (Some(snapshots), true, true) =
+            (&self.snapshots, (from.0, from.1) != (to.0, to.1), first)
+        else {
+            return Ok(());
+        };
+        status.message = format!("{reason}: taking a snapshot before the minor upgrade");
+        self.published.send_replace(status.clone());
+        let done = snapshots
+            .save_to_dir()
+            .await
+            .map_err(|e| format!("the snapshot before the minor upgrade failed: {e}"))?;
+        let file = done.file.unwrap_or_default();
+        tracing::info!(%file, revision = done.manifest.revision, "snapshot before the minor upgrade taken");
+        status.last = Some(format!(
+            "{reason}: snapshot before the minor upgrade: {file}"
+        ));
+        Ok(())
     }
 
     /// Asks the agent to stop and re-execute its binary.

@@ -84,6 +84,18 @@ impl OnDemand {
         FrameBody(rx)
     }
 
+    /// Takes a snapshot into the snapshot directory and waits for it (what a rolling minor
+    /// upgrade of etcd takes first).
+    pub async fn save_to_dir(&self) -> Result<Done, TakeError> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let result = self.run(Target::Dir, &tx).await;
+        self.progress.send_replace(None);
+        drop(tx);
+        let _ = drain.await;
+        result
+    }
+
     async fn run(&self, target: Target, tx: &mpsc::Sender<Bytes>) -> Result<Done, TakeError> {
         let Some(tls) = self.material.borrow().client().cloned() else {
             return Err(TakeError::Io(
