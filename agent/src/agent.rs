@@ -263,10 +263,11 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         counters,
         live.clone(),
     );
-    health_state.rolling = Some(rolling_status);
+    health_state.rolling = Some(rolling_status.clone());
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
-        .with_restart(reexec_rx.clone());
+        .with_restart(reexec_rx.clone())
+        .with_rolling(rolling_status.clone());
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
     tasks.spawn(joiner.run(cancel.clone()));

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
 use crate::node::NodeStatus;
+use crate::rolling::RollingStatus;
 use crate::snapshot::take::Progress;
 
 /// How often, while not ready, the start timeout is extended, and by how much.
@@ -33,6 +34,8 @@ pub struct Notifier {
     pub snapshot: Option<watch::Receiver<Option<Progress>>>,
     /// True when the agent stops to re-execute its new binary.
     pub restart: Option<watch::Receiver<bool>>,
+    /// Rolling upgrades and restarts, added to STATUS= while one is under way.
+    pub rolling: Option<watch::Receiver<RollingStatus>>,
 }
 
 impl Notifier {
@@ -42,6 +45,7 @@ impl Notifier {
             liveness,
             snapshot: None,
             restart: None,
+            rolling: None,
         }
     }
 
@@ -49,6 +53,13 @@ impl Notifier {
     /// process goes on: systemd must not take it for a stopping service).
     pub fn with_restart(mut self, restart: watch::Receiver<bool>) -> Self {
         self.restart = Some(restart);
+        self
+    }
+
+    /// Adds the rolling task's line ("upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done") to
+    /// STATUS= while an upgrade or a rolling restart is under way.
+    pub fn with_rolling(mut self, rolling: watch::Receiver<RollingStatus>) -> Self {
+        self.rolling = Some(rolling);
         self
     }
 
@@ -69,7 +80,13 @@ impl Notifier {
             {
                 let status = self.status.borrow_and_update();
                 let progress = self.snapshot.as_mut().and_then(|p| *p.borrow_and_update());
-                let line = status_line(&status.message, progress);
+                let rolling = self
+                    .rolling
+                    .as_mut()
+                    .map(|r| r.borrow_and_update().clone())
+                    .filter(|r| r.busy)
+                    .map(|r| r.message);
+                let line = status_line(&status.message, progress, rolling.as_deref());
                 if line != last_status {
                     last_status = line;
                     send(&[NotifyState::Status(&last_status)]);
@@ -84,7 +101,8 @@ impl Notifier {
                 biased;
                 _ = cancel.cancelled() => break,
                 changed = self.status.changed() => if changed.is_err() { break },
-                Some(()) = snapshot_changed(&mut self.snapshot) => {}
+                Some(()) = changed(&mut self.snapshot) => {}
+                Some(()) = changed(&mut self.rolling) => {}
                 _ = ping.tick(), if watchdog.is_some() => {
                     let stale = self.liveness.stale(watchdog.unwrap_or_default());
                     if stale.is_empty() {
@@ -108,18 +126,24 @@ impl Notifier {
     }
 }
 
-/// STATUS=: the controller's line, and a snapshot's progress while one is taken.
-fn status_line(message: &str, snapshot: Option<Progress>) -> String {
-    match snapshot {
-        Some(p) => format!("{message}; taking snapshot: {} MiB", p.done >> 20),
-        None => message.to_owned(),
+/// STATUS=: the controller's line, a snapshot's progress while one is taken, and the rolling
+/// task's line while an upgrade or a rolling restart is under way.
+fn status_line(message: &str, snapshot: Option<Progress>, rolling: Option<&str>) -> String {
+    let mut line = message.to_owned();
+    if let Some(r) = rolling {
+        line.push_str("; ");
+        line.push_str(r);
     }
+    if let Some(p) = snapshot {
+        line.push_str(&format!("; taking snapshot: {} MiB", p.done >> 20));
+    }
+    line
 }
 
-/// Resolves when the snapshot progress changes; never when there is none to follow.
-async fn snapshot_changed(progress: &mut Option<watch::Receiver<Option<Progress>>>) -> Option<()> {
-    match progress {
-        Some(p) => p.changed().await.ok(),
+/// Resolves when the watched value changes; never when there is none to follow.
+async fn changed<T>(watched: &mut Option<watch::Receiver<T>>) -> Option<()> {
+    match watched {
+        Some(w) => w.changed().await.ok(),
         None => std::future::pending().await,
     }
 }
@@ -130,14 +154,22 @@ mod tests {
 
     #[test]
     fn status_says_how_far_a_snapshot_is() {
-        assert_eq!(status_line("ready", None), "ready");
+        assert_eq!(status_line("ready", None, None), "ready");
         let p = Progress {
             total: Some(200 << 20),
             done: (12 << 20) + 5,
         };
         assert_eq!(
-            status_line("ready", Some(p)),
+            status_line("ready", Some(p), None),
             "ready; taking snapshot: 12 MiB"
+        );
+        assert_eq!(
+            status_line(
+                "healthy",
+                Some(p),
+                Some("upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done")
+            ),
+            "healthy; upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done; taking snapshot: 12 MiB"
         );
     }
 }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod keys;
 pub mod net;
 pub mod netns;
+pub mod notify;
 pub mod prometheus;
 pub mod s3;
 pub mod space;

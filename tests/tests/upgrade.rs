@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use quorate_tests::agent::http_get;
 use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::notify::NotifySocket;
 use quorate_tests::{require_failed, wait_for, Cluster, Writer};
 
 /// Debian unstable's etcd 3.5.30, unpacked by scripts/deps.sh (ensure_etcd_versions).
@@ -357,6 +358,14 @@ fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
     std::fs::copy(&original, &installed).expect("copy the agent binary");
     std::env::set_var("TEST_QUORATE_BIN", &installed);
     let mut c = Cluster::new(3);
+    let sockets: Vec<NotifySocket> = c
+        .agents
+        .iter()
+        .map(|a| NotifySocket::bind(bin.path(), &a.name))
+        .collect();
+    for (a, s) in c.agents.iter_mut().zip(&sockets) {
+        a.env = vec![s.env()];
+    }
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let cert = c.client_cert(0, "agent-upgrade");
@@ -441,6 +450,25 @@ fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
         fewest >= 2,
         "at some sample only {fewest} of 3 agents were ready (one at a time must keep 2)"
     );
+    // What systemd heard: never STOPPING=1 (the same process goes on), the restart said in
+    // STATUS=, and READY=1 again from the new binary.
+    for (a, s) in c.agents.iter().zip(&sockets) {
+        let lines = s.lines();
+        assert!(
+            !lines.iter().any(|l| l == "STOPPING=1"),
+            "{}: {lines:?}",
+            a.name
+        );
+        let said = lines
+            .iter()
+            .position(|l| l == "STATUS=restarting on the installed quorate binary");
+        let said = said.unwrap_or_else(|| panic!("{}: no restart STATUS=: {lines:?}", a.name));
+        assert!(
+            lines[said..].iter().any(|l| l == "READY=1"),
+            "{}: no READY=1 after the restart: {lines:?}",
+            a.name
+        );
+    }
     assert_none_lost(&c, &cert, "/agent-upgrade/", &acked);
     eprintln!(
         "agent upgrade on 3 hosts at once: {} keys acknowledged, {failed} puts failed, fewest \

@@ -80,6 +80,9 @@ pub struct RollingStatus {
     pub failures: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<String>,
+    /// An upgrade or a rolling restart is under way (its message goes into STATUS=).
+    #[serde(default)]
+    pub busy: bool,
 }
 
 impl RollingStatus {

@@ -183,6 +183,7 @@ impl RollingTask {
 
     /// One periodic turn.
     async fn turn(&mut self, binary: Option<Result<Version, String>>, status: &mut RollingStatus) {
+        status.busy = false;
         let running = self.process.borrow().version;
         status.running_version = running.map(show);
         status.binary_version = binary
@@ -238,6 +239,7 @@ impl RollingTask {
                 }
                 (_, Some((from, to))) => {
                     status.refusal = None;
+                    status.busy = true;
                     policy::upgrade_progress(from, to, &member_versions)
                 }
                 _ => {
@@ -248,6 +250,7 @@ impl RollingTask {
             return;
         };
         status.refusal = None;
+        status.busy = true;
         let facts = self.facts(&health, &g, &tls).await;
         match may_run(Job::EtcdRestart, &facts, SystemTime::now()) {
             Decision::Wait(why) => {
