@@ -736,8 +736,9 @@ lost=$(sort "$acked" | comm -23 - <(echo "$keys"))
 [ -s "$acked" ] && [ -z "$lost" ] || fail "every key acknowledged during the upgrade is there" "acked $(wc -l <"$acked"), lost: $lost"
 pass "every key acknowledged during the upgrade is there ($(wc -l <"$acked") keys)"
 for h in "${HOSTS[@]}"; do
-    ct $h journalctl -u quorate.service --no-pager | grep -q "stopping to restart on the installed quorate binary" ||
-        fail "$h: the journal says the agent restarted on the new binary" "$(ct $h journalctl -u quorate.service --no-pager | tail -n 30)"
+    journal=$(ct $h journalctl -u quorate.service --no-pager 2>&1 || true)
+    grep -q "stopping to restart on the installed quorate binary" <<<"$journal" ||
+        fail "$h: the journal says the agent restarted on the new binary" "$(tail -n 30 <<<"$journal")"
     [ "$(sha256sum <"$(root_of $h)/etc/quorate/quorate.toml")" = "${conf_sum[$h]}" ] || fail "$h: upgrade kept /etc/quorate/quorate.toml"
 done
 pass "every agent restarted on the new binary; every host kept its quorate.toml"
