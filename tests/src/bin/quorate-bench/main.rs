@@ -1,7 +1,7 @@
 //! quorate-bench: quorate next to the manual procedure, in the same run on the same machine,
 //! round by round, with medians, differences and ratios.
 //!
-//!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|restore|all] [ROUNDS]
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|restore|upgrade|all] [ROUNDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- space [SECONDS] [RETENTION_SECONDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- save [ROUNDS] [MB]
 //!
@@ -14,6 +14,7 @@ mod manual;
 mod restore;
 mod save;
 mod space;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,6 +125,14 @@ fn main() {
         let r: Vec<Round> = (0..rounds).map(|_| rt.block_on(restore::round())).collect();
         report(
             "restore: a 3-member cluster from a snapshot to three healthy members",
+            None,
+            &r,
+        );
+    }
+    if all || scenario == "upgrade" {
+        let r: Vec<Round> = (0..rounds).map(|_| rt.block_on(upgrade::round())).collect();
+        report(
+            "upgrade: a rolling etcd 3.4.23 -> 3.5.30 upgrade of 3 members, healthy",
             None,
             &r,
         );

@@ -107,15 +107,31 @@ impl ManualCluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, std::path::Path::new("etcd"));
+    }
+
+    /// Starts member `i` with the etcd binary `etcd`.
+    pub fn start_with(&mut self, i: usize, etcd: &std::path::Path) {
         let m = &mut self.members[i];
         m.child = Some(
-            Command::new("etcd")
+            Command::new(etcd)
                 .args(render_args(&m.launch))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start etcd"),
         );
+    }
+
+    /// SIGTERM (as `systemctl stop` does), then waits until it has exited.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = c.wait();
+        }
     }
 
     /// SIGKILL, and with `wipe`, the data directory is lost too.
