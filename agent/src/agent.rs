@@ -186,7 +186,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     api_server.restore = Some(RestoreRoutes {
         proof_key: settings.token.derive(KeyPurpose::ApiProof),
         controller: control_tx.clone(),
-        plan: restore_plan,
+        plan: restore_plan.clone(),
         store: RestoreStore::new(&settings.state_dir),
     });
     let issuer = IssuerTask::new(
@@ -195,7 +195,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         material.clone(),
         issuer_tx,
         live.register("issuer election"),
-    );
+    )
+    .with_restore_plan(restore_plan.clone());
     let maintenance = MaintenanceTask::new(
         settings.clone(),
         view.clone(),

@@ -654,3 +654,68 @@ fn encrypted_snapshots_restore_from_s3_on_the_same_hosts_and_onto_new_ones() {
     assert!(keys(&c, 1, &old, "/b/").is_empty());
     drop(server);
 }
+
+#[test]
+fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let ours = c.client_cert(0, "ours");
+    c.put_keys(&ours, "/a", KEYS);
+    let ca_hash = c.agents[0].status().unwrap().ca_hash;
+
+    // Another cluster made with the same token (so its sealed CA opens), saved with plain
+    // etcdctl: no manifest tells the restore that its CA is another one.
+    let mut other = Cluster::new(1);
+    let cfg = other.config(0).token(&c.token);
+    other.agents[0].write_config(&cfg);
+    other.start_and_wait();
+    let theirs = other.client_cert(0, "theirs");
+    other.put_keys(&theirs, "/other", KEYS);
+    assert_ne!(other.agents[0].status().unwrap().ca_hash, ca_hash);
+    let file = other.root.path().join("other.db");
+    other.etcdctl_ok(0, &theirs, &["snapshot", "save", file.to_str().unwrap()]);
+    other.stop_all();
+
+    let o = c.agents[1].cli(&["restore", file.to_str().unwrap(), "--yes"]);
+    assert!(
+        o.status.success(),
+        "restore failed: {}\n{}",
+        text(&o),
+        c.logs(40)
+    );
+    for i in 0..3 {
+        c.wait_voters(i, 3, FORM_TIMEOUT);
+    }
+    // The other cluster's data, this cluster's CA: old certificates work, and new ones are
+    // issued (the issuer put this cluster's CA back in place of the snapshot's).
+    let mut got = keys(&c, 2, &ours, "/other/");
+    got.sort();
+    assert_eq!(got.len(), KEYS, "{got:?}");
+    // /quorate/ca holds this cluster's CA again (not the snapshot's).
+    wait_for(
+        "this cluster's CA back in /quorate/ca",
+        FORM_TIMEOUT,
+        || {
+            let v = c.etcdctl_eventually(1, &ours, &["get", "/quorate/ca", "--print-value-only"]);
+            let hash = quorate::issuer::SealedCa::from_json(v.trim().as_bytes())
+                .and_then(|s| s.hash())
+                .map_err(|e| e.to_string())?;
+            (Some(hash) == ca_hash)
+                .then_some(())
+                .ok_or_else(|| format!("/quorate/ca holds {hash}"))
+        },
+    );
+    let new = client_cert_eventually(&c, 0, "after-other");
+    c.etcdctl_eventually(2, &new, &["put", "/after/other", "ok"]);
+    for a in &c.agents {
+        assert_eq!(a.status().unwrap().ca_hash, ca_hash, "{}", a.name);
+    }
+    assert!(
+        c.agents.iter().any(|a| a
+            .log()
+            .contains("put the cluster's CA back into etcd after the restore")),
+        "{}",
+        c.logs(40)
+    );
+}

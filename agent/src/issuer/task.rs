@@ -19,6 +19,7 @@ use crate::etcd::client::connect;
 use crate::etcd::{EtcdError, EtcdHealth};
 use crate::liveness::Heartbeat;
 use crate::pki::{CaHash, CertificateAuthority, TlsMaterial};
+use crate::restore::SignedPlan;
 use crate::token::KeyPurpose;
 
 /// etcd key of the issuer lock.
@@ -75,6 +76,8 @@ pub struct IssuerTask {
     material: watch::Receiver<Arc<TlsMaterial>>,
     issuer: watch::Sender<Option<Arc<CertificateAuthority>>>,
     heartbeat: Heartbeat,
+    /// The newest restore plan: after a restore, the CA it was decided under goes back.
+    restore_plan: Option<watch::Receiver<Option<SignedPlan>>>,
 }
 
 impl IssuerTask {
@@ -91,7 +94,14 @@ impl IssuerTask {
             material,
             issuer,
             heartbeat,
+            restore_plan: None,
         }
+    }
+
+    /// Follows the newest restore plan (see [`super::restored`]).
+    pub fn with_restore_plan(mut self, plan: watch::Receiver<Option<SignedPlan>>) -> Self {
+        self.restore_plan = Some(plan);
+        self
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -136,6 +146,21 @@ impl IssuerTask {
             .map_err(etcd("connect"))?;
         let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
         let disk_ca = material.disk_ca.clone();
+        let plan = self
+            .restore_plan
+            .as_ref()
+            .and_then(|p| p.borrow().as_ref().map(|s| s.plan.clone()));
+        if plan.is_some() {
+            super::restored::put_back(
+                &mut client,
+                plan.as_ref(),
+                material.ca_hash,
+                disk_ca.as_deref(),
+                &seal_key,
+            )
+            .await
+            .map_err(etcd("put the CA back after a restore"))?;
+        }
         if let Some(ca) = &disk_ca {
             store_ca(&mut client, ca, &seal_key).await?;
         }

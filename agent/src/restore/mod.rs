@@ -105,6 +105,7 @@ pub(crate) mod tests {
             ca_hash: test_hash(1),
             decided_by: "a".into(),
             decided_at: 1_700_000_000,
+            sealed_ca: None,
         }
     }
 }

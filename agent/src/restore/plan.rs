@@ -36,6 +36,10 @@ pub struct RestorePlan {
     pub decided_by: String,
     /// Seconds since the Unix epoch.
     pub decided_at: u64,
+    /// `/quorate/ca` as it was when the plan was decided (sealed with the token's key): the
+    /// issuer puts it back if the restored snapshot holds another CA (see `issuer::restored`).
+    #[serde(default)]
+    pub sealed_ca: Option<String>,
 }
 
 impl RestorePlan {

@@ -68,6 +68,27 @@ impl Controller {
         Ok(cluster::members(&endpoints, &tls).await?)
     }
 
+    /// `/quorate/ca` as the local member has it now (what the issuer puts back after the
+    /// restore if the snapshot holds another CA).
+    async fn sealed_ca(&self) -> Result<Option<String>, NodeError> {
+        let tls = self.client_tls()?;
+        let mut client = crate::etcd::client::connect(
+            &[self.settings.client_url()],
+            &tls,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| RestoreError::Refused(format!("cannot read the sealed CA: {e}")))?;
+        let got = client
+            .get(crate::issuer::CA_KEY, None)
+            .await
+            .map_err(|e| RestoreError::Refused(format!("cannot read the sealed CA: {e}")))?;
+        Ok(got
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
     /// `quorate restore SOURCE --yes`.
     pub(super) async fn start_restore(
         &mut self,
@@ -113,6 +134,7 @@ impl Controller {
             ca_hash,
             decided_by: s.name.clone(),
             decided_at: unix_now(),
+            sealed_ca: self.sealed_ca().await?,
         };
         // Through the local member only (a voter, running): a client balancing over every
         // endpoint may pick a member that is down.
