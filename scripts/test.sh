@@ -15,6 +15,9 @@ SECONDS=0
 # Integration tests whose behaviour depends on the etcd version: run on every version of
 # scripts/deps.sh's ETCD_TEST_VERSIONS as well as on the default one.
 VERSION_TESTS="formation restart growth replacement restore"
+# Of the restore tests, the one that restores with the version's own tool (etcdutl on 3.5,
+# with --bump-revision): the others exercise quorate's side, which the version does not change.
+VERSION_FILTER='not (binary(restore) & not test(restore_on_the_same_hosts_and_every_bad_input_refused))'
 
 LOGS=$PWD/target/test-logs
 mkdir -p "$LOGS"
@@ -72,7 +75,7 @@ for etcd_bin in $(etcd_test_binaries); do
     version_rc=0
     # shellcheck disable=SC2086
     TEST_ETCD_BINARY=$etcd_bin cargo nextest run -p quorate-tests --no-fail-fast --test-threads 2 \
-        --status-level pass --final-status-level fail $(printf -- '--test %s ' $VERSION_TESTS) \
+        --status-level pass --final-status-level fail $(printf -- '--test %s ' $VERSION_TESTS) -E "$VERSION_FILTER" \
         2>&1 | tee "$version_log" || version_rc=$?
     [ "$version_rc" = 0 ] || die "integration tests on etcd $etcd_version failed (see above and $version_log)"
     n=$(grep -cE '^ *PASS \[' "$version_log" || true)
