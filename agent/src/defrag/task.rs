@@ -118,15 +118,7 @@ impl DefragTask {
 
     /// Own client URL first, then every member's.
     fn endpoints(&self, health: &EtcdHealth) -> Vec<String> {
-        let mut endpoints = vec![self.settings.client_url()];
-        for m in &health.members {
-            for url in &m.client_urls {
-                if !endpoints.contains(url) {
-                    endpoints.push(url.clone());
-                }
-            }
-        }
-        endpoints
+        health.endpoints(self.settings.client_url())
     }
 
     /// One periodic turn.

@@ -51,6 +51,20 @@ pub struct EtcdHealth {
 }
 
 impl EtcdHealth {
+    /// `own` (the local member's client URL) first, then every member's, each once: where
+    /// the day-2 tasks talk to the cluster.
+    pub fn endpoints(&self, own: String) -> Vec<String> {
+        let mut endpoints = vec![own];
+        for m in &self.members {
+            for url in &m.client_urls {
+                if !endpoints.contains(url) {
+                    endpoints.push(url.clone());
+                }
+            }
+        }
+        endpoints
+    }
+
     /// Healthy member of a cluster with quorum.
     pub fn healthy(&self) -> bool {
         self.reachable && self.leader.is_some() && self.quorum

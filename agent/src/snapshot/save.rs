@@ -104,14 +104,7 @@ impl OnDemand {
         };
         let health = self.health.borrow().clone();
         let cluster_id = health.cluster_id.ok_or(TakeError::NotReady)?;
-        let mut endpoints = vec![self.settings.client_url()];
-        endpoints.extend(
-            health
-                .members
-                .iter()
-                .flat_map(|m| m.client_urls.iter().cloned()),
-        );
-        endpoints.dedup();
+        let endpoints = health.endpoints(self.settings.client_url());
         let locks = JobLocks::new(&self.settings.name, endpoints, tls.clone());
         let lock = acquire(&locks).await?;
         let naming = Naming {
