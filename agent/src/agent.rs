@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::members::MemberSource;
 use crate::api::restore::RestoreRoutes;
 use crate::api::{ApiMaterial, ApiServer};
 use crate::config::Settings;
@@ -40,6 +41,7 @@ use crate::metrics::Counters;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
+use crate::restore::transfer::Transfers;
 use crate::restore::RestoreStore;
 use crate::rolling::{RollingStatus, RollingTask};
 use crate::snapshot::{OnDemand, SnapshotStatus, SnapshotTask};
@@ -125,7 +127,9 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     let (reexec_tx, mut reexec_rx) = watch::channel(false);
     let (rolling_status_tx, rolling_status) = watch::channel(RollingStatus::default());
     let (snapshot_progress_tx, snapshot_progress) = watch::channel(None);
+    let (save_reports_tx, save_reports) = mpsc::channel(8);
     let (restore_plan_tx, restore_plan) = watch::channel(None);
+    let (transfers, transfer) = Transfers::new();
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -156,6 +160,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         issuer,
         heartbeat: live.register("controller"),
         restore_plan: restore_plan_tx,
+        transfers: transfers.clone(),
     };
     let controller = Controller::new(settings.clone(), io, material_tx)?;
 
@@ -182,7 +187,12 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         counters.clone(),
         tasks.clone(),
         live.register("agent API"),
-    );
+    )
+    .with_members(MemberSource::Etcd {
+        health: health.clone(),
+        material: material.clone(),
+        own_url: settings.client_url(),
+    });
     api_server.restore = Some(RestoreRoutes {
         proof_key: settings.token.derive(KeyPurpose::ApiProof),
         controller: control_tx.clone(),
@@ -218,6 +228,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         material.clone(),
         snapshot_status_tx,
         snapshot_progress_tx.clone(),
+        save_reports,
         live.register("snapshot"),
     );
     let mut rolling = RollingTask {
@@ -238,6 +249,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         health.clone(),
         material.clone(),
         snapshot_progress_tx,
+        save_reports_tx,
         cancel.clone(),
     );
     if settings.snapshot.schedule.is_some() {
@@ -250,6 +262,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         rolling: rolling_tx,
         snapshot: on_demand,
         settings: settings.clone(),
+        transfers,
     };
     let live = Arc::new(live);
     let mut health_state = HealthState::new(
@@ -265,10 +278,12 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         live.clone(),
     );
     health_state.rolling = Some(rolling_status.clone());
+    health_state.transfer = Some(transfer.clone());
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
         .with_restart(reexec_rx.clone())
-        .with_rolling(rolling_status.clone());
+        .with_rolling(rolling_status.clone())
+        .with_restore_transfer(transfer);
 
     tasks.spawn(gossip.run(gossip_rx, cancel.clone()));
     tasks.spawn(joiner.run(cancel.clone()));

@@ -92,6 +92,8 @@ pub struct Routes {
     pub snapshot: crate::snapshot::OnDemand,
     /// Where a restore's source is fetched from and decrypted with.
     pub settings: Arc<Settings>,
+    /// How far the download of a restore's `s3://` source is.
+    pub transfers: crate::restore::transfer::Transfers,
 }
 
 /// Serves the socket until `cancel`.
@@ -176,13 +178,16 @@ async fn restore(
     Query(params): Query<RestoreParams>,
 ) -> (StatusCode, String) {
     // Downloading and decrypting happen here, not in the controller's loop.
-    let prepared = match crate::restore::source::prepare(&params.source, &routes.settings).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(source = %params.source, "restore refused: {e}");
-            return (StatusCode::CONFLICT, format!("{e}\n"));
-        }
-    };
+    let prepared =
+        match crate::restore::source::prepare(&params.source, &routes.settings, &routes.transfers)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(source = %params.source, "restore refused: {e}");
+                return (StatusCode::CONFLICT, format!("{e}\n"));
+            }
+        };
     let (reply, answer) = oneshot::channel();
     let command = ControlCommand::Restore {
         source: params.source,

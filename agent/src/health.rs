@@ -47,6 +47,8 @@ pub struct HealthState {
     pub liveness: Arc<Liveness>,
     /// Rolling etcd restarts and upgrades, for /status (set by the wiring).
     pub rolling: Option<watch::Receiver<crate::rolling::RollingStatus>>,
+    /// A restore's snapshot transfer, for /status (set by the wiring).
+    pub transfer: Option<watch::Receiver<Option<crate::restore::transfer::Transfer>>>,
 }
 
 impl HealthState {
@@ -84,6 +86,7 @@ impl HealthState {
             counters,
             liveness,
             rolling: None,
+            transfer: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl HealthState {
         report.maintenance = Some(self.defrag.borrow().clone());
         report.snapshot = Some(self.snapshot.borrow().clone());
         report.etcd_restarts = self.rolling.as_ref().map(|r| r.borrow().clone());
+        report.restore_transfer = self.transfer.as_ref().and_then(|t| t.borrow().clone());
         report
     }
 }

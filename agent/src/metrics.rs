@@ -51,6 +51,7 @@ counters! {
     api_requests: "Agent API requests received.",
     api_rejected_unauthenticated: "Agent API requests rejected for a missing or wrong token proof.",
     api_rejected_invalid: "Authenticated agent API requests rejected as invalid.",
+    api_rejected_identity: "Node certificate requests refused for a name another live member holds, or from an address that is not the name's.",
     certificates_issued: "Certificates this agent signed as the issuer.",
     etcd_starts: "Times the etcd child process was started.",
     etcd_unexpected_exits: "Times the etcd child exited without being asked to.",
@@ -136,6 +137,11 @@ impl Scrape<'_> {
 
     fn register_snapshot(&self, r: &mut Registry) {
         let s = self.snapshot;
+        r.register(
+            "snapshots",
+            "Verified snapshots this agent took, scheduled and on demand",
+            ConstCounter::new(s.snapshots),
+        );
         r.register(
             "snapshot_failures",
             "Snapshots this agent started that failed verification or IO",
@@ -412,6 +418,7 @@ mod tests {
             last_success: Some(1_800_000_000),
             last_duration_ms: Some(250),
             last_size: Some(20_512),
+            snapshots: 7,
             failures: 2,
             upload: Some(crate::snapshot::upload::UploadStatus {
                 failures: 3,
@@ -441,6 +448,7 @@ mod tests {
             "quorate_snapshot_upload_failures_total 3",
             "quorate_snapshot_upload_last_success_timestamp_seconds 1800000100",
             "quorate_snapshot_failures_total 2",
+            "quorate_snapshots_total 7",
         ] {
             assert!(l.contains(&want), "{want} missing in:\n{text}");
         }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::liveness::Liveness;
 use crate::node::NodeStatus;
+use crate::restore::transfer::Transfer;
 use crate::rolling::RollingStatus;
 use crate::snapshot::take::Progress;
 
@@ -36,6 +37,8 @@ pub struct Notifier {
     pub restart: Option<watch::Receiver<bool>>,
     /// Rolling upgrades and restarts, added to STATUS= while one is under way.
     pub rolling: Option<watch::Receiver<RollingStatus>>,
+    /// A restore's snapshot transfer, added to STATUS= while it moves.
+    pub transfer: Option<watch::Receiver<Option<Transfer>>>,
 }
 
 impl Notifier {
@@ -46,6 +49,7 @@ impl Notifier {
             snapshot: None,
             restart: None,
             rolling: None,
+            transfer: None,
         }
     }
 
@@ -60,6 +64,13 @@ impl Notifier {
     /// STATUS= while an upgrade or a rolling restart is under way.
     pub fn with_rolling(mut self, rolling: watch::Receiver<RollingStatus>) -> Self {
         self.rolling = Some(rolling);
+        self
+    }
+
+    /// Adds "downloading s3://...: N MiB of M MiB" (or the fetch from the deciding member) to
+    /// STATUS= while a restore's snapshot moves.
+    pub fn with_restore_transfer(mut self, transfer: watch::Receiver<Option<Transfer>>) -> Self {
+        self.transfer = Some(transfer);
         self
     }
 
@@ -86,7 +97,12 @@ impl Notifier {
                     .map(|r| r.borrow_and_update().clone())
                     .filter(|r| r.busy)
                     .map(|r| r.message);
-                let line = status_line(&status.message, progress, rolling.as_deref());
+                let transfer = self
+                    .transfer
+                    .as_mut()
+                    .and_then(|t| t.borrow_and_update().as_ref().map(Transfer::line));
+                let busy: Vec<String> = rolling.into_iter().chain(transfer).collect();
+                let line = status_line(&status.message, progress, &busy);
                 if line != last_status {
                     last_status = line;
                     send(&[NotifyState::Status(&last_status)]);
@@ -103,6 +119,7 @@ impl Notifier {
                 changed = self.status.changed() => if changed.is_err() { break },
                 Some(()) = changed(&mut self.snapshot) => {}
                 Some(()) = changed(&mut self.rolling) => {}
+                Some(()) = changed(&mut self.transfer) => {}
                 _ = ping.tick(), if watchdog.is_some() => {
                     let stale = self.liveness.stale(watchdog.unwrap_or_default());
                     if stale.is_empty() {
@@ -128,11 +145,11 @@ impl Notifier {
 
 /// STATUS=: the controller's line, a snapshot's progress while one is taken, and the rolling
 /// task's line while an upgrade or a rolling restart is under way.
-fn status_line(message: &str, snapshot: Option<Progress>, rolling: Option<&str>) -> String {
+fn status_line(message: &str, snapshot: Option<Progress>, busy: &[String]) -> String {
     let mut line = message.to_owned();
-    if let Some(r) = rolling {
+    for b in busy {
         line.push_str("; ");
-        line.push_str(r);
+        line.push_str(b);
     }
     if let Some(p) = snapshot {
         line.push_str(&format!("; taking snapshot: {} MiB", p.done >> 20));
@@ -154,22 +171,30 @@ mod tests {
 
     #[test]
     fn status_says_how_far_a_snapshot_is() {
-        assert_eq!(status_line("ready", None, None), "ready");
+        assert_eq!(status_line("ready", None, &[]), "ready");
         let p = Progress {
             total: Some(200 << 20),
             done: (12 << 20) + 5,
         };
         assert_eq!(
-            status_line("ready", Some(p), None),
+            status_line("ready", Some(p), &[]),
             "ready; taking snapshot: 12 MiB"
         );
         assert_eq!(
             status_line(
                 "healthy",
                 Some(p),
-                Some("upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done")
+                &["upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done".into()]
             ),
             "healthy; upgrading etcd 3.4.23 -> 3.5.30: 1/3 members done; taking snapshot: 12 MiB"
+        );
+        assert_eq!(
+            status_line(
+                "restoring",
+                None,
+                &["fetching the snapshot from n1: 1.0 MiB of 2.0 MiB".into()]
+            ),
+            "restoring; fetching the snapshot from n1: 1.0 MiB of 2.0 MiB"
         );
     }
 }

@@ -46,6 +46,10 @@ pub struct StatusReport {
     /// The newest restore plan and which of its members are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<crate::restore::RestoreProgress>,
+    /// A restore's snapshot on the move (download of an `s3://` source, fetch from the
+    /// deciding member), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_transfer: Option<crate::restore::transfer::Transfer>,
 }
 
 /// The plan, flattened for display.
@@ -164,6 +168,7 @@ impl StatusReport {
             snapshot: None,
             etcd_restarts: None,
             restore: status.restore.clone(),
+            restore_transfer: None,
         }
     }
 
@@ -307,6 +312,9 @@ impl StatusReport {
         }
         if let Some(r) = &self.restore {
             r.render(&mut out);
+        }
+        if let Some(t) = &self.restore_transfer {
+            let _ = writeln!(out, "  {}", t.line());
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

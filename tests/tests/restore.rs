@@ -305,6 +305,8 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
             kind: CertKind::Node,
             csr_pem: &csr,
             key_pem: &impostor.to_pem(),
+            from: None,
+            renewing: None,
         },
         std::time::Duration::from_secs(10),
     ));
@@ -626,6 +628,24 @@ fn encrypted_snapshots_restore_from_s3_on_the_same_hosts_and_onto_new_ones() {
     let a: Vec<String> = (0..KEYS).map(|i| format!("/a/{i}")).collect();
     assert_eq!(got, a);
     assert!(keys(&c, 0, &old, "/b/").is_empty());
+    // The snapshot was taken under the snapshot job lock, so it brought that lock back, held
+    // by a lease of the old cluster: an agent removes it instead of waiting for the lease.
+    wait_for(
+        "the snapshot's stale job lock removed",
+        FORM_TIMEOUT,
+        || {
+            c.agents
+                .iter()
+                .any(|a| {
+                    a.log().lines().any(|l| {
+                        l.contains("removed a key the restored snapshot brought back")
+                            && l.contains("/quorate/jobs/snapshot")
+                    })
+                })
+                .then_some(())
+                .ok_or_else(|| "not removed yet".to_owned())
+        },
+    );
     // Nothing decrypted or downloaded is left behind.
     let incoming = c.agents[1].state_dir().join("restore/incoming");
     let left: Vec<_> = std::fs::read_dir(&incoming)

@@ -201,7 +201,8 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
     let source: S3Source = format!("s3://{BUCKET}/{newest}").parse().unwrap();
     let dl = tempfile::tempdir().unwrap();
     let dst = dl.path().join("restore.db");
-    rt.block_on(fetch_to(&source, &settings, &dst)).unwrap();
+    rt.block_on(fetch_to(&source, &settings, &dst, &|_, _| {}))
+        .unwrap();
     assert_eq!(sha256_file(&dst).unwrap(), local_sha);
     let manifest: Manifest = rt.block_on(async {
         let key = object_store::path::Path::from(newest.replace(".db", ".json"));
@@ -217,7 +218,12 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
     // A source that names nothing fails, leaving nothing behind.
     let missing: S3Source = format!("s3://{BUCKET}/{PREFIX}nope.db").parse().unwrap();
     let e = rt
-        .block_on(fetch_to(&missing, &settings, &dl.path().join("nope.db")))
+        .block_on(fetch_to(
+            &missing,
+            &settings,
+            &dl.path().join("nope.db"),
+            &|_, _| {},
+        ))
         .unwrap_err();
     assert!(e.to_string().contains("nope.db"), "{e}");
     assert_eq!(std::fs::read_dir(dl.path()).unwrap().count(), 1);

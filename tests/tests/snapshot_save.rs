@@ -282,6 +282,32 @@ fn save_out_encryption_and_bad_input() {
         &etcdctl_status(&out_file),
         "etcdctl snapshot status after --force",
     );
+    // Its manifest, where a restore of out.db looks for it, describes the file written.
+    let m: Manifest =
+        serde_json::from_slice(&std::fs::read(work.path().join("out.json")).unwrap()).unwrap();
+    assert_eq!(m.sha256, sha256_hex(&std::fs::read(&out_file).unwrap()));
+    assert_eq!(m.size, std::fs::metadata(&out_file).unwrap().len());
+    assert!(!m.encrypted);
+    // Three saves so far (the directory, --out, --out --force; the refused one never reached
+    // the agent): counted like scheduled snapshots although the schedule is off.
+    wait_for("the saves in /status", FORM_TIMEOUT, || {
+        let s = c.agents[PLAIN]
+            .status()?
+            .snapshot
+            .ok_or("no snapshot status")?;
+        match (s.snapshots, s.last_success, s.last_size) {
+            (3, Some(_), Some(size)) if size == m.size => Ok(()),
+            _ => Err(format!("{s:?}")),
+        }
+    });
+    let (_, metrics) = c.agents[PLAIN].get("/metrics").unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "quorate_snapshots_total 3")
+            && metrics
+                .lines()
+                .any(|l| l.starts_with("quorate_snapshot_last_success_timestamp_seconds ")),
+        "{metrics}"
+    );
     let missing = work.path().join("no-such-dir").join("x.db");
     let err = failed(
         &c.agents[PLAIN].cli(&["snapshot", "save", "--out", missing.to_str().unwrap()]),

@@ -3,20 +3,21 @@
 //! this node has the CA certificate, and by the CA certificate itself afterwards. The answer is
 //! verified again before anything is saved: right CA, valid signature, our own public key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use super::proof::{self, PROOF_HEADER};
 use super::wire::{CertKind, ErrorBody, SignRequest, SignResponse, SIGN_PATH};
 use crate::pki::{
-    client_config_pinned, client_config_with_ca, key_matches_cert, verify_issued_by, CaHash,
+    client_config_pinned, client_config_with_ca, client_config_with_identity, key_matches_cert,
+    verify_issued_by, CaHash,
 };
 
 const MAX_RESPONSE: usize = 1024 * 1024;
@@ -77,6 +78,12 @@ pub struct CsrRequest<'a> {
     pub csr_pem: &'a str,
     /// The private key the CSR was made with, to check the answer.
     pub key_pem: &'a str,
+    /// The local address to connect from: a node certificate goes only to a request from the
+    /// address it will carry, so an agent connects from its advertised address.
+    pub from: Option<IpAddr>,
+    /// The current certificate and its key, presented in the TLS handshake to renew a node
+    /// certificate whose name a live member (this one) holds. Only with [`ServerTrust::Ca`].
+    pub renewing: Option<(&'a str, &'a str)>,
 }
 
 /// Sends a CSR to the issuer at `addr` and verifies the answer against `expected_ca`.
@@ -101,7 +108,7 @@ pub async fn request_certificate(
         addr,
         message: e.to_string(),
     })?;
-    let response = tokio::time::timeout(timeout, post(addr, trust, proof_key, body))
+    let response = tokio::time::timeout(timeout, post(addr, trust, proof_key, csr, body))
         .await
         .map_err(|_| ApiClientError::Timeout { addr, timeout })??;
     verify_response(addr, &response, expected_ca, csr.key_pem)?;
@@ -131,18 +138,36 @@ fn verify_response(
     }
 }
 
+/// Connects to `addr` from `from` when that address is this host's; otherwise from whatever
+/// address the system picks (the issuer then names both in its refusal).
+async fn connect_from(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    if let Some(ip) = from.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if socket.bind(SocketAddr::new(ip, 0)).is_ok() {
+            return socket.connect(addr).await;
+        }
+    }
+    TcpStream::connect(addr).await
+}
+
 async fn post(
     addr: SocketAddr,
     trust: &ServerTrust,
     proof_key: &[u8; 32],
+    csr: &CsrRequest<'_>,
     body: Vec<u8>,
 ) -> Result<SignResponse, ApiClientError> {
-    let config = match trust {
-        ServerTrust::Pinned(pin) => client_config_pinned(*pin),
-        ServerTrust::Ca(pem) => client_config_with_ca(pem),
+    let config = match (trust, csr.renewing) {
+        (ServerTrust::Pinned(pin), _) => client_config_pinned(*pin),
+        (ServerTrust::Ca(pem), Some((cert, key))) => client_config_with_identity(pem, cert, key),
+        (ServerTrust::Ca(pem), None) => client_config_with_ca(pem),
     }
     .map_err(|e| ApiClientError::Config(e.to_string()))?;
-    let tcp = TcpStream::connect(addr)
+    let tcp = connect_from(addr, csr.from)
         .await
         .map_err(|source| ApiClientError::Connect { addr, source })?;
     let tls = TlsConnector::from(Arc::clone(&config))

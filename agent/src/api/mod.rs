@@ -3,6 +3,7 @@
 //! for the requester side.
 
 pub mod client;
+pub mod members;
 pub mod proof;
 pub mod restore;
 pub mod restore_client;
@@ -36,6 +37,14 @@ impl ApiServer {
             tracker,
             heartbeat,
             restore: None,
+            members: None,
         }
+    }
+
+    /// Checks node certificate requests against etcd's members (see [`members`]); without
+    /// it the server treats every name as free (tests of the signing path alone).
+    pub fn with_members(mut self, source: members::MemberSource) -> Self {
+        self.members = Some(source);
+        self
     }
 }

@@ -22,6 +22,7 @@ use super::proof::{self, PROOF_HEADER};
 use super::restore::{PLAN_PATH, SNAPSHOT_PATH};
 use crate::pki::client_config_with_ca;
 use crate::restore::SignedPlan;
+use crate::snapshot::remote::OnBytes;
 
 const MAX_ANSWER: usize = 64 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,7 +111,8 @@ pub async fn fetch_plan(
 }
 
 /// Streams snapshot `sha256` from the agent at `addr` into `dest` (a new file), checking its
-/// size and sha256; a mismatch removes the partial file and is an error.
+/// size and sha256; a mismatch removes the partial file and is an error. `on_bytes(done,
+/// total)` follows the bytes as they arrive.
 pub async fn fetch_snapshot(
     addr: SocketAddr,
     ca_pem: &str,
@@ -118,8 +120,9 @@ pub async fn fetch_snapshot(
     sha256: &str,
     size: u64,
     dest: &Path,
+    on_bytes: &OnBytes<'_>,
 ) -> Result<(), ApiClientError> {
-    let go = fetch_into(addr, ca_pem, proof_key, sha256, size, dest);
+    let go = fetch_into(addr, ca_pem, proof_key, sha256, size, dest, on_bytes);
     let result = tokio::time::timeout(TRANSFER_TIMEOUT, go)
         .await
         .unwrap_or(Err(ApiClientError::Timeout {
@@ -139,6 +142,7 @@ async fn fetch_into(
     sha256: &str,
     size: u64,
     dest: &Path,
+    on_bytes: &OnBytes<'_>,
 ) -> Result<(), ApiClientError> {
     let http = |message: String| ApiClientError::Http { addr, message };
     let path = format!("{SNAPSHOT_PATH}{sha256}");
@@ -193,6 +197,7 @@ async fn fetch_into(
             file.write_all(&data)
                 .await
                 .map_err(|e| http(format!("cannot write {}: {e}", dest.display())))?;
+            on_bytes(got, Some(size));
         }
         file.sync_all()
             .await

@@ -3,13 +3,16 @@
 //! it; only the issuer (the agent holding the CA key) signs. The proof is verified on the raw
 //! body before the JSON parser sees a byte; failures are counted and answered with 401.
 //! The issuer decides certificate contents from its policy and from gossip, never from the CSR;
-//! that decision is [`super::sign::decide`], and this module is its thin HTTP driver.
+//! that decision is [`super::sign::decide`], and this module is its thin HTTP driver. TLS
+//! accepts a client certificate from the cluster's CA without requiring one: a renewing agent
+//! presents its current node certificate, and the handler learns its name and the connection's
+//! address ([`Peer`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,13 +26,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::members::MemberSource;
 use super::proof::PROOF_HEADER;
-use super::sign::{decide, issue, Refusal, SignContext};
+use super::sign::{authenticate, grant, issue, Members, Refusal, Requester, SignContext};
 use super::wire::{ErrorBody, SIGN_PATH};
 use crate::gossip::GossipView;
 use crate::liveness::Heartbeat;
 use crate::metrics::Counters;
-use crate::pki::CertificateAuthority;
+use crate::pki::{peer_node_name, CertificateAuthority};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -51,6 +55,37 @@ struct Shared {
     material: watch::Receiver<ApiMaterial>,
     view: watch::Receiver<GossipView>,
     counters: Arc<Counters>,
+    members: Option<MemberSource>,
+}
+
+impl Shared {
+    /// The inputs of the signing decision.
+    fn context<'a>(
+        &'a self,
+        now: SystemTime,
+        holds_ca: bool,
+        view: &'a GossipView,
+        requester: Requester<'a>,
+        members: &'a Members,
+    ) -> SignContext<'a> {
+        SignContext {
+            proof_key: &self.key,
+            now,
+            validity: self.validity,
+            holds_ca,
+            view,
+            requester,
+            members,
+        }
+    }
+}
+
+/// Who is at the other end of a connection, for the handlers.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: IpAddr,
+    /// The name in the node certificate it presented (verified in the handshake).
+    pub node_cert: Option<String>,
 }
 
 /// The API server task.
@@ -65,6 +100,8 @@ pub struct ApiServer {
     pub heartbeat: Heartbeat,
     /// The restore endpoints, when wired (see [`super::restore`]).
     pub restore: Option<super::restore::RestoreRoutes>,
+    /// Where node certificate requests are checked against etcd's members.
+    pub members: Option<MemberSource>,
 }
 
 impl ApiServer {
@@ -75,6 +112,7 @@ impl ApiServer {
             material: self.material.clone(),
             view: self.view.clone(),
             counters: self.counters.clone(),
+            members: self.members.take(),
         });
         let router = Router::new()
             .route(SIGN_PATH, post(sign))
@@ -132,7 +170,11 @@ async fn serve_connection(
         }
         Err(_) => return,
     };
-    let service = TowerToHyperService::new(router);
+    let who = Peer {
+        addr: peer.ip().to_canonical(),
+        node_cert: peer_node_name(tls.get_ref().1.peer_certificates()),
+    };
+    let service = TowerToHyperService::new(router.layer(Extension(who)));
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
@@ -150,23 +192,51 @@ fn reject(refusal: &Refusal) -> Response {
 
 /// The signing handler: gathers the inputs of [`decide`], signs what it grants and counts
 /// the outcome.
-async fn sign(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn sign(
+    State(s): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     Counters::inc(&s.counters.api_requests);
     let proof = headers
         .get(PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let ca = s.material.borrow().ca.clone();
-    let decision = {
+    let now = SystemTime::now();
+    let requester = Requester {
+        addr: peer.addr,
+        node_cert: peer.node_cert.as_deref(),
+    };
+    let not_looked_up = Members::NotFormed;
+    let authenticated = {
         let view = s.view.borrow();
-        let ctx = SignContext {
-            proof_key: &s.key,
-            now: SystemTime::now(),
-            validity: s.validity,
-            holds_ca: ca.is_some(),
-            view: &view,
-        };
-        decide(&ctx, &body, proof)
+        authenticate(
+            &s.context(now, ca.is_some(), &view, requester, &not_looked_up),
+            &body,
+            proof,
+        )
+    };
+    let decision = match authenticated {
+        Err(refusal) => Err(refusal),
+        Ok(req) => {
+            // Only an authenticated node request costs etcd requests, and only one that does
+            // not renew with the name's own certificate.
+            let members = match (&s.members, req.kind) {
+                (Some(source), super::wire::CertKind::Node)
+                    if requester.node_cert != Some(req.name.as_str()) =>
+                {
+                    source.members().await
+                }
+                _ => Members::NotFormed,
+            };
+            let view = s.view.borrow();
+            grant(
+                &s.context(now, ca.is_some(), &view, requester, &members),
+                req,
+            )
+        }
     };
     let issued = decision.and_then(|grant| {
         let ca = ca.as_deref().ok_or(Refusal::NotIssuer)?;
@@ -181,7 +251,7 @@ async fn sign(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         Err(refusal) => {
             refusal.count(&s.counters);
             if refusal.is_invalid() {
-                tracing::info!(message = %refusal, "refused a signing request");
+                tracing::info!(peer = %peer.addr, message = %refusal, "refused a signing request");
             }
             reject(&refusal)
         }

@@ -1,14 +1,24 @@
 //! What the issuer answers to a signing request, decided purely from the raw body, its proof,
-//! the clock, whether this agent holds the CA and the gossip view. The HTTP handler in
-//! [`super::server`] only gathers these inputs, applies the decision and counts the outcome,
-//! so every grant and every refusal can be tested without sockets.
+//! the clock, whether this agent holds the CA, the gossip view, who asks (the connection's
+//! address and the node certificate it presented, if any) and which etcd members hold which
+//! names. The HTTP handler in [`super::server`] only gathers these inputs, applies the
+//! decision and counts the outcome, so every grant and every refusal can be tested without
+//! sockets.
+//!
+//! A node certificate for name N is bound to identity: it goes only to a request from the
+//! address its SANs will carry (N's gossip address), and only when no member holds N (a new
+//! host), when the requester presents N's current certificate (renewal), or when N's member
+//! does not answer (a host that lost its disk comes back under its name). Everything else is
+//! refused, counted and logged with the peer's address.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 
 use super::proof;
 use super::wire::{CertKind, SignRequest, SignResponse};
+use crate::etcd::MemberHealth;
 use crate::gossip::GossipView;
 use crate::metrics::Counters;
 use crate::pki::{cert_spec, CertProfile, CertSpec, CertificateAuthority};
@@ -28,6 +38,31 @@ pub struct SignContext<'a> {
     pub holds_ca: bool,
     /// Gossip's members, where node requests are looked up.
     pub view: &'a GossipView,
+    /// Who asks.
+    pub requester: Requester<'a>,
+    /// The etcd members and whether each answers (looked up for node requests only).
+    pub members: &'a Members,
+}
+
+/// The other end of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester<'a> {
+    /// The connection's source address.
+    pub addr: IpAddr,
+    /// The name in the node certificate it presented (verified against the CA in the TLS
+    /// handshake), if it presented one.
+    pub node_cert: Option<&'a str>,
+}
+
+/// What the issuer knows of etcd's members when it decides a node request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// No cluster yet (the seed signs before etcd exists): nobody holds a name.
+    NotFormed,
+    /// There is a cluster but its member list could not be read: no name can be checked.
+    Unknown(String),
+    /// The members, each with whether it answered just now.
+    Known(Vec<MemberHealth>),
 }
 
 /// A request the issuer will sign: the certificate's complete content and the CSR whose
@@ -64,6 +99,27 @@ pub enum Refusal {
     /// No live gossip member of that name with metadata (409: it may appear shortly).
     #[error("node {name} is not known in gossip yet; retry shortly")]
     UnknownNode { name: String },
+    /// The request does not come from the address the certificate would carry (403).
+    #[error(
+        "a certificate for node {name} goes only to {expected} (its gossip address), and this \
+         request came from {from}: run the agent on the host with that address (no NAT \
+         between agents), or give this host its own name"
+    )]
+    WrongAddress {
+        name: String,
+        from: IpAddr,
+        expected: IpAddr,
+    },
+    /// A live member holds the name and the requester did not present its certificate (403).
+    #[error(
+        "node {name} is a live member of the cluster: only that member renews its certificate \
+         (over TLS with its current one); give this host its own name, or remove the member \
+         first (quorate leave on it)"
+    )]
+    NameHeld { name: String },
+    /// The member list could not be read, so the name cannot be checked (503).
+    #[error("cannot check whether a member holds the name {name}: {why}; retry shortly")]
+    CannotCheck { name: String, why: String },
     /// A client name outside the allowed characters or length (400).
     #[error("client name {name:?} must be 1-64 letters, digits, '-', '_', '.' or '@'")]
     InvalidClientName { name: String },
@@ -79,6 +135,8 @@ impl Refusal {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
             Refusal::NotIssuer => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UnknownNode { .. } => StatusCode::CONFLICT,
+            Refusal::WrongAddress { .. } | Refusal::NameHeld { .. } => StatusCode::FORBIDDEN,
+            Refusal::CannotCheck { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Malformed(_)
             | Refusal::ClockSkew { .. }
             | Refusal::InvalidClientName { .. }
@@ -87,16 +145,23 @@ impl Refusal {
     }
 
     /// Whether this is an authenticated but invalid request: those are counted as
-    /// `api_rejected_invalid` and logged. Asking a non-issuer is neither.
+    /// `api_rejected_invalid` (or `api_rejected_identity`) and logged. Asking a non-issuer,
+    /// or at a moment the names cannot be checked, is neither.
     pub fn is_invalid(&self) -> bool {
-        !matches!(self, Refusal::Unauthenticated | Refusal::NotIssuer)
+        !matches!(
+            self,
+            Refusal::Unauthenticated | Refusal::NotIssuer | Refusal::CannotCheck { .. }
+        )
     }
 
     /// Adds the refusal to the counter it belongs to, if any.
     pub fn count(&self, counters: &Counters) {
         match self {
             Refusal::Unauthenticated => Counters::inc(&counters.api_rejected_unauthenticated),
-            Refusal::NotIssuer => {}
+            Refusal::NotIssuer | Refusal::CannotCheck { .. } => {}
+            Refusal::WrongAddress { .. } | Refusal::NameHeld { .. } => {
+                Counters::inc(&counters.api_rejected_identity)
+            }
             _ => Counters::inc(&counters.api_rejected_invalid),
         }
     }
@@ -106,6 +171,17 @@ impl Refusal {
 /// checks run in this order: proof (on the raw bytes, before any parsing), JSON, clock skew,
 /// CA, then the profile's own rules.
 pub fn decide(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Result<Grant, Refusal> {
+    let req = authenticate(ctx, body, proof)?;
+    grant(ctx, req)
+}
+
+/// The first half of [`decide`]: proof, JSON, clock skew and CA. The handler looks the
+/// members up between the two halves, and only for an authenticated node request.
+pub fn authenticate(
+    ctx: &SignContext<'_>,
+    body: &[u8],
+    proof: &str,
+) -> Result<SignRequest, Refusal> {
     if !proof::verify(ctx.proof_key, body, proof) {
         return Err(Refusal::Unauthenticated);
     }
@@ -118,7 +194,12 @@ pub fn decide(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Result<Grant, 
     if !ctx.holds_ca {
         return Err(Refusal::NotIssuer);
     }
-    let profile = profile(&req, ctx.view)?;
+    Ok(req)
+}
+
+/// The second half of [`decide`]: the profile's own rules, identity included.
+pub fn grant(ctx: &SignContext<'_>, req: SignRequest) -> Result<Grant, Refusal> {
+    let profile = profile(&req, ctx)?;
     Ok(Grant {
         spec: cert_spec(&profile, ctx.now, ctx.validity),
         name: req.name,
@@ -148,19 +229,31 @@ fn clock_skew(now: SystemTime, sent_at: u64) -> Duration {
 }
 
 /// The certificate profile for `req`: a node's names and addresses come from gossip, never
-/// from the request beyond its name.
-fn profile(req: &SignRequest, view: &GossipView) -> Result<CertProfile, Refusal> {
+/// from the request beyond its name, and only the holder of that identity gets them.
+fn profile(req: &SignRequest, ctx: &SignContext<'_>) -> Result<CertProfile, Refusal> {
     match req.kind {
         CertKind::Node => {
-            let meta = view
+            let name = req.name.clone();
+            let meta = ctx
+                .view
                 .peer(&req.name)
                 .filter(|p| p.is_live())
                 .and_then(|p| p.meta.as_ref())
-                .ok_or_else(|| Refusal::UnknownNode {
-                    name: req.name.clone(),
-                })?;
+                .ok_or_else(|| Refusal::UnknownNode { name: name.clone() })?;
+            let expected = meta.gossip_addr.ip().to_canonical();
+            let from = ctx.requester.addr.to_canonical();
+            if from != expected {
+                return Err(Refusal::WrongAddress {
+                    name,
+                    from,
+                    expected,
+                });
+            }
+            if ctx.requester.node_cert != Some(req.name.as_str()) {
+                name_free(&req.name, ctx.members)?;
+            }
             Ok(CertProfile::Node {
-                name: req.name.clone(),
+                name,
                 addrs: vec![meta.gossip_addr.ip()],
             })
         }
@@ -170,6 +263,24 @@ fn profile(req: &SignRequest, view: &GossipView) -> Result<CertProfile, Refusal>
         CertKind::Client => Err(Refusal::InvalidClientName {
             name: req.name.clone(),
         }),
+    }
+}
+
+/// Whether a new certificate for `name` may go to someone who does not hold its current one:
+/// no member holds the name, or its member does not answer (it is being replaced).
+pub fn name_free(name: &str, members: &Members) -> Result<(), Refusal> {
+    match members {
+        Members::NotFormed => Ok(()),
+        Members::Unknown(why) => Err(Refusal::CannotCheck {
+            name: name.to_owned(),
+            why: why.clone(),
+        }),
+        Members::Known(list) => match list.iter().find(|m| m.member.name == name) {
+            Some(m) if m.healthy => Err(Refusal::NameHeld {
+                name: name.to_owned(),
+            }),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -62,6 +62,8 @@ pub async fn client_cert(
             kind: CertKind::Client,
             csr_pem: &csr,
             key_pem: &key_pem,
+            from: None,
+            renewing: None,
         },
         Duration::from_secs(15),
     )

@@ -1,14 +1,18 @@
 //! `quorate restore SOURCE --yes`: asks the local agent (over its control socket, so only root
 //! and the service user can) to restore the whole cluster from a snapshot, then follows the
-//! restore in the agent's status and prints each member as it is done. Without `--yes` it
-//! only says what would happen.
+//! restore in the agent's status and prints each member as it is done. While the agent
+//! downloads an `s3://` source, and while this member fetches the snapshot from the deciding
+//! one, it shows the bytes done (a bar on a terminal, plain lines otherwise). Without `--yes`
+//! it only says what would happen.
 
 use std::time::Duration;
 
 use anyhow::bail;
 
 use super::local::fetch_report;
+use super::progress::BytesProgress;
 use crate::config::Settings;
+use crate::restore::transfer::Transfer;
 
 /// How long the command follows a restore before leaving it to `quorate status`.
 const FOLLOW: Duration = Duration::from_secs(600);
@@ -52,27 +56,65 @@ pub async fn restore(settings: &Settings, source: &str, yes: bool) -> anyhow::Re
     if source.starts_with("s3://") {
         eprintln!("the agent downloads {source} and checks it first");
     }
-    let (code, body) = crate::control::post_request(
+    let post = crate::control::post_request(
         &settings.state_dir,
         &path,
         crate::control::RESTORE_REQUEST_TIMEOUT,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?;
+    );
+    tokio::pin!(post);
+    // The agent answers once the source is downloaded, checked and the plan decided; until
+    // then its status says how far the download is.
+    let mut shown = TransferView::default();
+    let answer = loop {
+        tokio::select! {
+            answer = &mut post => break answer,
+            _ = tokio::time::sleep(POLL) => {
+                let report = fetch_report(settings).await.ok();
+                shown.update(report.and_then(|r| r.restore_transfer).as_ref());
+            }
+        }
+    };
+    let (code, body) = answer.map_err(|e| anyhow::anyhow!(e))?;
+    shown.update(None);
     if code != 200 {
         bail!("{}", body.trim_end());
     }
     print!("{body}");
-    follow(settings).await
+    follow(settings, &mut shown).await
+}
+
+/// The transfer the agent reports, drawn as it goes; a new one replaces the last.
+#[derive(Default)]
+struct TransferView {
+    current: Option<(String, BytesProgress)>,
+}
+
+impl TransferView {
+    fn update(&mut self, transfer: Option<&Transfer>) {
+        let same =
+            matches!((&self.current, transfer), (Some((what, _)), Some(t)) if *what == t.what);
+        if !same {
+            if let Some((_, progress)) = self.current.take() {
+                progress.finish("done");
+            }
+        }
+        let Some(t) = transfer else { return };
+        let (_, progress) = self
+            .current
+            .get_or_insert_with(|| (t.what.clone(), BytesProgress::new(&t.what)));
+        progress.set_total(t.total);
+        progress.set(t.done);
+    }
 }
 
 /// Prints members as they finish, until every member of the plan is done and this agent is
 /// ready again.
-async fn follow(settings: &Settings) -> anyhow::Result<()> {
+async fn follow(settings: &Settings, shown: &mut TransferView) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + FOLLOW;
     let mut printed: Vec<String> = Vec::new();
     loop {
         if let Ok(report) = fetch_report(settings).await {
+            shown.update(report.restore_transfer.as_ref());
             if let Some(r) = &report.restore {
                 for m in r.members.iter().filter(|m| m.done) {
                     if !printed.contains(&m.name) {

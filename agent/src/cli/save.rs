@@ -3,7 +3,9 @@
 //! keeps it in its snapshot directory; with `--out` its bytes stream here and this process
 //! writes FILE, so the caller's own permissions apply: a private temporary file next to it,
 //! fsync, and the final name only once the agent said the snapshot verified and the bytes
-//! match its sha256. An existing FILE is replaced only with `--force`.
+//! match its sha256. An existing FILE is replaced only with `--force`. Its manifest goes beside
+//! it under the name `quorate restore` looks for (`backup.db` has `backup.json`), so a restore
+//! of FILE checks the same things as a restore from the snapshot directory.
 
 use std::fs::File;
 use std::io::Write;
@@ -85,7 +87,9 @@ impl OutFile {
         Ok(())
     }
 
-    fn finish(mut self, done: &Done, force: bool) -> anyhow::Result<()> {
+    /// Gives the file its final name, then writes its manifest beside it; returns the
+    /// manifest's path (None when FILE's name leaves no room for one: no extension, or `.json`).
+    fn finish(mut self, done: &Done, force: bool) -> anyhow::Result<Option<PathBuf>> {
         let sha = hex::encode(self.sha.clone().finish().as_ref());
         if sha != done.manifest.sha256 || self.size != done.manifest.size {
             bail!(
@@ -113,7 +117,22 @@ impl OutFile {
             } else {
                 anyhow!("cannot write {}: {}", self.dest.display(), e)
             }
-        })
+        })?;
+        let Some(path) = manifest_path(&self.dest) else {
+            return Ok(None);
+        };
+        fsutil::atomic_write(
+            &path,
+            done.manifest.to_json().as_bytes(),
+            fsutil::MODE_PRIVATE,
+        )
+        .map_err(|e| {
+            anyhow!(
+                "{} is saved and verified, but its manifest could not be written: {e}",
+                self.dest.display()
+            )
+        })?;
+        Ok(Some(path))
     }
 }
 
@@ -123,6 +142,13 @@ impl Drop for OutFile {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Where the manifest of `--out FILE` goes: where a restore of FILE looks for it.
+fn manifest_path(dest: &Path) -> Option<PathBuf> {
+    let name = dest.file_name()?.to_str()?;
+    let manifest = crate::snapshot::remote::names::manifest_for(name)?;
+    (manifest != name).then(|| dest.with_file_name(manifest))
 }
 
 /// `quorate snapshot save [--out FILE] [--force]`.
@@ -202,11 +228,12 @@ pub async fn snapshot_save(
                         bail!("the snapshot failed: {message}");
                     }
                     Frame::Done(done) => {
-                        if let Some(o) = out_file.take() {
-                            o.finish(&done, force)?;
-                        }
+                        let manifest = match out_file.take() {
+                            Some(o) => o.finish(&done, force)?,
+                            None => None,
+                        };
                         progress.finish("verified");
-                        return Ok(*done);
+                        return Ok((*done, manifest));
                     }
                 }
             }
@@ -214,7 +241,7 @@ pub async fn snapshot_save(
     }
     .await;
     driver.abort();
-    let done = result?;
+    let (done, manifest) = result?;
     let m = &done.manifest;
     let place = match (out, &done.file) {
         (Some(p), _) => p.display().to_string(),
@@ -232,5 +259,29 @@ pub async fn snapshot_save(
             ""
         }
     );
+    match (out, manifest) {
+        (_, Some(path)) => println!("  manifest: {}", path.display()),
+        (Some(p), None) => println!(
+            "  no manifest written: {} has no extension to replace with .json (name it like \
+             backup.db to get one; a restore works without it)",
+            p.display()
+        ),
+        (None, None) => {}
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_goes_where_a_restore_looks_for_it() {
+        let p = |s: &str| manifest_path(Path::new(s)).map(|p| p.display().to_string());
+        assert_eq!(p("/b/backup.db").as_deref(), Some("/b/backup.json"));
+        assert_eq!(p("/b/backup.db.age").as_deref(), Some("/b/backup.json"));
+        assert_eq!(p("backup.db").as_deref(), Some("backup.json"));
+        assert_eq!(p("/b/backup"), None, "no extension");
+        assert_eq!(p("/b/backup.json"), None, "the file itself");
+    }
 }

@@ -5,8 +5,16 @@
 //! (`RestorePlan::sealed_ca`); [`replacement`] decides, purely, what to put back, and
 //! [`put_back`] does it with a compare-and-swap on the stale value, so that agents doing it at
 //! the same time cannot overwrite anything newer.
+//!
+//! The snapshot also brings back the keys quorate held under leases when it was taken: the
+//! issuer key and the job locks (a snapshot is always taken under the `snapshot` lock). etcd
+//! restores their leases too and renews them when the restored cluster elects a leader, so
+//! without help they would keep the issuer election and the job they lock waiting for a lease
+//! whose holder is gone. [`stale_held_keys`] picks them (held under a lease, written at or
+//! before the snapshot's revision) and [`remove_stale_held`] deletes them, each only if it was
+//! not written since, and revokes their leases.
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::{SealedCa, CA_KEY};
 use crate::pki::{CaHash, CertificateAuthority};
@@ -72,9 +80,100 @@ pub async fn put_back(
     Ok(done)
 }
 
+/// One of quorate's keys as read: (key, mod revision, lease id).
+pub type HeldKey = (String, i64, i64);
+
+/// The keys among `keys` that the snapshot of revision `snapshot_revision` brought back held
+/// under a lease: the issuer key and the job locks (not the job's recorded slots, which hold no
+/// lease). Nothing when the revision is unknown (0): those keys then expire with their leases.
+pub fn stale_held_keys(keys: &[HeldKey], snapshot_revision: i64) -> Vec<HeldKey> {
+    if snapshot_revision <= 0 {
+        return Vec::new();
+    }
+    keys.iter()
+        .filter(|(key, mod_revision, lease)| {
+            let held = key == super::ISSUER_KEY
+                || (key.starts_with(crate::jobs::JOBS_PREFIX)
+                    && !key[crate::jobs::JOBS_PREFIX.len()..].contains('/'));
+            held && *lease != 0 && *mod_revision <= snapshot_revision
+        })
+        .cloned()
+        .collect()
+}
+
+/// Deletes the lease-held keys the restored snapshot brought back (see [`stale_held_keys`]),
+/// each only if it is unchanged, and revokes their leases; returns how many it deleted.
+pub async fn remove_stale_held(
+    client: &mut Client,
+    plan: &RestorePlan,
+) -> Result<usize, etcd_client::Error> {
+    if plan.snapshot.revision <= 0 {
+        return Ok(0);
+    }
+    let got = client
+        .get(
+            "/quorate/",
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    let keys: Vec<HeldKey> = got
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.mod_revision(),
+                kv.lease(),
+            )
+        })
+        .collect();
+    let mut removed = 0;
+    for (key, mod_revision, lease) in stale_held_keys(&keys, plan.snapshot.revision) {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                mod_revision,
+            )])
+            .and_then([TxnOp::delete(key.as_str(), None)]);
+        if client.txn(txn).await?.succeeded() {
+            removed += 1;
+            // Whatever else the old holder kept under that lease is as stale as the key.
+            let _ = client.lease_revoke(lease).await;
+            tracing::info!(
+                key = %key,
+                revision = mod_revision,
+                generation = plan.generation,
+                "removed a key the restored snapshot brought back held by a lease of before the restore"
+            );
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_lease_held_keys_from_the_snapshot_are_stale() {
+        let keys: Vec<HeldKey> = vec![
+            ("/quorate/issuer".into(), 90, 7),
+            ("/quorate/jobs/snapshot".into(), 100, 8),
+            ("/quorate/jobs/member-down".into(), 101, 9),
+            ("/quorate/jobs/snapshot/last-slot".into(), 50, 0),
+            ("/quorate/jobs/snapshot/odd".into(), 50, 5),
+            ("/quorate/ca".into(), 10, 0),
+            ("/quorate/jobs/defrag".into(), 60, 0),
+        ];
+        let stale = stale_held_keys(&keys, 100);
+        let names: Vec<&str> = stale.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(names, ["/quorate/issuer", "/quorate/jobs/snapshot"]);
+        // Written after the snapshot's revision: held by someone now.
+        assert!(stale_held_keys(&keys, 89).is_empty());
+        // The revision unknown: nothing (the leases run out by themselves).
+        assert!(stale_held_keys(&keys, 0).is_empty());
+    }
     use std::time::{Duration, SystemTime};
 
     fn ca(name: &str) -> CertificateAuthority {

@@ -161,6 +161,11 @@ impl IssuerTask {
             .await
             .map_err(etcd("put the CA back after a restore"))?;
         }
+        if let Some(plan) = &plan {
+            super::restored::remove_stale_held(&mut client, plan)
+                .await
+                .map_err(etcd("remove the snapshot's stale lease-held keys"))?;
+        }
         if let Some(ca) = &disk_ca {
             store_ca(&mut client, ca, &seal_key).await?;
         }

@@ -97,7 +97,16 @@ pub async fn request_own(
     let key = pki.load_or_create_node_key()?;
     let csr = key.csr_pem(&settings.name)?;
     let key_pem = key.to_pem();
-    let trust = match pki.load_ca_cert()? {
+    let ca_pem = pki.load_ca_cert()?;
+    // Renewal: the current certificate, while the CA still vouches for it, proves this host
+    // holds the name (a live member's name goes to nobody else).
+    let current = match (&ca_pem, pki.load_node_cert()?) {
+        (Some(ca), Some(cert)) if verify_issued_by(&cert, ca, SystemTime::now()).is_ok() => {
+            Some(cert)
+        }
+        _ => None,
+    };
+    let trust = match ca_pem {
         Some(pem) => ServerTrust::Ca(pem),
         None => ServerTrust::Pinned(ca),
     };
@@ -111,6 +120,8 @@ pub async fn request_own(
             kind: CertKind::Node,
             csr_pem: &csr,
             key_pem: &key_pem,
+            from: Some(settings.advertise),
+            renewing: current.as_deref().map(|cert| (cert, key_pem.as_str())),
         },
         REQUEST_TIMEOUT,
     )

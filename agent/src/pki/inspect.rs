@@ -34,7 +34,12 @@ pub struct CertInfo {
 /// Describes the first certificate in `cert_pem`.
 pub fn inspect(cert_pem: &str) -> Result<CertInfo> {
     let der = first_cert_der(cert_pem, "certificate")?;
-    let cert = parse_x509(&der, "certificate")?;
+    inspect_der(der.as_ref())
+}
+
+/// Describes the DER certificate `der`.
+pub fn inspect_der(der: &[u8]) -> Result<CertInfo> {
+    let cert = parse_x509(der, "certificate")?;
     let bad = |e: x509_parser::error::X509Error| PkiError::BadCert {
         what: "certificate",
         reason: e.to_string(),

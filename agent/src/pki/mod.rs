@@ -28,7 +28,10 @@ pub use policy::{
     cert_spec, is_dns_name, renewal_due, renewal_time, CertProfile, CertSpec, CLOCK_SKEW_ALLOWANCE,
 };
 pub use store::PkiStore;
-pub use tls::{client_config_pinned, client_config_with_ca, provider, server_config};
+pub use tls::{
+    client_config_pinned, client_config_with_ca, client_config_with_identity, peer_node_name,
+    provider, server_config,
+};
 
 /// Result alias for this module.
 pub type Result<T, E = PkiError> = std::result::Result<T, E>;

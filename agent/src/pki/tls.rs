@@ -8,6 +8,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
 use rustls::{
     CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, OtherError,
     RootCertStore, ServerConfig, SignatureScheme, WantsVerifier,
@@ -31,8 +32,11 @@ fn tls_error(what: &'static str) -> impl Fn(rustls::Error) -> PkiError {
     }
 }
 
-/// A server without client authentication that presents [leaf, CA], so that clients can pin
-/// the CA.
+/// A server that presents [leaf, CA], so that clients can pin the CA, and that accepts
+/// connections with or without a client certificate: a joining agent has none yet and proves
+/// the token instead, while an agent renewing its certificate presents the current one, which
+/// must then chain to the CA in `ca_pem` (or the handshake fails). The handlers see who
+/// presented what ([`peer_node_name`]).
 pub fn server_config(cert_pem: &str, ca_pem: &str, key_pem: &str) -> Result<Arc<ServerConfig>> {
     let mut chain = cert_ders(cert_pem, "server certificate")?;
     for ca in cert_ders(ca_pem, "CA certificate")? {
@@ -44,7 +48,7 @@ pub fn server_config(cert_pem: &str, ca_pem: &str, key_pem: &str) -> Result<Arc<
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error("server config"))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(optional_client_verifier(ca_pem)?)
         .with_single_cert(chain, key)
         .map_err(tls_error("server config"))?;
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
@@ -61,6 +65,42 @@ pub fn client_config_pinned(pin: CaHash) -> Result<Arc<ClientConfig>> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
+    Ok(with_alpn(config))
+}
+
+fn optional_client_verifier(
+    ca_pem: &str,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(ca_pem)?), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| PkiError::Tls {
+            what: "client verifier",
+            reason: e.to_string(),
+        })
+}
+
+/// The node name of a verified client certificate (its CN, when it is a node certificate:
+/// server and client auth), None for a client certificate or none at all.
+pub fn peer_node_name(presented: Option<&[CertificateDer<'_>]>) -> Option<String> {
+    let leaf = presented?.first()?;
+    let info = super::inspect::inspect_der(leaf.as_ref()).ok()?;
+    (info.server_auth && info.client_auth && !info.is_ca).then_some(info.common_name)
+}
+
+/// A client that trusts the CA in `ca_pem` and presents the certificate `cert_pem` with its
+/// key (an agent renewing its node certificate proves it holds the current one).
+pub fn client_config_with_identity(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<ClientConfig>> {
+    let chain = cert_ders(cert_pem, "client certificate")?;
+    let key = private_key_der(key_pem, "client key")?;
+    let config = client_builder()?
+        .with_root_certificates(root_store(ca_pem)?)
+        .with_client_auth_cert(chain, key)
+        .map_err(tls_error("client config"))?;
     Ok(with_alpn(config))
 }
 

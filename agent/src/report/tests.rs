@@ -146,6 +146,7 @@ fn healthy_issuer() -> StatusReport {
         snapshot: None,
         etcd_restarts: None,
         restore: None,
+        restore_transfer: None,
     }
 }
 
@@ -229,6 +230,7 @@ fn waiting_for_peers() -> StatusReport {
         snapshot: None,
         etcd_restarts: None,
         restore: None,
+        restore_transfer: None,
     }
 }
 

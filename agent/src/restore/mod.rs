@@ -18,6 +18,7 @@ pub mod seed;
 pub mod sign;
 pub mod source;
 pub mod store;
+pub mod transfer;
 
 use std::path::PathBuf;
 

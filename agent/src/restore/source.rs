@@ -42,7 +42,12 @@ pub fn incoming_dir(state_dir: &Path) -> PathBuf {
 }
 
 /// Turns `source` (an absolute path or `s3://bucket/key`) into a local plaintext snapshot.
-pub async fn prepare(source: &str, s: &Settings) -> Result<Prepared, RestoreError> {
+/// A download's progress is published through `transfers`.
+pub async fn prepare(
+    source: &str,
+    s: &Settings,
+    transfers: &super::transfer::Transfers,
+) -> Result<Prepared, RestoreError> {
     let incoming = incoming_dir(&s.state_dir);
     let mut made = Vec::new();
     let (file, manifest) = if source.starts_with("s3://") {
@@ -65,7 +70,8 @@ pub async fn prepare(source: &str, s: &Settings) -> Result<Prepared, RestoreErro
         let dst = incoming.join(name);
         let _ = std::fs::remove_file(&dst);
         tracing::info!(%source, dst = %dst.display(), "downloading the snapshot to restore");
-        let manifest = fetch_to(&remote, s3, &dst)
+        let meter = transfers.start(format!("downloading {source}"));
+        let manifest = fetch_to(&remote, s3, &dst, &|done, total| meter.set(done, total))
             .await
             .map_err(|e| RestoreError::Fetch {
                 source_url: source.to_owned(),

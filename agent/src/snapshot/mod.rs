@@ -26,5 +26,5 @@ pub mod upload;
 pub mod wire;
 
 pub use save::OnDemand;
-pub use status::SnapshotStatus;
+pub use status::{SaveReport, SnapshotStatus};
 pub use task::SnapshotTask;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::status::SaveReport;
 use super::take::{self, save_to_dir, stream_verified, Naming, Progress, Sink, TakeError};
 use super::wire::{Done, Frame};
 use crate::config::Settings;
@@ -42,6 +43,8 @@ pub struct OnDemand {
     health: watch::Receiver<EtcdHealth>,
     material: watch::Receiver<Arc<TlsMaterial>>,
     progress: watch::Sender<Option<Progress>>,
+    /// To the snapshot task, which counts every save in its status (and uploads it).
+    reports: mpsc::Sender<SaveReport>,
     cancel: CancellationToken,
 }
 
@@ -51,6 +54,7 @@ impl OnDemand {
         health: watch::Receiver<EtcdHealth>,
         material: watch::Receiver<Arc<TlsMaterial>>,
         progress: watch::Sender<Option<Progress>>,
+        reports: mpsc::Sender<SaveReport>,
         cancel: CancellationToken,
     ) -> Self {
         Self {
@@ -58,6 +62,7 @@ impl OnDemand {
             health,
             material,
             progress,
+            reports,
             cancel,
         }
     }
@@ -96,7 +101,28 @@ impl OnDemand {
         result
     }
 
+    /// Takes the snapshot and reports how it went to the snapshot task.
     async fn run(&self, target: Target, tx: &mpsc::Sender<Bytes>) -> Result<Done, TakeError> {
+        let started = Instant::now();
+        let result = self.take(target, tx).await;
+        let report = match &result {
+            Ok(done) => SaveReport::Taken {
+                file: done.file.clone(),
+                size: done.manifest.size,
+                duration_ms: started.elapsed().as_millis() as u64,
+                at: take::unix_secs(SystemTime::now()),
+            },
+            Err(e) => SaveReport::Failed(format!("on-demand snapshot: {e}")),
+        };
+        // The task takes reports between its turns; a full queue (saves back to back while
+        // it uploads) costs a count, never the save.
+        if self.reports.try_send(report).is_err() {
+            tracing::warn!("the snapshot task did not take this save's report");
+        }
+        result
+    }
+
+    async fn take(&self, target: Target, tx: &mpsc::Sender<Bytes>) -> Result<Done, TakeError> {
         let Some(tls) = self.material.borrow().client().cloned() else {
             return Err(TakeError::Io(
                 "this node has no certificate yet: wait until the agent is ready".into(),

@@ -36,15 +36,59 @@ pub struct SnapshotStatus {
     pub upload: Option<super::upload::UploadStatus>,
 }
 
+/// What an on-demand save (`quorate snapshot save`, the snapshot before a rolling upgrade)
+/// tells the snapshot task, which owns [`SnapshotStatus`]: such a snapshot is verified like a
+/// scheduled one and counts the same in status and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaveReport {
+    Taken {
+        /// The file in the snapshot directory; None when it streamed to the client (`--out`).
+        file: Option<String>,
+        size: u64,
+        duration_ms: u64,
+        /// When it finished, unix seconds.
+        at: u64,
+    },
+    Failed(String),
+}
+
 impl SnapshotStatus {
+    /// Counts an on-demand save.
+    pub fn record(&mut self, report: &SaveReport) {
+        match report {
+            SaveReport::Taken {
+                file,
+                size,
+                duration_ms,
+                at,
+            } => {
+                self.snapshots += 1;
+                self.last_success = Some(*at);
+                self.last_file = Some(
+                    file.clone()
+                        .unwrap_or_else(|| "(on demand, written by the client)".into()),
+                );
+                self.last_size = Some(*size);
+                self.last_duration_ms = Some(*duration_ms);
+            }
+            SaveReport::Failed(why) => {
+                self.failures += 1;
+                self.last_error = Some(why.clone());
+            }
+        }
+    }
+
     /// The "Snapshots:" section of `quorate status`.
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "\nSnapshots:");
         if self.schedule.is_empty() {
             let _ = writeln!(out, "  off (snapshot.schedule = \"\")");
-            return;
+            if self.snapshots == 0 && self.failures == 0 {
+                return;
+            }
+        } else {
+            let _ = writeln!(out, "  schedule: {}", self.schedule);
         }
-        let _ = writeln!(out, "  schedule: {}", self.schedule);
         match (&self.last_file, self.last_success) {
             (Some(file), Some(at)) => {
                 let _ = writeln!(
@@ -110,5 +154,54 @@ mod tests {
         let mut off = String::new();
         SnapshotStatus::default().render(&mut off);
         assert_eq!(off, "\nSnapshots:\n  off (snapshot.schedule = \"\")\n");
+    }
+
+    #[test]
+    fn on_demand_saves_count_like_scheduled_ones() {
+        let mut s = SnapshotStatus {
+            snapshots: 2,
+            failures: 1,
+            ..SnapshotStatus::default()
+        };
+        s.record(&SaveReport::Taken {
+            file: Some("a.db".into()),
+            size: 10,
+            duration_ms: 1500,
+            at: 1_700_000_000,
+        });
+        assert_eq!(s.snapshots, 3);
+        assert_eq!(s.last_success, Some(1_700_000_000));
+        assert_eq!(s.last_file.as_deref(), Some("a.db"));
+        assert_eq!((s.last_size, s.last_duration_ms), (Some(10), Some(1500)));
+        s.record(&SaveReport::Taken {
+            file: None,
+            size: 11,
+            duration_ms: 1,
+            at: 1_700_000_100,
+        });
+        assert_eq!(s.snapshots, 4);
+        assert_eq!(
+            s.last_file.as_deref(),
+            Some("(on demand, written by the client)")
+        );
+        s.record(&SaveReport::Failed("the lock is held".into()));
+        assert_eq!(s.failures, 2);
+        assert_eq!(
+            s.last_success,
+            Some(1_700_000_100),
+            "a failure keeps the last success"
+        );
+        assert_eq!(s.last_error.as_deref(), Some("the lock is held"));
+        // With the schedule off, the section still shows what was saved on demand.
+        let mut out = String::new();
+        s.render(&mut out);
+        assert!(
+            out.starts_with("\nSnapshots:\n  off (snapshot.schedule = \"\")\n  last: (on demand"),
+            "{out}"
+        );
+        assert!(
+            out.contains("failures: 2 (last: the lock is held)"),
+            "{out}"
+        );
     }
 }

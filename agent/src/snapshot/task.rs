@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::file::{self, SnapshotName};
-use super::status::SnapshotStatus;
+use super::status::{SaveReport, SnapshotStatus};
 use super::take::{save_to_dir, unix_secs, Naming, Progress, TakeError};
 use super::upload::Uploader;
 use crate::config::Settings;
@@ -45,6 +45,8 @@ pub struct SnapshotTask {
     status: SnapshotStatus,
     /// Uploads each snapshot this agent takes, when `[snapshot.s3]` is set.
     uploader: Option<Uploader>,
+    /// On-demand saves, as they finish.
+    reports: mpsc::Receiver<SaveReport>,
 }
 
 impl SnapshotTask {
@@ -54,6 +56,7 @@ impl SnapshotTask {
         material: watch::Receiver<Arc<TlsMaterial>>,
         published: watch::Sender<SnapshotStatus>,
         progress: watch::Sender<Option<Progress>>,
+        reports: mpsc::Receiver<SaveReport>,
         heartbeat: Heartbeat,
     ) -> Self {
         let status = SnapshotStatus {
@@ -77,6 +80,7 @@ impl SnapshotTask {
             known_done: None,
             retry_at: None,
             status,
+            reports,
         }
     }
 
@@ -90,18 +94,44 @@ impl SnapshotTask {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let report = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
+                Some(report) = self.reports.recv() => Some(report),
+                _ = tick.tick() => None,
+            };
             self.heartbeat.beat();
             let heartbeat = self.heartbeat.clone();
-            if beating(&heartbeat, &cancel, self.turn()).await.is_none() {
+            let work = async {
+                match report {
+                    Some(report) => self.saved_on_demand(report).await,
+                    None => self.turn().await,
+                }
+            };
+            if beating(&heartbeat, &cancel, work).await.is_none() {
                 return;
             }
             self.status.upload = self.uploader.as_ref().map(|u| u.status().clone());
             self.published.send_replace(self.status.clone());
+        }
+    }
+
+    /// Counts an on-demand save like a scheduled one; one that landed in the snapshot
+    /// directory is subject to retention and uploaded like one.
+    async fn saved_on_demand(&mut self, report: SaveReport) {
+        self.status.record(&report);
+        let SaveReport::Taken {
+            file: Some(file),
+            at,
+            ..
+        } = report
+        else {
+            return;
+        };
+        self.prune();
+        let cluster_id = self.health.borrow().cluster_id;
+        if let (Some(up), Some(cluster_id)) = (self.uploader.as_mut(), cluster_id) {
+            up.run(Some(&file), at, cluster_id).await;
         }
     }
 

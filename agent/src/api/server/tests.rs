@@ -4,7 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
+use crate::api::members::MemberSource;
+use crate::api::sign::Members;
 use crate::api::{request_certificate, ApiClientError, CertKind, CsrRequest, ServerTrust};
+use crate::etcd::MemberHealth;
 use crate::gossip::{NodeId, NodeMeta, Peer, PeerState};
 use crate::liveness::Liveness;
 use crate::pki::test_support::{self, DAY};
@@ -24,9 +27,12 @@ struct Issuer {
     tracker: TaskTracker,
 }
 
-/// Gossip knows `etcd-2` at 10.0.0.2.
+/// The address gossip knows `etcd-2` at, which its requests come from.
+const ETCD_2: &str = "127.0.0.2";
+
+/// Gossip knows `etcd-2` at [`ETCD_2`].
 fn view() -> GossipView {
-    let addr = "10.0.0.2:7946".parse().unwrap();
+    let addr = format!("{ETCD_2}:7946").parse().unwrap();
     GossipView {
         peers: vec![Peer {
             id: NodeId::new("etcd-2", addr, 1),
@@ -38,6 +44,11 @@ fn view() -> GossipView {
 }
 
 async fn start_issuer() -> Issuer {
+    start_issuer_with(None).await
+}
+
+/// An issuer whose node requests see `members` (None: every name is free).
+async fn start_issuer_with(members: Option<Members>) -> Issuer {
     let ca = Arc::new(test_support::ca("quorate CA"));
     let (cert, key) = test_support::node_cert(&ca, "etcd-1", &[]);
     let tls = server_config(&cert, ca.cert_pem(), &key.to_pem()).unwrap();
@@ -61,6 +72,7 @@ async fn start_issuer() -> Issuer {
         tracker: tracker.clone(),
         heartbeat: Liveness::new().register("api"),
         restore: None,
+        members: members.map(MemberSource::Fixed),
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {
@@ -75,13 +87,28 @@ async fn start_issuer() -> Issuer {
 }
 
 impl Issuer {
-    /// Asks for a certificate for a fresh key, proving `proof_key`.
+    /// Asks for a certificate for a fresh key, proving `proof_key`, from [`ETCD_2`].
     async fn request(
         &self,
         trust: ServerTrust,
         proof_key: &[u8; 32],
         name: &str,
         kind: CertKind,
+    ) -> Result<CertInfo, ApiClientError> {
+        let from = ETCD_2.parse().unwrap();
+        self.request_as(trust, proof_key, name, kind, from, None)
+            .await
+    }
+
+    /// [`Self::request`] from `from`, presenting `renewing` (certificate, key) when set.
+    async fn request_as(
+        &self,
+        trust: ServerTrust,
+        proof_key: &[u8; 32],
+        name: &str,
+        kind: CertKind,
+        from: IpAddr,
+        renewing: Option<(&str, &str)>,
     ) -> Result<CertInfo, ApiClientError> {
         let key = NodeKey::generate().unwrap();
         let csr = key.csr_pem(name).unwrap();
@@ -91,6 +118,8 @@ impl Issuer {
             kind,
             csr_pem: &csr,
             key_pem: &key_pem,
+            from: Some(from),
+            renewing,
         };
         let response =
             request_certificate(self.addr, &trust, self.ca.hash(), proof_key, &csr, TIMEOUT)
@@ -141,7 +170,7 @@ async fn issues_a_node_certificate_from_gossip() {
         .unwrap();
     assert_eq!(info.common_name, "etcd-2");
     assert_eq!(info.dns_names, ["etcd-2", "localhost"]);
-    let ips: Vec<IpAddr> = ["10.0.0.2", "127.0.0.1", "::1"]
+    let ips: Vec<IpAddr> = [ETCD_2, "127.0.0.1", "::1"]
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();
@@ -225,5 +254,118 @@ async fn an_agent_without_the_ca_sends_requesters_to_the_issuer() {
         )
     );
     assert_eq!(issuer.counted(), [("api_requests", 1)]);
+    issuer.stop().await;
+}
+
+/// etcd's view with a live member named `etcd-2`.
+fn etcd_2_alive(healthy: bool) -> Members {
+    Members::Known(vec![MemberHealth::example(
+        2, "etcd-2", ETCD_2, false, healthy,
+    )])
+}
+
+#[tokio::test]
+async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address() {
+    let issuer = start_issuer_with(Some(etcd_2_alive(true))).await;
+    let trust = || ServerTrust::Ca(issuer.ca.cert_pem().to_owned());
+    let etcd_2: IpAddr = ETCD_2.parse().unwrap();
+    // A join-token holder on etcd-2's address: the name is held.
+    let (status, message) = refusal(
+        issuer
+            .request_as(trust(), &PROOF_KEY, "etcd-2", CertKind::Node, etcd_2, None)
+            .await,
+    );
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("node etcd-2 is a live member"),
+        "{message}"
+    );
+    // From another address, even with etcd-2's certificate: refused, naming both addresses.
+    let (cert, key) = test_support::node_cert(&issuer.ca, "etcd-2", &[etcd_2]);
+    let elsewhere: IpAddr = "127.0.0.3".parse().unwrap();
+    let (status, message) = refusal(
+        issuer
+            .request_as(
+                trust(),
+                &PROOF_KEY,
+                "etcd-2",
+                CertKind::Node,
+                elsewhere,
+                Some((&cert, &key.to_pem())),
+            )
+            .await,
+    );
+    assert_eq!(status, 403);
+    assert!(
+        message.contains("goes only to 127.0.0.2") && message.contains("came from 127.0.0.3"),
+        "{message}"
+    );
+    // Another node's certificate proves nothing about etcd-2.
+    let (other, other_key) = test_support::node_cert(&issuer.ca, "etcd-1", &[etcd_2]);
+    let (status, _) = refusal(
+        issuer
+            .request_as(
+                trust(),
+                &PROOF_KEY,
+                "etcd-2",
+                CertKind::Node,
+                etcd_2,
+                Some((&other, &other_key.to_pem())),
+            )
+            .await,
+    );
+    assert_eq!(status, 403);
+    // etcd-2 itself renews: its current certificate, presented over TLS, from its address.
+    let info = issuer
+        .request_as(
+            trust(),
+            &PROOF_KEY,
+            "etcd-2",
+            CertKind::Node,
+            etcd_2,
+            Some((&cert, &key.to_pem())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.common_name, "etcd-2");
+    assert_eq!(
+        issuer.counted(),
+        [
+            ("api_requests", 4),
+            ("api_rejected_identity", 3),
+            ("certificates_issued", 1)
+        ]
+    );
+    issuer.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_members_name_goes_to_the_host_that_replaces_it() {
+    let issuer = start_issuer_with(Some(etcd_2_alive(false))).await;
+    let info = issuer
+        .request(issuer.pinned(), &PROOF_KEY, "etcd-2", CertKind::Node)
+        .await
+        .unwrap();
+    assert_eq!(info.common_name, "etcd-2");
+    issuer.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_fails_the_handshake() {
+    let issuer = start_issuer().await;
+    let other = test_support::ca("another CA");
+    let (cert, key) = test_support::node_cert(&other, "etcd-2", &[]);
+    let result = issuer
+        .request_as(
+            ServerTrust::Ca(issuer.ca.cert_pem().to_owned()),
+            &PROOF_KEY,
+            "etcd-2",
+            CertKind::Node,
+            ETCD_2.parse().unwrap(),
+            Some((&cert, &key.to_pem())),
+        )
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(issuer.counted(), [], "nothing reached the handler");
     issuer.stop().await;
 }

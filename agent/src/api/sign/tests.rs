@@ -43,6 +43,10 @@ fn request(name: &str, kind: CertKind) -> SignRequest {
     }
 }
 
+/// Nobody holds a name yet.
+const NOT_FORMED: Members = Members::NotFormed;
+
+/// A context whose requester is at 10.0.0.2 (etcd-2's address in [`three_nodes`]).
 fn ctx(view: &GossipView) -> SignContext<'_> {
     SignContext {
         proof_key: &KEY,
@@ -50,6 +54,22 @@ fn ctx(view: &GossipView) -> SignContext<'_> {
         validity: VALIDITY,
         holds_ca: true,
         view,
+        requester: Requester {
+            addr: ip("10.0.0.2"),
+            node_cert: None,
+        },
+        members: &NOT_FORMED,
+    }
+}
+
+/// `ctx` with the requester at `addr`.
+fn from<'a>(ctx: &SignContext<'a>, addr: &str) -> SignContext<'a> {
+    SignContext {
+        requester: Requester {
+            addr: ip(addr),
+            ..ctx.requester
+        },
+        ..*ctx
     }
 }
 
@@ -98,7 +118,11 @@ fn node_grant_has_its_name_gossip_address_and_loopback() {
 #[test]
 fn suspect_ipv6_node_without_dns_name_gets_localhost_and_its_address() {
     let v = three_nodes();
-    let grant = decide_req(&ctx(&v), &request("node_3", CertKind::Node)).unwrap();
+    let grant = decide_req(
+        &from(&ctx(&v), "fd00::3"),
+        &request("node_3", CertKind::Node),
+    )
+    .unwrap();
     assert_eq!(grant.spec.common_name, "node_3");
     assert_eq!(grant.spec.dns_names, vec!["localhost".to_owned()]);
     assert_eq!(
@@ -207,7 +231,7 @@ fn node_not_live_with_metadata_in_gossip_is_unknown() {
 #[test]
 fn proof_must_match_key_and_body() {
     let v = three_nodes();
-    let body = serde_json::to_vec(&request("etcd-1", CertKind::Node)).unwrap();
+    let body = serde_json::to_vec(&request("etcd-2", CertKind::Node)).unwrap();
     let good = proof::sign(&KEY, &body);
     let wrong_key = proof::sign(&[8; 32], &body);
     let other_body = proof::sign(&KEY, b"{}");
@@ -433,4 +457,136 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+fn members(list: &[(&str, &str, bool)]) -> Members {
+    Members::Known(
+        list.iter()
+            .enumerate()
+            .map(|(i, (name, addr, healthy))| {
+                crate::etcd::MemberHealth::example(i as u64 + 1, name, addr, false, *healthy)
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn a_node_certificate_goes_only_to_the_address_it_carries() {
+    let v = three_nodes();
+    let refused = decide_req(
+        &from(&ctx(&v), "10.0.0.66"),
+        &request("etcd-2", CertKind::Node),
+    )
+    .unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::WrongAddress {
+            name: "etcd-2".into(),
+            from: ip("10.0.0.66"),
+            expected: ip("10.0.0.2"),
+        }
+    );
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.to_string().contains("no NAT"), "{refused}");
+    // An IPv4 peer seen through a dual-stack socket is the same address.
+    assert!(decide_req(
+        &from(&ctx(&v), "::ffff:10.0.0.2"),
+        &request("etcd-2", CertKind::Node)
+    )
+    .is_ok());
+    // Client certificates carry no address: from anywhere.
+    assert!(decide_req(
+        &from(&ctx(&v), "10.0.0.66"),
+        &request("ops", CertKind::Client)
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_held_name_goes_only_to_its_holder_and_a_dead_ones_to_its_replacement() {
+    let v = three_nodes();
+    let live = members(&[("etcd-1", "10.0.0.1", true), ("etcd-2", "10.0.0.2", true)]);
+    let held = SignContext {
+        members: &live,
+        ..ctx(&v)
+    };
+    let req = request("etcd-2", CertKind::Node);
+    let refused = decide_req(&held, &req).unwrap_err();
+    assert_eq!(
+        refused,
+        Refusal::NameHeld {
+            name: "etcd-2".into()
+        }
+    );
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // Renewal: the requester presented etcd-2's current certificate.
+    let renewing = SignContext {
+        requester: Requester {
+            node_cert: Some("etcd-2"),
+            ..held.requester
+        },
+        ..held
+    };
+    assert!(decide_req(&renewing, &req).is_ok());
+    // Another node's certificate proves nothing about etcd-2.
+    let other = SignContext {
+        requester: Requester {
+            node_cert: Some("etcd-1"),
+            ..held.requester
+        },
+        ..held
+    };
+    assert_eq!(
+        decide_req(&other, &req),
+        Err(Refusal::NameHeld {
+            name: "etcd-2".into()
+        })
+    );
+    // etcd-2's member does not answer (its host lost its disk): the host that comes back
+    // under its name gets it; so does a name no member holds (a new host).
+    let dead = members(&[("etcd-1", "10.0.0.1", true), ("etcd-2", "10.0.0.2", false)]);
+    assert!(decide_req(
+        &SignContext {
+            members: &dead,
+            ..held
+        },
+        &req
+    )
+    .is_ok());
+    let others = members(&[("etcd-1", "10.0.0.1", true)]);
+    assert!(decide_req(
+        &SignContext {
+            members: &others,
+            ..held
+        },
+        &req
+    )
+    .is_ok());
+    // An unstarted member (no name yet) holds nothing.
+    let unstarted = members(&[("", "10.0.0.2", false)]);
+    assert!(decide_req(
+        &SignContext {
+            members: &unstarted,
+            ..held
+        },
+        &req
+    )
+    .is_ok());
+    // A member list that cannot be read: no name can be checked, so none is given.
+    let unknown = Members::Unknown("no quorum".into());
+    let refused = decide_req(
+        &SignContext {
+            members: &unknown,
+            ..held
+        },
+        &req,
+    )
+    .unwrap_err();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !refused.is_invalid(),
+        "a moment without etcd is not an attack"
+    );
+    // Client names are never checked against members.
+    assert!(decide_req(&held, &request("etcd-2", CertKind::Client)).is_ok());
 }

@@ -57,6 +57,9 @@ pub struct ControllerIo {
     pub heartbeat: Heartbeat,
     /// The newest restore plan this agent holds, for the agent API.
     pub restore_plan: watch::Sender<Option<crate::restore::SignedPlan>>,
+    /// How far a restore's snapshot transfer is (download of `restore_from`, fetch from the
+    /// deciding member).
+    pub transfers: crate::restore::transfer::Transfers,
 }
 
 /// The controller: the node's persistent state (through its one owner) and what the loop

@@ -373,6 +373,10 @@ impl Controller {
         ))
         .into();
         for m in sources {
+            let meter = self
+                .io
+                .transfers
+                .start(format!("fetching the snapshot from {}", m.name));
             let got = fetch_snapshot(
                 m.api_addr,
                 &ca,
@@ -380,8 +384,10 @@ impl Controller {
                 &plan.snapshot.sha256,
                 plan.snapshot.size,
                 &tmp,
+                &|done, total| meter.set(done, total),
             )
             .await;
+            drop(meter);
             match got {
                 Ok(()) => {
                     std::fs::rename(&tmp, &dest).map_err(|e| RestoreError::Io {
@@ -442,7 +448,7 @@ impl Controller {
         }
         tracing::warn!(snapshot = %source, "forming the cluster from a snapshot (restore_from)");
         let token = new_cluster_token();
-        let result = match crate::restore::source::prepare(&source, &s).await {
+        let result = match crate::restore::source::prepare(&source, &s, &self.io.transfers).await {
             Ok(snapshot) => {
                 let r = crate::restore::seed::restore_seed(&s, &snapshot, &token).await;
                 snapshot.cleanup();

@@ -316,15 +316,17 @@ impl RemoteStore {
     /// manifest's sha256 and size when the store has a manifest for it, fsynced, renamed.
     /// Returns the size and sha256.
     pub async fn download(&self, key: &str, dst: &Path) -> Result<(u64, String), RemoteError> {
-        let (size, sha, _) = self.download_with_manifest(key, dst).await?;
+        let (size, sha, _) = self.download_with_manifest(key, dst, &|_, _| {}).await?;
         Ok((size, sha))
     }
 
-    /// [`Self::download`], also returning the store's manifest for `key` when it has one.
+    /// [`Self::download`], also returning the store's manifest for `key` when it has one;
+    /// `on_bytes(done, total)` follows the bytes as they arrive.
     pub async fn download_with_manifest(
         &self,
         key: &str,
         dst: &Path,
+        on_bytes: &OnBytes<'_>,
     ) -> Result<(u64, String, Option<Manifest>), RemoteError> {
         let (dir, file) = match key.rsplit_once('/') {
             Some((dir, file)) => (format!("{dir}/"), file),
@@ -336,7 +338,9 @@ impl RemoteStore {
         };
         let tmp = temp_next_to(dst);
         let _ = std::fs::remove_file(&tmp);
-        let result = self.download_to(key, &tmp, manifest.as_ref()).await;
+        let result = self
+            .download_to(key, &tmp, manifest.as_ref(), on_bytes)
+            .await;
         match result {
             Ok((file, size, sha)) => {
                 fsutil::persist(file, &tmp, dst)?;
@@ -354,6 +358,7 @@ impl RemoteStore {
         key: &str,
         tmp: &Path,
         manifest: Option<&Manifest>,
+        on_bytes: &OnBytes<'_>,
     ) -> Result<(std::fs::File, u64, String), RemoteError> {
         let download_error = |source| RemoteError::Download {
             bucket: self.bucket.clone(),
@@ -364,12 +369,13 @@ impl RemoteStore {
             path: tmp.to_owned(),
             source,
         };
-        let mut stream = self
+        let got = self
             .store
             .get(&Key::from(key))
             .await
-            .map_err(download_error)?
-            .into_stream();
+            .map_err(download_error)?;
+        let total = Some(got.meta.size);
+        let mut stream = got.into_stream();
         let mut out = tokio::fs::File::from_std(fsutil::create_private_new(tmp)?);
         let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
         let mut size = 0u64;
@@ -378,6 +384,7 @@ impl RemoteStore {
             hash.update(&piece);
             size += piece.len() as u64;
             out.write_all(&piece).await.map_err(write_error)?;
+            on_bytes(size, total);
         }
         out.flush().await.map_err(write_error)?;
         let sha = hex::encode(hash.finish().as_ref());
@@ -415,16 +422,22 @@ pub async fn fetch_to(
     source: &S3Source,
     s3: &S3Settings,
     dst: &Path,
+    on_bytes: &OnBytes<'_>,
 ) -> Result<Option<Manifest>, RemoteError> {
     let settings = S3Settings {
         bucket: source.bucket.clone(),
         ..s3.clone()
     };
     let store = RemoteStore::new(&settings)?;
-    let (size, sha, manifest) = store.download_with_manifest(&source.key, dst).await?;
+    let (size, sha, manifest) = store
+        .download_with_manifest(&source.key, dst, on_bytes)
+        .await?;
     tracing::info!(source = %source, dst = %dst.display(), size, sha256 = %sha, "snapshot downloaded");
     Ok(manifest)
 }
+
+/// What a download calls as bytes arrive: (bytes done, the object's size).
+pub type OnBytes<'a> = dyn Fn(u64, Option<u64>) + Send + Sync + 'a;
 
 fn file_name(path: &Path) -> Result<String, RemoteError> {
     path.file_name()

@@ -1,0 +1,52 @@
+//! Which etcd members hold which names, looked up for the issuer's decision on a node
+//! certificate request ([`super::sign::Members`]): from the member list and a status request
+//! to each member, through this agent's own client certificate. Before this agent has seen a
+//! cluster there is nothing to hold a name (the seed signs the first certificates before etcd
+//! exists); once it has, a list it cannot read means no name can be checked.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::sign::Members;
+use crate::etcd::{cluster, EtcdHealth};
+use crate::pki::TlsMaterial;
+
+/// Where the lookup reads from.
+#[derive(Clone)]
+pub enum MemberSource {
+    /// The local etcd member's view.
+    Etcd {
+        health: watch::Receiver<EtcdHealth>,
+        material: watch::Receiver<Arc<TlsMaterial>>,
+        /// This member's own client URL (asked first).
+        own_url: String,
+    },
+    /// Always these members (tests of the server's TLS and identity path without etcd).
+    Fixed(Members),
+}
+
+impl MemberSource {
+    /// The members as they are now.
+    pub async fn members(&self) -> Members {
+        let (health, material, own_url) = match self {
+            MemberSource::Fixed(m) => return m.clone(),
+            MemberSource::Etcd {
+                health,
+                material,
+                own_url,
+            } => (health, material, own_url),
+        };
+        let health = health.borrow().clone();
+        if health.cluster_id.is_none() && health.members.is_empty() {
+            return Members::NotFormed;
+        }
+        let Some(tls) = material.borrow().client().cloned() else {
+            return Members::Unknown("this agent has no certificate to ask etcd with".into());
+        };
+        match cluster::members(&health.endpoints(own_url.clone()), &tls).await {
+            Ok(list) => Members::Known(list),
+            Err(e) => Members::Unknown(e.to_string()),
+        }
+    }
+}
