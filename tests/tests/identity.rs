@@ -1,0 +1,130 @@
+//! Node certificates are bound to identity, on a real cluster with real etcd: a join-token
+//! holder asking the issuer for a live member's name from that member's own address, or from
+//! another address, is refused (403), counted in `api_rejected_identity` and logged with its
+//! address; an agent started under a live member's name on another host never gets a
+//! certificate, and the real member keeps serving. The paths that must keep working (renewal
+//! over mTLS, a wiped host taking its name back) are the rotation and replacement tests.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use quorate::api::{request_certificate, CertKind, CsrRequest, ServerTrust};
+use quorate::pki::{CaHash, NodeKey};
+use quorate::token::{JoinToken, KeyPurpose};
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
+
+fn counter(c: &Cluster, i: usize, name: &str) -> u64 {
+    c.agents[i].status().unwrap().counters[name]
+}
+
+/// Asks the issuer for a node certificate named `name`, connecting from `from`, proving the
+/// cluster's join token: (HTTP status, message) of the refusal, or None if it was issued.
+fn ask(c: &Cluster, name: &str, from: IpAddr) -> Option<(u16, String)> {
+    let ca_pem = std::fs::read_to_string(c.agents[0].state_dir().join("pki/ca.pem")).unwrap();
+    let issuer = c
+        .agents
+        .iter()
+        .find_map(|a| a.status().ok().and_then(|s| s.issuer_api()))
+        .expect("an issuer's API address");
+    let key = JoinToken::parse(&c.token)
+        .unwrap()
+        .derive(KeyPurpose::ApiProof);
+    let mallory = NodeKey::generate().unwrap();
+    let csr = mallory.csr_pem(name).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let result = rt.block_on(request_certificate(
+        issuer,
+        &ServerTrust::Ca(ca_pem.clone()),
+        CaHash::of_cert_pem(&ca_pem).unwrap(),
+        &key,
+        &CsrRequest {
+            name,
+            kind: CertKind::Node,
+            csr_pem: &csr,
+            key_pem: &mallory.to_pem(),
+            from: Some(from),
+            renewing: None,
+        },
+        Duration::from_secs(10),
+    ));
+    match result {
+        Ok(_) => None,
+        Err(quorate::api::ApiClientError::Refused {
+            status, message, ..
+        }) => Some((status, message)),
+        Err(e) => panic!("the request failed otherwise: {e}"),
+    }
+}
+
+#[test]
+fn a_token_holder_gets_no_live_members_name() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let issuer = (0..3)
+        .find(|&i| c.agents[i].status().is_ok_and(|s| s.issuer))
+        .expect("an issuer");
+    let victim = (issuer + 1) % 3;
+    let (name, victim_ip) = (c.agents[victim].name.clone(), c.agents[victim].addr);
+    let issued_before = counter(&c, issuer, "certificates_issued");
+
+    // From the victim's own address (the token holder shares its host, or spoofs nothing):
+    // the name is held by a live member that did not present its certificate.
+    let (status, message) = ask(&c, &name, victim_ip).expect("a live member's name was issued");
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("is a live member"), "{message}");
+    // From another address: the certificate would carry the victim's address.
+    let elsewhere = c.subnet.host(77);
+    let (status, message) = ask(&c, &name, elsewhere).expect("issued to another address");
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains(&format!("goes only to {victim_ip}"))
+            && message.contains(&format!("came from {elsewhere}")),
+        "{message}"
+    );
+    assert_eq!(counter(&c, issuer, "api_rejected_identity"), 2);
+    assert!(
+        c.agents[issuer]
+            .log()
+            .lines()
+            .any(|l| l.contains("refused a signing request") && l.contains(&elsewhere.to_string())),
+        "the refusal is logged with the peer's address"
+    );
+
+    // An agent started under the victim's name on another host: it gossips, asks, and is
+    // refused every time; it never holds a certificate, and the victim stays ready.
+    let impostor = c.add_agent(|_, b| b);
+    let config = c.config(impostor).with({
+        let name = name.clone();
+        move |cfg| cfg.node_name = Some(name.clone())
+    });
+    c.agents[impostor].write_config(&config);
+    c.agents[impostor].start();
+    wait_for(
+        "the impostor's requests to be refused",
+        FORM_TIMEOUT,
+        || {
+            let n = counter(&c, issuer, "api_rejected_identity");
+            if n >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} refused"))
+            }
+        },
+    );
+    assert!(
+        !c.agents[impostor].state_dir().join("pki/node.pem").exists(),
+        "the impostor got a node certificate"
+    );
+    c.agents[impostor].stop();
+    assert_eq!(
+        counter(&c, issuer, "certificates_issued"),
+        issued_before,
+        "a certificate was issued during the attacks"
+    );
+    wait_for("the victim to stay ready", FORM_TIMEOUT, || {
+        c.agents[victim].ready().map(|_| ())
+    });
+    c.wait_voters(victim, 3, FORM_TIMEOUT);
+}
