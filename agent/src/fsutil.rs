@@ -1,6 +1,9 @@
 //! Durable file writes. Every file quorate writes (plan, certificates, keys, markers) goes
 //! through [`atomic_write`], so a crash or power loss leaves either the old content or the new
 //! one, never a torn file, and private keys are never readable by others, not even briefly.
+//! Temporary files get random names and are opened with `O_EXCL | O_NOFOLLOW`, so a file or
+//! symlink planted in a shared directory (`quorate cert client --out /tmp/x`) is never written
+//! through.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -39,19 +42,8 @@ impl FsError {
 /// content is never visible with wider permissions.
 pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let (mut file, tmp) = create_temp_next_to(path, mode)?;
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| FsError::new("create", &tmp, e))?;
         // The mode given to open() is filtered by the umask; set it explicitly.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| FsError::new("chmod", &tmp, e))?;
@@ -66,6 +58,64 @@ pub fn atomic_write(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// A new temporary file beside `path` with a random name, created with `O_EXCL | O_NOFOLLOW`
+/// and `mode`; retried under another name if one exists already.
+pub fn create_temp_next_to(path: &Path, mode: u32) -> Result<(File, PathBuf), FsError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut last = None;
+    for _ in 0..8 {
+        let tmp = dir.join(format!(".{file_name}.tmp.{}", random_suffix()));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(mode)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(FsError::new("create", &tmp, e)),
+        }
+    }
+    Err(FsError::new(
+        "create a temporary file beside",
+        path,
+        last.unwrap_or_else(|| io::Error::other("no free temporary name")),
+    ))
+}
+
+/// 16 random hex digits.
+fn random_suffix() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // Never seen; the name is then only unpredictable by the clock, and O_EXCL still holds.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        bytes = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(bytes)
+}
+
+/// Creates `dir` with `mode` when it does not exist; an existing directory is used as it is
+/// (its mode and owner are the operator's: `--out /root` must not chmod /root).
+pub fn create_dir_if_missing(dir: &Path, mode: u32) -> Result<(), FsError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(|e| FsError::new("create directory", dir, e))
 }
 
 /// Rewords "no space left on device" so that what the user reads says the disk is full
@@ -216,5 +266,39 @@ mod tests {
         let dest = dir.path().join("missing/snap.db");
         assert!(persist(file, &tmp, &dest).is_err());
         assert!(!tmp.exists());
+    }
+
+    #[test]
+    fn planted_links_and_existing_directories_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // An existing directory keeps its mode (no chmod of --out /root).
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o711)).unwrap();
+        create_dir_if_missing(&out, 0o755).unwrap();
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o711
+        );
+        let fresh = dir.path().join("a/b");
+        create_dir_if_missing(&fresh, 0o700).unwrap();
+        assert!(fresh.is_dir());
+        // A symlink planted where the key goes is replaced, its target never written.
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep").unwrap();
+        let key = out.join("client-key.pem");
+        std::os::unix::fs::symlink(&target, &key).unwrap();
+        atomic_write(&key, b"KEY", MODE_PRIVATE).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+        assert!(!fs::symlink_metadata(&key).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read_to_string(&key).unwrap(), "KEY");
+        // Temporary names are random and exclusive; nothing is left behind.
+        let (_, a) = create_temp_next_to(&key, MODE_PRIVATE).unwrap();
+        let (_, b) = create_temp_next_to(&key, MODE_PRIVATE).unwrap();
+        assert_ne!(a, b);
+        fs::remove_file(a).unwrap();
+        fs::remove_file(b).unwrap();
+        let left: Vec<_> = fs::read_dir(&out).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 }

@@ -128,3 +128,59 @@ fn a_token_holder_gets_no_live_members_name() {
     });
     c.wait_voters(victim, 3, FORM_TIMEOUT);
 }
+
+#[test]
+fn cert_client_leaves_existing_directories_alone_and_fails_closed() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    // An existing output directory keeps its mode; a symlink planted where the key goes is
+    // replaced, and what it pointed to is never written.
+    let out = c.root.path().join("shared-out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let precious = c.root.path().join("precious");
+    std::fs::write(&precious, "keep").unwrap();
+    std::os::unix::fs::symlink(&precious, out.join("app-key.pem")).unwrap();
+    let o = c.agents[1].cli(&[
+        "cert",
+        "client",
+        "app",
+        "--out",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o711, "the existing directory's mode was changed");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep");
+    let key = std::fs::symlink_metadata(out.join("app-key.pem")).unwrap();
+    assert!(key.file_type().is_file() && key.permissions().mode() & 0o777 == 0o600);
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    // Without a CA on disk to check the issuer against, and without ca_hash, the command
+    // stops instead of trusting what the local health endpoint reports.
+    let blind = c.config(1).state_dir(c.root.path().join("no-state"));
+    let config = c.root.path().join("blind.toml");
+    std::fs::write(&config, blind.to_toml()).unwrap();
+    let o = std::process::Command::new(quorate_tests::quorate_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["cert", "client", "blind", "--out"])
+        .arg(c.root.path().join("blind-out"))
+        .env_remove("QUORATE_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "issued without a trust anchor");
+    assert!(
+        stderr.contains("cannot verify the issuer") && stderr.contains("ca_hash"),
+        "{stderr}"
+    );
+    assert!(!c.root.path().join("blind-out/blind.pem").exists());
+}

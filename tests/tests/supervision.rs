@@ -1,4 +1,5 @@
-//! etcd is a supervised child: restarted when it dies, and never outliving its agent.
+//! etcd is a supervised child: restarted when it dies, never outliving its agent, and never
+//! inheriting the agent's secrets (QUORATE_*, the S3 credentials) or systemd's variables.
 
 use std::time::Duration;
 
@@ -9,8 +10,30 @@ use quorate_tests::{wait_for, Cluster};
 #[test]
 fn killed_etcd_is_restarted_and_dies_with_its_agent() {
     let mut c = Cluster::new(3);
+    // The join token through the environment, as a unit's Environment= would give it, and
+    // credentials the agent might hold for S3.
+    c.agents[0]
+        .env
+        .push(("QUORATE_TOKEN".into(), c.token.clone()));
+    c.agents[0]
+        .env
+        .push(("AWS_SECRET_ACCESS_KEY".into(), "not-for-etcd".into()));
     c.start_all();
     c.wait_ready(FORM_TIMEOUT);
+    let etcd = c.agents[0].status().unwrap().etcd.pid.expect("etcd pid");
+    let environ = std::fs::read(format!("/proc/{etcd}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    let names: Vec<&str> = environ
+        .split('\0')
+        .filter_map(|kv| kv.split('=').next())
+        .collect();
+    assert!(names.contains(&"PATH"), "{names:?}");
+    for name in &names {
+        assert!(
+            !name.starts_with("QUORATE_") && *name != "AWS_SECRET_ACCESS_KEY",
+            "etcd inherited {name}"
+        );
+    }
 
     // kill -9 of an etcd child: not ready at once, restarted, ready again.
     let old = c.agents[1].status().unwrap().etcd.pid.expect("etcd pid");

@@ -11,8 +11,29 @@ use super::local::fetch_report;
 use crate::api::{request_certificate, CertKind, CsrRequest, ServerTrust};
 use crate::config::Settings;
 use crate::fsutil;
-use crate::pki::{NodeKey, PkiStore};
+use crate::pki::{CaHash, NodeKey, PkiStore};
 use crate::token::KeyPurpose;
+
+/// What the issuer's TLS certificate is checked against, never what the local health endpoint
+/// says: the CA certificate on disk (root and the service user can read it), else the
+/// operator's `ca_hash`; without either the command stops (fails closed).
+fn trust(settings: &Settings) -> anyhow::Result<ServerTrust> {
+    let pki = PkiStore::new(settings.pki_dir());
+    let why = match pki.load_ca_cert() {
+        Ok(Some(pem)) => return Ok(ServerTrust::Ca(pem)),
+        Ok(None) => "it does not exist yet".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    match settings.ca_pin {
+        Some(pin) => Ok(ServerTrust::Pinned(pin)),
+        None => bail!(
+            "cannot verify the issuer: the CA certificate {} cannot be read ({why}) and the \
+             config has no ca_hash. Run this as root or the service user, or set ca_hash = \
+             \"sha256:...\" (quorate status shows the hash)",
+            pki.ca_cert_path().display()
+        ),
+    }
+}
 
 /// Runs the command.
 pub async fn client_cert(
@@ -45,10 +66,18 @@ pub async fn client_cert(
             }
         }
     }
-    let trust = match PkiStore::new(settings.pki_dir()).load_ca_cert() {
-        Ok(Some(pem)) => ServerTrust::Ca(pem),
-        _ => ServerTrust::Pinned(ca_hash),
+    let trust = trust(settings)?;
+    let expected = match &trust {
+        ServerTrust::Ca(pem) => CaHash::of_cert_pem(pem)?,
+        ServerTrust::Pinned(pin) => *pin,
     };
+    if expected != ca_hash {
+        bail!(
+            "the local agent reports CA {ca_hash}, but this host trusts {expected}: refusing to \
+             ask for a certificate (is something else answering on {}?)",
+            settings.health_listen
+        );
+    }
     let key = NodeKey::generate()?;
     let key_pem = key.to_pem();
     let csr = key.csr_pem(name)?;
@@ -68,14 +97,9 @@ pub async fn client_cert(
         Duration::from_secs(15),
     )
     .await?;
-    fsutil::ensure_dir(out, 0o755).or_else(|e| {
-        // An existing directory owned by someone else is fine as long as we can write in it.
-        if out.is_dir() {
-            Ok(())
-        } else {
-            Err(e)
-        }
-    })?;
+    // An existing directory keeps its mode and owner; a new one is made 0755 (the key file
+    // itself is 0600).
+    fsutil::create_dir_if_missing(out, 0o755)?;
     fsutil::atomic_write(&key_path, key_pem.as_bytes(), fsutil::MODE_PRIVATE)?;
     fsutil::atomic_write(&cert_path, signed.cert_pem.as_bytes(), fsutil::MODE_PUBLIC)?;
     fsutil::atomic_write(&ca_path, signed.ca_pem.as_bytes(), fsutil::MODE_PUBLIC)?;

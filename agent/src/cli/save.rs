@@ -59,8 +59,7 @@ impl OutFile {
                 dest.display()
             );
         }
-        let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-        let file = fsutil::create_private_new(&tmp)?;
+        let (file, tmp) = fsutil::create_temp_next_to(&dir.join(&name), fsutil::MODE_PRIVATE)?;
         Ok(Self {
             dest: dest.to_path_buf(),
             tmp,

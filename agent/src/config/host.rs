@@ -19,6 +19,10 @@ pub trait HostProbe {
     fn etcd_version_output(&self, binary: &Path) -> Result<String, String>;
     /// Reads a file (token file, CA files).
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
+    /// The permission bits of a file, when it can be looked at (None: unknown).
+    fn file_mode(&self, _path: &Path) -> Option<u32> {
+        None
+    }
 }
 
 /// The real host.
@@ -70,6 +74,13 @@ impl HostProbe for SystemHost {
 
     fn read_file(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
+    }
+
+    fn file_mode(&self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
     }
 }
 

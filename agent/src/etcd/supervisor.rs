@@ -307,20 +307,8 @@ impl Supervisor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        // etcd must not talk to systemd on the agent's behalf, nor read stray ETCD_* settings
-        // that would silently override the rendered flags.
         for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            if k.starts_with("ETCD_")
-                || matches!(
-                    k.as_ref(),
-                    "NOTIFY_SOCKET"
-                        | "WATCHDOG_USEC"
-                        | "WATCHDOG_PID"
-                        | "LISTEN_FDS"
-                        | "LISTEN_PID"
-                )
-            {
+            if kept_from_etcd(&key.to_string_lossy()) {
                 cmd.env_remove(&key);
             }
         }
@@ -390,9 +378,45 @@ impl Supervisor {
     }
 }
 
+/// Environment variables etcd never inherits: systemd's (etcd must not talk to systemd on the
+/// agent's behalf), stray ETCD_* settings (they would silently override the rendered flags),
+/// and the agent's own secrets: QUORATE_* (the join token among them) and the S3 credentials.
+pub fn kept_from_etcd(key: &str) -> bool {
+    key.starts_with("ETCD_")
+        || key.starts_with("QUORATE_")
+        || matches!(
+            key,
+            "NOTIFY_SOCKET"
+                | "WATCHDOG_USEC"
+                | "WATCHDOG_PID"
+                | "LISTEN_FDS"
+                | "LISTEN_PID"
+                | "AWS_ACCESS_KEY_ID"
+                | "AWS_SECRET_ACCESS_KEY"
+                | "AWS_SESSION_TOKEN"
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agents_secrets_and_systemds_variables_never_reach_etcd() {
+        for key in [
+            "QUORATE_TOKEN",
+            "QUORATE_CONFIG",
+            "ETCD_NAME",
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(kept_from_etcd(key), "{key}");
+        }
+        for key in ["PATH", "HOME", "GOMAXPROCS", "TZ", "LANG"] {
+            assert!(!kept_from_etcd(key), "{key}");
+        }
+    }
 
     #[test]
     fn quick_exits_count_up_and_a_long_run_resets() {

@@ -80,6 +80,9 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
 
     check_ports(config, &mut errors);
     check_pki(config, &mut errors);
+    if let Some(key) = &config.pki.ca_key_file {
+        private_file("pki.ca_key_file", key, host, &mut errors);
+    }
     if !config.state_dir.is_absolute() {
         errors.push(ConfigError::invalid(
             "state_dir",
@@ -369,7 +372,10 @@ fn resolve_token(
         }
         (Some(t), None) => (t.clone(), "token".to_owned()),
         (None, Some(path)) => match host.read_file(path) {
-            Ok(t) => (t, format!("token_file {}", path.display())),
+            Ok(t) => {
+                private_file("token_file", path, host, errors);
+                (t, format!("token_file {}", path.display()))
+            }
             Err(source) => {
                 errors.push(ConfigError::TokenFile {
                     path: path.clone(),
@@ -386,6 +392,27 @@ fn resolve_token(
     JoinToken::parse(&raw)
         .map_err(|source| errors.push(ConfigError::Token { origin, source }))
         .ok()
+}
+
+/// A secret file must be readable by its owner only: anyone who can read the join token can
+/// join the cluster, anyone who can read the CA key can sign for it.
+fn private_file(
+    field: &'static str,
+    path: &std::path::Path,
+    host: &dyn HostProbe,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(mode) = host.file_mode(path).filter(|m| m & 0o077 != 0) {
+        errors.push(ConfigError::invalid(
+            field,
+            path.display(),
+            format!("the file is readable by others than its owner (mode {mode:04o})"),
+            format!(
+                "chmod 600 {0} (and chown quorate:quorate {0} for the packaged service)",
+                path.display()
+            ),
+        ));
+    }
 }
 
 fn check_ports(config: &Config, errors: &mut Vec<ConfigError>) {

@@ -31,12 +31,48 @@ impl HostProbe for FakeHost {
         ))
     }
     fn read_file(&self, path: &Path) -> std::io::Result<String> {
-        if path == Path::new("/etc/quorate/token") {
+        if path == Path::new("/etc/quorate/token") || path == Path::new("/etc/quorate/token-open") {
             Ok(format!("{TOKEN}\n"))
         } else {
             Err(std::io::Error::from(std::io::ErrorKind::NotFound))
         }
     }
+    fn file_mode(&self, path: &Path) -> Option<u32> {
+        match path.to_str()? {
+            "/etc/quorate/token" | "/etc/quorate/ca-key.pem" => Some(0o600),
+            "/etc/quorate/token-open" => Some(0o644),
+            "/etc/quorate/ca-key-open.pem" => Some(0o640),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn secret_files_readable_by_others_are_refused_with_the_fix() {
+    let with_file = |path: &str| Config {
+        token: None,
+        token_file: Some(PathBuf::from(path)),
+        ..base()
+    };
+    assert!(validate(&with_file("/etc/quorate/token"), &HOST).is_ok());
+    let e = validate(&with_file("/etc/quorate/token-open"), &HOST).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("token_file")
+            && text.contains("mode 0644")
+            && text.contains("chmod 600 /etc/quorate/token-open"),
+        "{text}"
+    );
+    let mut c = base();
+    c.pki.ca_key_file = Some(PathBuf::from("/etc/quorate/ca-key-open.pem"));
+    c.pki.ca_cert_file = Some(PathBuf::from("/etc/quorate/ca.pem"));
+    assert!(
+        subjects(&c, &HOST).contains(&"pki.ca_key_file".to_owned()),
+        "{:?}",
+        subjects(&c, &HOST)
+    );
+    c.pki.ca_key_file = Some(PathBuf::from("/etc/quorate/ca-key.pem"));
+    assert!(!subjects(&c, &HOST).contains(&"pki.ca_key_file".to_owned()));
 }
 
 pub(super) const HOST: FakeHost = FakeHost {
