@@ -49,6 +49,8 @@ counters! {
     gossip_dropped_malformed: "Authenticated gossip datagrams that foca or quorate could not decode.",
     gossip_datagrams_sent: "Gossip datagrams sent.",
     api_requests: "Agent API requests received.",
+    api_refused_busy: "Agent API connections closed at once because the server was serving its maximum.",
+    api_refused_rate: "Agent API connections closed at once because their address opened too many too fast.",
     api_rejected_unauthenticated: "Agent API requests rejected for a missing or wrong token proof.",
     api_rejected_invalid: "Authenticated agent API requests rejected as invalid.",
     api_rejected_identity: "Node certificate requests refused for a name another live member holds, or from an address that is not the name's.",

@@ -3,6 +3,7 @@
 //! for the requester side.
 
 pub mod client;
+pub mod limit;
 pub mod members;
 pub mod proof;
 pub mod restore;

@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::limit::{Admit, Limiter, MAX_CONNECTIONS};
 use super::members::MemberSource;
 use super::proof::PROOF_HEADER;
 use super::sign::{authenticate, grant, issue, Members, Refusal, Requester, SignContext};
@@ -123,6 +124,8 @@ impl ApiServer {
             None => router,
         };
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let mut limiter = Limiter::default();
         loop {
             let tls = self.material.borrow().tls.clone();
             let Some(tls) = tls else {
@@ -141,6 +144,22 @@ impl ApiServer {
                 _ = beat.tick() => self.heartbeat.beat(),
                 accepted = self.listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
+                    let open = MAX_CONNECTIONS - slots.available_permits();
+                    match limiter.admit(peer.ip().to_canonical(), open, std::time::Instant::now()) {
+                        Admit::Yes => {}
+                        refused => {
+                            // Closed before the handshake: no work for a flood.
+                            let counter = if refused == Admit::Busy {
+                                &self.counters.api_refused_busy
+                            } else {
+                                &self.counters.api_refused_rate
+                            };
+                            Counters::inc(counter);
+                            tracing::debug!(%peer, ?refused, "agent API connection refused");
+                            continue;
+                        }
+                    }
+                    let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
                     let acceptor = TlsAcceptor::from(tls);
                     let router = router.clone();
                     let cancel = cancel.clone();
@@ -149,6 +168,7 @@ impl ApiServer {
                             _ = cancel.cancelled() => {}
                             _ = serve_connection(acceptor, stream, router, peer) => {}
                         }
+                        drop(slot);
                     });
                 }
             }

@@ -369,3 +369,45 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
     assert_eq!(issuer.counted(), [], "nothing reached the handler");
     issuer.stop().await;
 }
+
+/// A TCP connection from `from` that never starts TLS (it holds a slot until the handshake
+/// times out).
+async fn idle_connection(to: SocketAddr, from: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_or_an_addresss_rate_are_closed_and_counted() {
+    use crate::api::limit::{BURST, MAX_CONNECTIONS};
+    let issuer = start_issuer().await;
+    let mut held = Vec::new();
+    // One address opening connections back to back: past its burst they are refused.
+    for _ in 0..BURST as usize + 10 {
+        held.push(idle_connection(issuer.addr, "127.0.0.5").await);
+    }
+    // Many addresses, one connection each, while those are held: past the cap, refused.
+    for i in 1..=MAX_CONNECTIONS as u8 {
+        held.push(idle_connection(issuer.addr, &format!("127.0.1.{i}")).await);
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let c = issuer.counted();
+        let get = |n: &str| c.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        if get("api_refused_rate").is_some() && get("api_refused_busy").is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not refused: {c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing reached a handler.
+    assert!(issuer
+        .counted()
+        .iter()
+        .all(|(k, _)| !k.starts_with("api_requests")));
+    drop(held);
+    issuer.stop().await;
+}
