@@ -18,7 +18,7 @@ pub use wire::{CertKind, SignRequest, SignResponse};
 
 impl ApiServer {
     /// The agent API of this node on `listener`: proofs checked with the key derived from the
-    /// join token, certificates signed for `pki.cert_validity` while `material` carries a CA.
+    /// join token, certificates signed for `pki.node_cert_validity` or `pki.client_cert_validity` while `material` carries a CA.
     pub fn new(
         listener: tokio::net::TcpListener,
         settings: &crate::config::Settings,
@@ -33,7 +33,7 @@ impl ApiServer {
             material,
             view,
             proof_key: settings.token.derive(crate::token::KeyPurpose::ApiProof),
-            cert_validity: settings.pki.cert_validity,
+            cert_validity: sign::Lifetimes::from_pki(&settings.pki),
             counters,
             tracker,
             heartbeat,

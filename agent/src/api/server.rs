@@ -29,7 +29,9 @@ use tokio_util::task::TaskTracker;
 use super::limit::{Admit, Limiter, MAX_CONNECTIONS};
 use super::members::MemberSource;
 use super::proof::PROOF_HEADER;
-use super::sign::{authenticate, grant, issue, Members, Refusal, Requester, SignContext};
+use super::sign::{
+    authenticate, grant, issue, Lifetimes, Members, Refusal, Requester, SignContext,
+};
 use super::wire::{ErrorBody, SIGN_PATH};
 use crate::gossip::GossipView;
 use crate::liveness::Heartbeat;
@@ -52,7 +54,7 @@ pub struct ApiMaterial {
 /// Shared by request handlers.
 struct Shared {
     key: [u8; 32],
-    validity: Duration,
+    validity: Lifetimes,
     material: watch::Receiver<ApiMaterial>,
     view: watch::Receiver<GossipView>,
     counters: Arc<Counters>,
@@ -95,7 +97,7 @@ pub struct ApiServer {
     pub material: watch::Receiver<ApiMaterial>,
     pub view: watch::Receiver<GossipView>,
     pub proof_key: [u8; 32],
-    pub cert_validity: Duration,
+    pub cert_validity: Lifetimes,
     pub counters: Arc<Counters>,
     pub tracker: TaskTracker,
     pub heartbeat: Heartbeat,

@@ -32,8 +32,8 @@ pub struct SignContext<'a> {
     pub proof_key: &'a [u8; 32],
     /// This host's clock.
     pub now: SystemTime,
-    /// Lifetime of issued certificates.
-    pub validity: Duration,
+    /// Lifetimes of issued certificates.
+    pub validity: Lifetimes,
     /// Whether this agent holds the CA (is the issuer).
     pub holds_ca: bool,
     /// Gossip's members, where node requests are looked up.
@@ -42,6 +42,37 @@ pub struct SignContext<'a> {
     pub requester: Requester<'a>,
     /// The etcd members and whether each answers (looked up for node requests only).
     pub members: &'a Members,
+}
+
+/// How long issued certificates live, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// `pki.node_cert_validity`.
+    pub node: Duration,
+    /// `pki.client_cert_validity`.
+    pub client: Duration,
+}
+
+impl Lifetimes {
+    /// The lifetimes the config sets.
+    pub fn from_pki(pki: &crate::config::PkiSection) -> Self {
+        Self {
+            node: pki.node_validity(),
+            client: pki.client_validity(),
+        }
+    }
+
+    /// The same lifetime for both kinds.
+    pub fn both(d: Duration) -> Self {
+        Self { node: d, client: d }
+    }
+
+    fn of(&self, kind: CertKind) -> Duration {
+        match kind {
+            CertKind::Node => self.node,
+            CertKind::Client => self.client,
+        }
+    }
 }
 
 /// The other end of the connection.
@@ -201,7 +232,7 @@ pub fn authenticate(
 pub fn grant(ctx: &SignContext<'_>, req: SignRequest) -> Result<Grant, Refusal> {
     let profile = profile(&req, ctx)?;
     Ok(Grant {
-        spec: cert_spec(&profile, ctx.now, ctx.validity),
+        spec: cert_spec(&profile, ctx.now, ctx.validity.of(req.kind)),
         name: req.name,
         kind: req.kind,
         csr_pem: req.csr_pem,

@@ -62,7 +62,8 @@ impl ConfigBuilder {
         self
     }
     pub fn cert_validity(mut self, d: Duration) -> Self {
-        self.config.pki.cert_validity = d;
+        self.config.pki.node_cert_validity = Some(d);
+        self.config.pki.client_cert_validity = Some(d);
         self
     }
     pub fn ca_hash(mut self, pin: &str) -> Self {

@@ -39,6 +39,8 @@ pub const ENV_VARS: &[&str] = &[
     "maintenance.defrag_min_reclaim",
     "etcd.metrics_listen",
     "health.listen",
+    "pki.node_cert_validity",
+    "pki.client_cert_validity",
     "pki.cert_validity",
     "pki.ca_validity",
     "pki.ca_cert_file",
@@ -58,6 +60,8 @@ const STRING_KEYS: &[&str] = &[
     "etcd.compaction_retention",
     "etcd.quota",
     "etcd.metrics_listen",
+    "pki.node_cert_validity",
+    "pki.client_cert_validity",
     "pki.cert_validity",
     "pki.ca_validity",
 ];
@@ -262,7 +266,10 @@ mod tests {
         assert_eq!(c.join, vec!["10.0.0.1", "10.0.0.2:7000"]);
         assert!(!c.etcd.listen_localhost);
         assert_eq!(c.etcd.binary, PathBuf::from("/x/etcd"));
-        assert_eq!(c.pki.cert_validity, std::time::Duration::from_secs(90));
+        assert_eq!(
+            c.pki.cert_validity,
+            Some(std::time::Duration::from_secs(90))
+        );
         assert_eq!(loaded.env_overrides.len(), 4);
     }
 
@@ -356,6 +363,8 @@ mod tests {
                 "remove_dead_after"
                 | "etcd.stop_timeout"
                 | "pki.cert_validity"
+                | "pki.node_cert_validity"
+                | "pki.client_cert_validity"
                 | "pki.ca_validity"
                 | "etcd.compaction_retention" => "1m",
                 "log.format" => "json",

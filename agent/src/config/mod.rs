@@ -251,9 +251,16 @@ impl Default for HealthSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PkiSection {
-    /// Lifetime of node and client certificates.
-    #[serde(with = "humantime_serde")]
-    pub cert_validity: Duration,
+    /// Lifetime of node certificates (renewed automatically at two thirds of it).
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub node_cert_validity: Option<Duration>,
+    /// Lifetime of the client certificates `quorate cert client` asks for.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub client_cert_validity: Option<Duration>,
+    /// The old single lifetime of node and client certificates: still read (with a warning)
+    /// where the two above are not set.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub cert_validity: Option<Duration>,
     /// Lifetime of a CA that quorate creates.
     #[serde(with = "humantime_serde")]
     pub ca_validity: Duration,
@@ -266,11 +273,34 @@ pub struct PkiSection {
 }
 
 const DAY: u64 = 24 * 60 * 60;
+/// Default lifetime of node certificates: short, since they renew themselves.
+pub const DEFAULT_NODE_CERT_VALIDITY: Duration = Duration::from_secs(90 * DAY);
+/// Default lifetime of `quorate cert client` certificates.
+pub const DEFAULT_CLIENT_CERT_VALIDITY: Duration = Duration::from_secs(365 * DAY);
+
+impl PkiSection {
+    /// The lifetime of node certificates: `node_cert_validity`, else the old `cert_validity`,
+    /// else [`DEFAULT_NODE_CERT_VALIDITY`].
+    pub fn node_validity(&self) -> Duration {
+        self.node_cert_validity
+            .or(self.cert_validity)
+            .unwrap_or(DEFAULT_NODE_CERT_VALIDITY)
+    }
+
+    /// The lifetime of client certificates, resolved like [`Self::node_validity`].
+    pub fn client_validity(&self) -> Duration {
+        self.client_cert_validity
+            .or(self.cert_validity)
+            .unwrap_or(DEFAULT_CLIENT_CERT_VALIDITY)
+    }
+}
 
 impl Default for PkiSection {
     fn default() -> Self {
         Self {
-            cert_validity: Duration::from_secs(365 * DAY),
+            node_cert_validity: None,
+            client_cert_validity: None,
+            cert_validity: None,
             ca_validity: Duration::from_secs(10 * 365 * DAY),
             ca_cert_file: None,
             ca_key_file: None,

@@ -187,8 +187,15 @@ impl GossipTask {
                     None => break,
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((len, from)) => self.handle_datagram(&buf[..len], from),
-                    Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
+                    // A datagram that fails authentication changed nothing: no settling, no
+                    // view rebuilt (a flood costs one AEAD check per datagram).
+                    Ok((len, from)) => if !self.handle_datagram(&buf[..len], from) {
+                        continue;
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "gossip receive failed");
+                        continue;
+                    }
                 },
                 _ = refresh.tick() => {
                     self.heartbeat.beat();
@@ -232,7 +239,8 @@ impl GossipTask {
         }
     }
 
-    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+    /// Hands an authenticated datagram to foca; false when it was dropped before foca.
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
         Counters::inc(&self.counters.gossip_datagrams_received);
         let payload = match self.envelope.open(datagram) {
             Ok(p) => p,
@@ -243,7 +251,7 @@ impl GossipTask {
                 if e == OpenError::Unauthenticated {
                     tracing::trace!(%from, "wrong join token or tampered datagram");
                 }
-                return;
+                return false;
             }
         };
         if let Err(e) = self.foca.handle_data(&payload, &mut self.runtime) {
@@ -255,6 +263,7 @@ impl GossipTask {
                 }
             }
         }
+        true
     }
 
     /// Re-adds this agent's metadata (with a new version) and plan to foca's broadcast backlog

@@ -79,7 +79,7 @@ pub fn issue_own(
             addrs: vec![settings.advertise],
         },
         SystemTime::now(),
-        settings.pki.cert_validity,
+        settings.pki.node_validity(),
     );
     let cert = ca.sign_csr(&csr, &spec)?;
     pki.save_ca_cert(ca.cert_pem())?;

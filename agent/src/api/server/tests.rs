@@ -67,7 +67,7 @@ async fn start_issuer_with(members: Option<Members>) -> Issuer {
         material: material_rx,
         view: view_rx,
         proof_key: PROOF_KEY,
-        cert_validity: DAY,
+        cert_validity: crate::api::sign::Lifetimes::both(DAY),
         counters: counters.clone(),
         tracker: tracker.clone(),
         heartbeat: Liveness::new().register("api"),

@@ -51,7 +51,7 @@ fn ctx(view: &GossipView) -> SignContext<'_> {
     SignContext {
         proof_key: &KEY,
         now: at(NOW),
-        validity: VALIDITY,
+        validity: Lifetimes::both(VALIDITY),
         holds_ca: true,
         view,
         requester: Requester {
@@ -426,7 +426,7 @@ fn issue_signs_exactly_the_grant() {
     };
     let ctx = SignContext {
         now: SystemTime::now(),
-        validity: DAY,
+        validity: Lifetimes::both(DAY),
         ..ctx(&v)
     };
     let grant = decide_req(&ctx, &req).unwrap();
@@ -589,4 +589,21 @@ fn a_held_name_goes_only_to_its_holder_and_a_dead_ones_to_its_replacement() {
     );
     // Client names are never checked against members.
     assert!(decide_req(&held, &request("etcd-2", CertKind::Client)).is_ok());
+}
+
+#[test]
+fn node_and_client_certificates_get_their_own_lifetimes() {
+    let v = three_nodes();
+    let ctx = SignContext {
+        validity: Lifetimes {
+            node: Duration::from_secs(90 * 86_400),
+            client: Duration::from_secs(365 * 86_400),
+        },
+        ..ctx(&v)
+    };
+    let lifetime = |g: Grant| g.spec.not_after.duration_since(at(NOW)).unwrap();
+    let node = decide_req(&ctx, &request("etcd-2", CertKind::Node)).unwrap();
+    let client = decide_req(&ctx, &request("ops", CertKind::Client)).unwrap();
+    assert_eq!(lifetime(node), Duration::from_secs(90 * 86_400));
+    assert_eq!(lifetime(client), Duration::from_secs(365 * 86_400));
 }

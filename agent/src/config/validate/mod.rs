@@ -80,6 +80,14 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
 
     check_ports(config, &mut errors);
     check_pki(config, &mut errors);
+    if config.pki.cert_validity.is_some() {
+        warnings.push(
+            "pki.cert_validity is deprecated: it still sets the lifetime of node and client \
+             certificates where pki.node_cert_validity and pki.client_cert_validity are not \
+             set. Fix: replace it with those two (defaults 90days and 1year)"
+                .to_owned(),
+        );
+    }
     if let Some(key) = &config.pki.ca_key_file {
         private_file("pki.ca_key_file", key, host, &mut errors);
     }
@@ -454,21 +462,39 @@ fn check_ports(config: &Config, errors: &mut Vec<ConfigError>) {
 
 fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
     let pki = &config.pki;
-    if pki.cert_validity.as_secs() < 10 {
-        errors.push(ConfigError::invalid(
-            "pki.cert_validity",
-            humantime::format_duration(pki.cert_validity),
-            "too short to be renewed in time",
-            "use a lifetime such as \"90days\" or \"1year\"",
-        ));
-    }
-    if pki.ca_validity <= pki.cert_validity {
-        errors.push(ConfigError::invalid(
-            "pki.ca_validity",
-            humantime::format_duration(pki.ca_validity),
-            "the CA must outlive the certificates it signs",
-            "make pki.ca_validity longer than pki.cert_validity",
-        ));
+    for (field, set, lifetime) in [
+        (
+            "pki.node_cert_validity",
+            pki.node_cert_validity,
+            pki.node_validity(),
+        ),
+        (
+            "pki.client_cert_validity",
+            pki.client_cert_validity,
+            pki.client_validity(),
+        ),
+    ] {
+        // Name the field the lifetime came from.
+        let field = match (set, pki.cert_validity) {
+            (None, Some(_)) => "pki.cert_validity",
+            _ => field,
+        };
+        if lifetime.as_secs() < 10 {
+            errors.push(ConfigError::invalid(
+                field,
+                humantime::format_duration(lifetime),
+                "too short to be renewed in time",
+                "use a lifetime such as \"90days\" or \"1year\"",
+            ));
+        }
+        if pki.ca_validity <= lifetime {
+            errors.push(ConfigError::invalid(
+                "pki.ca_validity",
+                humantime::format_duration(pki.ca_validity),
+                "the CA must outlive the certificates it signs",
+                format!("make pki.ca_validity longer than {field}"),
+            ));
+        }
     }
     match (&pki.ca_cert_file, &pki.ca_key_file) {
         (Some(_), None) | (None, Some(_)) => errors.push(ConfigError::invalid(

@@ -239,7 +239,7 @@ fn ports_and_pki_rules() {
     c.pki.ca_cert_file = Some("/ca.pem".into());
     assert_eq!(subjects(&c, &HOST), vec!["pki.ca_cert_file"]);
     let mut c = base();
-    c.pki.ca_validity = c.pki.cert_validity;
+    c.pki.ca_validity = c.pki.client_validity();
     assert_eq!(subjects(&c, &HOST), vec!["pki.ca_validity"]);
     let mut c = base();
     c.ca_hash = Some("md5:abc".into());
@@ -363,4 +363,48 @@ fn bad_snapshot_settings_name_the_key_and_the_fix() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = validate(&c, &HOST).unwrap_err().0[0].to_string();
     assert!(e.contains("chmod 600"), "{e}");
+}
+
+#[test]
+fn node_and_client_lifetimes_default_apart_and_the_old_key_still_works_with_a_warning() {
+    let v = validate(&base(), &HOST).unwrap();
+    assert_eq!(
+        v.settings.pki.node_validity(),
+        crate::config::DEFAULT_NODE_CERT_VALIDITY
+    );
+    assert_eq!(
+        v.settings.pki.client_validity(),
+        crate::config::DEFAULT_CLIENT_CERT_VALIDITY
+    );
+    assert_eq!(
+        crate::config::DEFAULT_NODE_CERT_VALIDITY.as_secs(),
+        90 * 86_400
+    );
+    assert!(v.warnings.iter().all(|w| !w.contains("cert_validity")));
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    let mut old = base();
+    old.pki.cert_validity = Some(week);
+    old.pki.client_cert_validity = Some(week * 2);
+    let v = validate(&old, &HOST).unwrap();
+    assert_eq!(v.settings.pki.node_validity(), week);
+    assert_eq!(
+        v.settings.pki.client_validity(),
+        week * 2,
+        "the new key wins"
+    );
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("pki.cert_validity is deprecated")
+                && w.contains("pki.node_cert_validity")),
+        "{:?}",
+        v.warnings
+    );
+    // Errors name the key the lifetime came from.
+    let mut short = base();
+    short.pki.cert_validity = Some(std::time::Duration::from_secs(5));
+    assert!(subjects(&short, &HOST).contains(&"pki.cert_validity".to_owned()));
+    let mut short = base();
+    short.pki.node_cert_validity = Some(std::time::Duration::from_secs(5));
+    assert_eq!(subjects(&short, &HOST), vec!["pki.node_cert_validity"]);
 }
