@@ -111,6 +111,9 @@ fn main() -> ExitCode {
             Command::Snapshot {
                 command: SnapshotCommand::Save { out, force },
             } => cli::snapshot_save(&settings, out.as_deref(), force).await,
+            Command::Token {
+                command: TokenCommand::Show,
+            } => cli::token_show(&settings),
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

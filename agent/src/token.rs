@@ -2,6 +2,11 @@
 //! share is derived from it with HKDF-SHA256 under a distinct label, so the gossip key, the
 //! agent-API proof key and the key that seals the CA in etcd are independent of each other:
 //! learning one (say, from a bug in one protocol) does not reveal the others or the token.
+//!
+//! A token may also be given in its pinned form, `qrt1:<CA hash>:<token>` (what `quorate token
+//! show` prints on a member, like k3s' secure tokens): the agent then pins the cluster CA by
+//! that hash without `ca_hash` in its config. Keys come from the token part only, so both
+//! forms of one token open the same cluster.
 
 use std::fmt;
 
@@ -12,6 +17,10 @@ use ring::hkdf;
 pub const TOKEN_PREFIX: &str = "qrt1_";
 /// Shortest token accepted: 32 characters. A generated token has 256 bits of entropy.
 pub const MIN_TOKEN_LEN: usize = 32;
+/// The least entropy a token is estimated to carry (see [`estimated_bits`]).
+pub const MIN_TOKEN_BITS: u32 = 128;
+/// Prefix of the pinned form: `qrt1:<CA hash>:<token>`.
+pub const PINNED_PREFIX: &str = "qrt1:";
 
 const HKDF_SALT: &[u8] = b"quorate join token v1";
 
@@ -48,6 +57,44 @@ pub enum TokenError {
     TooShort { len: usize },
     #[error("the join token contains whitespace or control characters; copy it again exactly as `quorate token generate` printed it")]
     BadCharacters,
+    #[error(
+        "the join token is too easy to guess (about {bits} bits, at least {MIN_TOKEN_BITS} \
+         needed: it repeats characters or uses few kinds of them); generate one with `quorate \
+         token generate`"
+    )]
+    Guessable { bits: u32 },
+    #[error(
+        "the pinned join token must read qrt1:sha256:<64 hex digits>:<token> (as `quorate token \
+         show` prints it): {reason}"
+    )]
+    BadPinnedForm { reason: String },
+}
+
+/// A rough, conservative estimate of the entropy of `secret` in bits: its length times the
+/// bits per character of the smallest alphabet its character classes fit in, but no more
+/// than its distinct characters allow (a long run of one letter is worth almost nothing).
+pub fn estimated_bits(secret: &str) -> u32 {
+    let chars: Vec<char> = secret.chars().collect();
+    let has = |f: fn(&char) -> bool| chars.iter().any(f);
+    let mut alphabet = 0u32;
+    if has(char::is_ascii_lowercase) {
+        alphabet += 26;
+    }
+    if has(char::is_ascii_uppercase) {
+        alphabet += 26;
+    }
+    if has(char::is_ascii_digit) {
+        alphabet += 10;
+    }
+    if has(|c| !c.is_ascii_alphanumeric()) {
+        alphabet += 32;
+    }
+    let mut distinct = chars.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let alphabet = alphabet.min(distinct.len() as u32 * 2).max(1);
+    let per_char = (alphabet as f64).log2();
+    (chars.len() as f64 * per_char) as u32
 }
 
 /// A validated join token. Its `Debug` and `Display` never print the secret.
@@ -67,6 +114,31 @@ impl JoinToken {
     /// Accepts a token given by the operator. Surrounding whitespace (a trailing newline in a
     /// token file) is ignored.
     pub fn parse(raw: &str) -> Result<Self, TokenError> {
+        Self::parse_pinned(raw).map(|(token, _)| token)
+    }
+
+    /// Accepts either form; the CA hash of the pinned form comes back with it.
+    pub fn parse_pinned(raw: &str) -> Result<(Self, Option<crate::pki::CaHash>), TokenError> {
+        let raw = raw.trim();
+        let Some(rest) = raw.strip_prefix(PINNED_PREFIX) else {
+            return Self::parse_plain(raw).map(|t| (t, None));
+        };
+        let bad = |reason: &str| TokenError::BadPinnedForm {
+            reason: reason.to_owned(),
+        };
+        // "sha256:<hex>:<token>"; the token itself may contain ':'.
+        let mut parts = rest.splitn(3, ':');
+        let (Some(algo), Some(hex), Some(token)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("it has fewer than three parts"));
+        };
+        let pin: crate::pki::CaHash = format!("{algo}:{hex}")
+            .parse()
+            .map_err(|e: crate::pki::PkiError| bad(&e.to_string()))?;
+        Ok((Self::parse_plain(token)?, Some(pin)))
+    }
+
+    fn parse_plain(raw: &str) -> Result<Self, TokenError> {
         let token = raw.trim();
         if token.is_empty() {
             return Err(TokenError::Empty);
@@ -78,7 +150,16 @@ impl JoinToken {
         if len < MIN_TOKEN_LEN {
             return Err(TokenError::TooShort { len });
         }
+        let bits = estimated_bits(token.strip_prefix(TOKEN_PREFIX).unwrap_or(token));
+        if bits < MIN_TOKEN_BITS {
+            return Err(TokenError::Guessable { bits });
+        }
         Ok(Self(token.to_owned()))
+    }
+
+    /// The pinned form of this token for the CA `ca`.
+    pub fn pinned(&self, ca: &crate::pki::CaHash) -> String {
+        format!("{PINNED_PREFIX}{ca}:{}", self.0)
     }
 
     /// The secret itself, for `quorate token generate` and for writing configs in tests.
@@ -133,6 +214,53 @@ mod tests {
         // A trailing newline from a token file is fine.
         let t = JoinToken::generate();
         assert_eq!(JoinToken::parse(&format!("{}\n", t.expose())).unwrap(), t);
+    }
+
+    #[test]
+    fn guessable_tokens_are_refused() {
+        for weak in [
+            "qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababababababababab",
+            "00000000000000000000000000000000000000000000000",
+            "12345678901234567890123456789012",
+            "passwordpasswordpasswordpassword",
+        ] {
+            assert!(
+                matches!(JoinToken::parse(weak), Err(TokenError::Guessable { .. })),
+                "{weak}: {:?}",
+                JoinToken::parse(weak)
+            );
+        }
+        let e = JoinToken::parse("passwordpasswordpasswordpassword").unwrap_err();
+        assert!(e.to_string().contains("quorate token generate"), "{e}");
+        for _ in 0..200 {
+            let t = JoinToken::generate();
+            assert!(estimated_bits(&t.expose()[TOKEN_PREFIX.len()..]) >= 200);
+        }
+        assert!(JoinToken::parse("qrt1_0123456789abcdefghijklmnopqrstuv").is_ok());
+    }
+
+    #[test]
+    fn the_pinned_form_carries_the_ca_hash_and_the_same_keys() {
+        let t = JoinToken::generate();
+        let ca: crate::pki::CaHash = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let pinned = t.pinned(&ca);
+        assert!(pinned.starts_with("qrt1:sha256:abab"), "{pinned}");
+        let (back, pin) = JoinToken::parse_pinned(&format!("{pinned}\n")).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(pin, Some(ca));
+        assert_eq!(
+            JoinToken::parse(&pinned)
+                .unwrap()
+                .derive(KeyPurpose::Gossip),
+            t.derive(KeyPurpose::Gossip)
+        );
+        assert_eq!(JoinToken::parse_pinned(t.expose()).unwrap().1, None);
+        for bad in ["qrt1:sha256:abcd:", "qrt1:md5:00:x", "qrt1:onlyone"] {
+            assert!(JoinToken::parse_pinned(bad).is_err(), "{bad}");
+        }
+        let short = JoinToken::parse_pinned(&format!("qrt1:sha256:{}:short", "ab".repeat(32)));
+        assert_eq!(short, Err(TokenError::TooShort { len: 5 }));
     }
 
     #[test]

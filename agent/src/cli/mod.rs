@@ -9,6 +9,7 @@ mod restore;
 mod rolling;
 mod save;
 mod snapshot;
+mod token;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use restore::restore;
 pub use rolling::{agent_restart, etcd_restart};
 pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
+pub use token::token_show;
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -143,6 +145,10 @@ pub enum ConfigCommand {
 pub enum TokenCommand {
     /// Print a new random join token.
     Generate,
+    /// On a member: print this cluster's join token in its pinned form,
+    /// qrt1:sha256:<CA hash>:<token>. A new host given that form trusts only this cluster's
+    /// CA, with no ca_hash in its config. Prints the secret: root or the service user only.
+    Show,
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,7 +63,8 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
     }
 
     let join = resolve_join(config, &mut errors);
-    let token = resolve_token(config, host, &mut errors);
+    let (token, token_pin) = resolve_token(config, host, &mut errors).unzip();
+    let token_pin = token_pin.flatten();
     let ca_pin = config.ca_hash.as_deref().and_then(|raw| {
         raw.parse::<CaHash>()
             .map_err(|e| {
@@ -77,6 +78,19 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
             })
             .ok()
     });
+    // The pinned token form carries the CA hash: it pins like ca_hash, and the two must agree.
+    let ca_pin = match (ca_pin, token_pin) {
+        (Some(a), Some(b)) if a != b => {
+            errors.push(ConfigError::invalid(
+                "ca_hash",
+                a,
+                format!("the pinned join token names another CA, {b}"),
+                "drop ca_hash (the token carries the pin), or use the token of this cluster",
+            ));
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    };
 
     check_ports(config, &mut errors);
     check_pki(config, &mut errors);
@@ -368,11 +382,12 @@ fn resolve_join(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<JoinTarge
     targets
 }
 
+/// The join token and, for its pinned form, the CA hash it carries.
 fn resolve_token(
     config: &Config,
     host: &dyn HostProbe,
     errors: &mut Vec<ConfigError>,
-) -> Option<JoinToken> {
+) -> Option<(JoinToken, Option<CaHash>)> {
     let (raw, origin) = match (&config.token, &config.token_file) {
         (Some(_), Some(_)) => {
             errors.push(ConfigError::TokenAmbiguous);
@@ -397,7 +412,7 @@ fn resolve_token(
             return None;
         }
     };
-    JoinToken::parse(&raw)
+    JoinToken::parse_pinned(&raw)
         .map_err(|source| errors.push(ConfigError::Token { origin, source }))
         .ok()
 }

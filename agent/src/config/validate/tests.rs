@@ -8,7 +8,7 @@ pub(super) struct FakeHost {
     pub(super) etcd_version: &'static str,
 }
 
-const TOKEN: &str = "qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const TOKEN: &str = "qrt1_Zx3kQ9vLm2Tq7Wc1Hn5Rb8Yd4Pf6Js0Ag3Ke9Uo2Ni";
 
 impl HostProbe for FakeHost {
     fn hostname(&self) -> Option<String> {
@@ -407,4 +407,25 @@ fn node_and_client_lifetimes_default_apart_and_the_old_key_still_works_with_a_wa
     let mut short = base();
     short.pki.node_cert_validity = Some(std::time::Duration::from_secs(5));
     assert_eq!(subjects(&short, &HOST), vec!["pki.node_cert_validity"]);
+}
+
+#[test]
+fn a_pinned_token_pins_the_ca_unless_ca_hash_disagrees() {
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let mut c = base();
+    c.token = Some(format!("qrt1:{pin}:{TOKEN}"));
+    let v = validate(&c, &HOST).unwrap();
+    assert_eq!(v.settings.ca_pin.map(|p| p.to_string()), Some(pin.clone()));
+    assert_eq!(v.settings.token, JoinToken::parse(TOKEN).unwrap());
+    c.ca_hash = Some(pin.clone());
+    assert!(validate(&c, &HOST).is_ok(), "the same pin twice is fine");
+    c.ca_hash = Some(format!("sha256:{}", "cd".repeat(32)));
+    let e = validate(&c, &HOST).unwrap_err().to_string();
+    assert!(
+        e.contains("names another CA") && e.contains("drop ca_hash"),
+        "{e}"
+    );
+    let mut weak = base();
+    weak.token = Some("qrt1_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into());
+    assert_eq!(subjects(&weak, &HOST), vec!["token"]);
 }
