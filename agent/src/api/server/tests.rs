@@ -267,14 +267,20 @@ fn etcd_2_alive(healthy: bool) -> Members {
 #[tokio::test]
 async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address() {
     let issuer = start_issuer_with(Some(etcd_2_alive(true))).await;
-    let trust = || ServerTrust::Ca(issuer.ca.cert_pem().to_owned());
     let etcd_2: IpAddr = ETCD_2.parse().unwrap();
+    // etcd-2's node certificate asked for from `from`, presenting `renewing`.
+    let ask = |from: IpAddr, renewing: Option<(String, String)>| {
+        let issuer = &issuer;
+        async move {
+            let trust = ServerTrust::Ca(issuer.ca.cert_pem().to_owned());
+            let renewing = renewing.as_ref().map(|(c, k)| (c.as_str(), k.as_str()));
+            issuer
+                .request_as(trust, &PROOF_KEY, "etcd-2", CertKind::Node, from, renewing)
+                .await
+        }
+    };
     // A join-token holder on etcd-2's address: the name is held.
-    let (status, message) = refusal(
-        issuer
-            .request_as(trust(), &PROOF_KEY, "etcd-2", CertKind::Node, etcd_2, None)
-            .await,
-    );
+    let (status, message) = refusal(ask(etcd_2, None).await);
     assert_eq!(status, 403);
     assert!(
         message.contains("node etcd-2 is a live member"),
@@ -282,19 +288,8 @@ async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address()
     );
     // From another address, even with etcd-2's certificate: refused, naming both addresses.
     let (cert, key) = test_support::node_cert(&issuer.ca, "etcd-2", &[etcd_2]);
-    let elsewhere: IpAddr = "127.0.0.3".parse().unwrap();
-    let (status, message) = refusal(
-        issuer
-            .request_as(
-                trust(),
-                &PROOF_KEY,
-                "etcd-2",
-                CertKind::Node,
-                elsewhere,
-                Some((&cert, &key.to_pem())),
-            )
-            .await,
-    );
+    let own = Some((cert, key.to_pem()));
+    let (status, message) = refusal(ask("127.0.0.3".parse().unwrap(), own.clone()).await);
     assert_eq!(status, 403);
     assert!(
         message.contains("goes only to 127.0.0.2") && message.contains("came from 127.0.0.3"),
@@ -302,31 +297,10 @@ async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address()
     );
     // Another node's certificate proves nothing about etcd-2.
     let (other, other_key) = test_support::node_cert(&issuer.ca, "etcd-1", &[etcd_2]);
-    let (status, _) = refusal(
-        issuer
-            .request_as(
-                trust(),
-                &PROOF_KEY,
-                "etcd-2",
-                CertKind::Node,
-                etcd_2,
-                Some((&other, &other_key.to_pem())),
-            )
-            .await,
-    );
+    let (status, _) = refusal(ask(etcd_2, Some((other, other_key.to_pem()))).await);
     assert_eq!(status, 403);
     // etcd-2 itself renews: its current certificate, presented over TLS, from its address.
-    let info = issuer
-        .request_as(
-            trust(),
-            &PROOF_KEY,
-            "etcd-2",
-            CertKind::Node,
-            etcd_2,
-            Some((&cert, &key.to_pem())),
-        )
-        .await
-        .unwrap();
+    let info = ask(etcd_2, own).await.unwrap();
     assert_eq!(info.common_name, "etcd-2");
     assert_eq!(
         issuer.counted(),

@@ -544,44 +544,14 @@ fn a_held_name_goes_only_to_its_holder_and_a_dead_ones_to_its_replacement() {
     );
     // etcd-2's member does not answer (its host lost its disk): the host that comes back
     // under its name gets it; so does a name no member holds (a new host).
+    let with = |members: &Members| decide_req(&SignContext { members, ..held }, &req);
     let dead = members(&[("etcd-1", "10.0.0.1", true), ("etcd-2", "10.0.0.2", false)]);
-    assert!(decide_req(
-        &SignContext {
-            members: &dead,
-            ..held
-        },
-        &req
-    )
-    .is_ok());
-    let others = members(&[("etcd-1", "10.0.0.1", true)]);
-    assert!(decide_req(
-        &SignContext {
-            members: &others,
-            ..held
-        },
-        &req
-    )
-    .is_ok());
+    assert!(with(&dead).is_ok());
+    assert!(with(&members(&[("etcd-1", "10.0.0.1", true)])).is_ok());
     // An unstarted member (no name yet) holds nothing.
-    let unstarted = members(&[("", "10.0.0.2", false)]);
-    assert!(decide_req(
-        &SignContext {
-            members: &unstarted,
-            ..held
-        },
-        &req
-    )
-    .is_ok());
+    assert!(with(&members(&[("", "10.0.0.2", false)])).is_ok());
     // A member list that cannot be read: no name can be checked, so none is given.
-    let unknown = Members::Unknown("no quorum".into());
-    let refused = decide_req(
-        &SignContext {
-            members: &unknown,
-            ..held
-        },
-        &req,
-    )
-    .unwrap_err();
+    let refused = with(&Members::Unknown("no quorum".into())).unwrap_err();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         !refused.is_invalid(),
