@@ -10,6 +10,7 @@ pub mod net;
 pub mod netns;
 pub mod notify;
 pub mod prometheus;
+pub mod restore;
 pub mod s3;
 pub mod space;
 pub mod wait;
