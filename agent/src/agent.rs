@@ -38,6 +38,7 @@ use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
 use crate::metrics::Counters;
+use crate::node::crl::CrlSync;
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
@@ -231,6 +232,12 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         save_reports,
         live.register("snapshot"),
     );
+    let crl_sync = CrlSync {
+        settings: settings.clone(),
+        health: health.clone(),
+        material: material.clone(),
+        heartbeat: live.register("revocation list"),
+    };
     let mut rolling = RollingTask {
         settings: settings.clone(),
         health: health.clone(),
@@ -263,6 +270,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         snapshot: on_demand,
         settings: settings.clone(),
         transfers,
+        health: health.clone(),
+        material: material.clone(),
     };
     let live = Arc::new(live);
     let mut health_state = HealthState::new(
@@ -295,6 +304,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     tasks.spawn(maintenance.run(cancel.clone()));
     tasks.spawn(defrag.run(cancel.clone()));
     tasks.spawn(snapshot.run(cancel.clone()));
+    tasks.spawn(crl_sync.run(cancel.clone()));
     tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));

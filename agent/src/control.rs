@@ -94,6 +94,9 @@ pub struct Routes {
     pub settings: Arc<Settings>,
     /// How far the download of a restore's `s3://` source is.
     pub transfers: crate::restore::transfer::Transfers,
+    /// Where `quorate cert revoke` writes its request, and with what certificate.
+    pub health: watch::Receiver<crate::etcd::EtcdHealth>,
+    pub material: watch::Receiver<Arc<crate::pki::TlsMaterial>>,
 }
 
 /// Serves the socket until `cancel`.
@@ -109,6 +112,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         .route("/v1/snapshot/save", post(snapshot_save))
         .route("/v1/restore", post(restore))
         .route("/v1/agent/restart", post(agent_restart))
+        .route("/v1/cert/revoke", post(revoke))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -225,6 +229,35 @@ async fn rolling_request(State(routes): State<Routes>) -> (StatusCode, String) {
             StatusCode::GATEWAY_TIMEOUT,
             "no answer from the agent\n".into(),
         ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeParams {
+    serial: String,
+}
+
+async fn revoke(
+    State(routes): State<Routes>,
+    Query(params): Query<RevokeParams>,
+) -> (StatusCode, String) {
+    let Some(tls) = routes.material.borrow().client().cloned() else {
+        return (
+            StatusCode::CONFLICT,
+            "this node has no certificate yet: revoke from a member that is ready\n".into(),
+        );
+    };
+    let endpoints = routes
+        .health
+        .borrow()
+        .endpoints(routes.settings.client_url());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    match crate::issuer::crl::request(&endpoints, &tls, &params.serial, now).await {
+        Ok(message) => (StatusCode::OK, format!("{message}\n")),
+        Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
     }
 }
 

@@ -105,6 +105,9 @@ fn main() -> ExitCode {
             Command::Cert {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,
+            Command::Cert {
+                command: CertCommand::Revoke { serial },
+            } => cli::revoke(&settings, &serial).await,
             Command::Snapshot {
                 command: SnapshotCommand::List { json },
             } => cli::snapshot_list(&settings, json).await,

@@ -39,6 +39,7 @@ impl ApiServer {
             heartbeat,
             restore: None,
             members: None,
+            crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
         }
     }
 

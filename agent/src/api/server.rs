@@ -59,6 +59,7 @@ struct Shared {
     view: watch::Receiver<GossipView>,
     counters: Arc<Counters>,
     members: Option<MemberSource>,
+    crl_file: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -105,6 +106,8 @@ pub struct ApiServer {
     pub restore: Option<super::restore::RestoreRoutes>,
     /// Where node certificate requests are checked against etcd's members.
     pub members: Option<MemberSource>,
+    /// This agent's revocation list (`pki/crl.pem`), handed to those it signs for.
+    pub crl_file: Option<std::path::PathBuf>,
 }
 
 impl ApiServer {
@@ -116,6 +119,7 @@ impl ApiServer {
             view: self.view.clone(),
             counters: self.counters.clone(),
             members: self.members.take(),
+            crl_file: self.crl_file.clone(),
         });
         let router = Router::new()
             .route(SIGN_PATH, post(sign))
@@ -262,7 +266,11 @@ async fn sign(
     };
     let issued = decision.and_then(|grant| {
         let ca = ca.as_deref().ok_or(Refusal::NotIssuer)?;
-        issue(ca, &grant).map(|response| (grant, response))
+        let crl = s
+            .crl_file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok());
+        issue(ca, &grant, crl).map(|response| (grant, response))
     });
     match issued {
         Ok((grant, response)) => {

@@ -239,14 +239,21 @@ pub fn grant(ctx: &SignContext<'_>, req: SignRequest) -> Result<Grant, Refusal> 
     })
 }
 
-/// Signs a granted request with `ca`.
-pub fn issue(ca: &CertificateAuthority, grant: &Grant) -> Result<SignResponse, Refusal> {
+/// Signs a granted request with `ca`; the answer carries `crl` (the issuer's revocation
+/// list), or an empty list signed now when the issuer has none yet.
+pub fn issue(
+    ca: &CertificateAuthority,
+    grant: &Grant,
+    crl: Option<String>,
+) -> Result<SignResponse, Refusal> {
     let cert_pem = ca
         .sign_csr(&grant.csr_pem, &grant.spec)
         .map_err(|e| Refusal::Signing(e.to_string()))?;
+    let crl_pem = crl.or_else(|| ca.sign_crl(&[], 0, SystemTime::now()).ok());
     Ok(SignResponse {
         cert_pem,
         ca_pem: ca.cert_pem().to_owned(),
+        crl_pem,
     })
 }
 

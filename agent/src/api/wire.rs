@@ -31,6 +31,10 @@ pub struct SignRequest {
 pub struct SignResponse {
     pub cert_pem: String,
     pub ca_pem: String,
+    /// The revocation list as the issuer has it, so that a new member's etcd starts with one
+    /// (absent from older issuers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_pem: Option<String>,
 }
 
 /// An error answer.

@@ -129,3 +129,24 @@ pub async fn client_cert(
     );
     Ok(())
 }
+
+/// `quorate cert revoke --serial S`: through the local agent's control socket (root or the
+/// service user on a member).
+pub async fn revoke(settings: &Settings, serial: &str) -> anyhow::Result<()> {
+    if crate::pki::crl::normalize_serial(serial).is_none() {
+        bail!(
+            "{serial:?} is not a certificate serial number: give it in hex, as `openssl x509 \
+             -noout -serial -in CERT` prints it"
+        );
+    }
+    let path = format!("/v1/cert/revoke?serial={}", serial.trim());
+    let (code, body) =
+        crate::control::post_request(&settings.state_dir, &path, Duration::from_secs(30))
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    if code != 200 {
+        bail!("{}", body.trim_end());
+    }
+    println!("{}", body.trim_end());
+    Ok(())
+}

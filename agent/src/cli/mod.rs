@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use cert::client_cert;
+pub use cert::{client_cert, revoke};
 pub use local::{config_check, defrag, env, leave, status};
 pub use restore::restore;
 pub use rolling::{agent_restart, etcd_restart};
@@ -163,5 +163,11 @@ pub enum CertCommand {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// Revoke a certificate of this cluster by its serial number (hex, as `openssl x509
+    /// -noout -serial` prints it): every member's etcd then refuses new connections with it.
+    Revoke {
+        #[arg(long)]
+        serial: String,
     },
 }

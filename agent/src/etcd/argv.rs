@@ -36,6 +36,9 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// The revocation list, when this host has one: etcd then refuses revoked certificates
+    /// on client and peer connections (it reads the file at every new connection).
+    pub crl: Option<PathBuf>,
 }
 
 /// Everything needed to start the local etcd member.
@@ -165,6 +168,10 @@ pub fn render_args(l: &EtcdLaunch) -> Vec<String> {
         "--logger=zap".to_owned(),
         "--log-outputs=stderr".to_owned(),
     ];
+    if let Some(crl) = &l.tls.crl {
+        args.push(format!("--client-crl-file={}", path(crl)));
+        args.push(format!("--peer-crl-file={}", path(crl)));
+    }
     args.extend(l.tuning.render());
     args
 }
@@ -189,6 +196,7 @@ pub(crate) mod tests {
                 cert: "/var/lib/quorate/pki/node.pem".into(),
                 key: "/var/lib/quorate/pki/node-key.pem".into(),
                 ca: "/var/lib/quorate/pki/ca.pem".into(),
+                crl: None,
             },
             tuning: EtcdTuning {
                 compaction_retention: Some(Duration::from_secs(3600)),

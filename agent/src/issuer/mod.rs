@@ -2,6 +2,7 @@
 //! the seed does not lose the ability to issue: sealed in etcd ([`sealed`]), used by the one
 //! agent that holds the issuer lease ([`task`]).
 
+pub mod crl;
 pub mod restored;
 pub mod sealed;
 mod task;

@@ -206,8 +206,8 @@ impl IssuerTask {
             }
         };
         tracing::info!(ca_hash = %ca.hash(), "this agent is now the certificate issuer");
-        self.issuer.send_replace(Some(ca));
-        let result = self.hold(&mut client, lease, cancel).await;
+        self.issuer.send_replace(Some(ca.clone()));
+        let result = self.hold(&mut client, lease, &ca, cancel).await;
         self.issuer.send_replace(None);
         let _ = client.lease_revoke(lease).await;
         tracing::info!("this agent is no longer the certificate issuer");
@@ -218,6 +218,7 @@ impl IssuerTask {
         &mut self,
         client: &mut Client,
         lease: i64,
+        ca: &CertificateAuthority,
         cancel: &CancellationToken,
     ) -> Result<(), IssuerError> {
         let (mut keeper, mut responses) = client
@@ -241,6 +242,12 @@ impl IssuerTask {
                     match tokio::time::timeout(TIMEOUT, responses.message()).await {
                         Ok(Ok(Some(r))) if r.ttl() > 0 => {}
                         _ => return Err(IssuerError::LeaseLost),
+                    }
+                    // Revocation requests become a signed CRL within one renewal period.
+                    match tokio::time::timeout(TIMEOUT, super::crl::reconcile(client, ca)).await {
+                        Ok(Err(e)) => tracing::warn!(error = %e, "revocation list not updated"),
+                        Err(_) => tracing::warn!("revocation list not updated: etcd is slow"),
+                        Ok(Ok(_)) => {}
                     }
                 }
             }

@@ -84,6 +84,11 @@ pub fn issue_own(
     let cert = ca.sign_csr(&csr, &spec)?;
     pki.save_ca_cert(ca.cert_pem())?;
     pki.save_node_cert(&cert)?;
+    // etcd starts with a revocation list from the first start on (an empty one until the
+    // issuer signs the cluster's).
+    if pki.load_crl()?.is_none() {
+        pki.save_crl(&ca.sign_crl(&[], 0, SystemTime::now())?)?;
+    }
     Ok(())
 }
 
@@ -128,6 +133,12 @@ pub async fn request_own(
     .await?;
     pki.save_ca_cert(&response.ca_pem)?;
     pki.save_node_cert(&response.cert_pem)?;
+    // The issuer's list, so that etcd starts with one; a newer one comes from etcd later.
+    if let (Some(crl), None) = (&response.crl_pem, pki.load_crl()?) {
+        if crate::pki::crl::crl_serials(crl, &response.ca_pem).is_ok() {
+            pki.save_crl(crl)?;
+        }
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 mod certs;
 mod controller;
+pub mod crl;
 pub mod describe;
 pub mod leave;
 pub mod maintenance;

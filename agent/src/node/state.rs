@@ -194,6 +194,7 @@ impl NodeState {
             cert: self.pki.node_cert_path(),
             key: self.pki.node_key_path(),
             ca: self.pki.ca_cert_path(),
+            crl: Some(self.pki.crl_path()).filter(|p| p.exists()),
         }
     }
 

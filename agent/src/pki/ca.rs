@@ -102,6 +102,11 @@ impl CertificateAuthority {
         self.hash
     }
 
+    /// The signer, for the CRL (see [`super::crl`]).
+    pub(super) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// Verifies `csr_pem`'s signature and issues a certificate for its public key with exactly
     /// the content of `spec`. Returns the leaf certificate, PEM.
     pub fn sign_csr(&self, csr_pem: &str, spec: &CertSpec) -> Result<String> {

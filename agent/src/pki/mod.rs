@@ -6,6 +6,7 @@
 //! touches the disk, and [`tls`] turns the material into rustls configs with the ring provider.
 
 mod ca;
+pub mod crl;
 mod fingerprint;
 mod inspect;
 mod key;

@@ -48,6 +48,21 @@ impl PkiStore {
         self.dir.join("node-key.pem")
     }
 
+    /// `crl.pem`, the revocation list etcd reads.
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join("crl.pem")
+    }
+
+    /// The revocation list on disk, if any.
+    pub fn load_crl(&self) -> Result<Option<String>> {
+        Ok(read_optional(&self.crl_path())?)
+    }
+
+    /// Replaces the revocation list (public: it lists serials, no secret).
+    pub fn save_crl(&self, pem: &str) -> Result<()> {
+        Ok(atomic_write(&self.crl_path(), pem.as_bytes(), MODE_PUBLIC)?)
+    }
+
     /// Creates the directory with mode 0700.
     pub fn ensure_dir(&self) -> Result<()> {
         Ok(ensure_dir(&self.dir, MODE_DIR)?)

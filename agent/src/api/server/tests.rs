@@ -73,6 +73,7 @@ async fn start_issuer_with(members: Option<Members>) -> Issuer {
         heartbeat: Liveness::new().register("api"),
         restore: None,
         members: members.map(MemberSource::Fixed),
+        crl_file: None,
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {

@@ -430,7 +430,14 @@ fn issue_signs_exactly_the_grant() {
         ..ctx(&v)
     };
     let grant = decide_req(&ctx, &req).unwrap();
-    let response = issue(&ca, &grant).unwrap();
+    let response = issue(&ca, &grant, None).unwrap();
+    // Without a list of its own the issuer hands out an empty one, signed by its CA.
+    let crl = response.crl_pem.clone().expect("a revocation list");
+    assert!(crate::pki::crl::crl_serials(&crl, ca.cert_pem())
+        .unwrap()
+        .is_empty());
+    let given = issue(&ca, &grant, Some("LIST".into())).unwrap();
+    assert_eq!(given.crl_pem.as_deref(), Some("LIST"));
     assert_eq!(response.ca_pem, ca.cert_pem());
     let info = inspect(&response.cert_pem).unwrap();
     assert_eq!(info.common_name, "etcd-2");
@@ -444,7 +451,7 @@ fn issue_refuses_a_bad_csr() {
     let ca = test_support::ca("ca");
     let v = view(Vec::new());
     let grant = decide_req(&ctx(&v), &request("ops", CertKind::Client)).unwrap();
-    let refused = issue(&ca, &grant).unwrap_err();
+    let refused = issue(&ca, &grant, None).unwrap_err();
     assert!(
         matches!(refused, Refusal::Signing(ref m) if m.starts_with("certificate signing request rejected: ")),
         "{refused:?}"

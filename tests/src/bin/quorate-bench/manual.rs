@@ -93,6 +93,7 @@ impl ManualCluster {
                             cert: d.join("node.pem"),
                             key: d.join("node-key.pem"),
                             ca: d.join("ca.pem"),
+                            crl: None,
                         },
                         tuning: Default::default(),
                     },

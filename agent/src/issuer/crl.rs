@@ -1,0 +1,169 @@
+//! The revocation list in etcd. Anyone with the rights (a member's agent, for `quorate cert
+//! revoke`) asks for a revocation by putting `/quorate/revoke/<serial>`; the issuer, while it
+//! holds the issuer lease, folds the requests into `/quorate/crl` (the list, its number and
+//! the CRL signed with the CA) with a compare-and-swap, and every member writes that CRL to its
+//! `pki/crl.pem` (see [`crate::node::crl`]). [`next_list`] is the pure decision.
+
+use std::time::SystemTime;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::pki::crl::Revoked;
+use crate::pki::CertificateAuthority;
+
+/// The signed list.
+pub const CRL_KEY: &str = "/quorate/crl";
+/// Revocation requests: `/quorate/revoke/<serial>`.
+pub const REVOKE_PREFIX: &str = "/quorate/revoke/";
+
+/// What `/quorate/crl` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlRecord {
+    /// Increases with every change.
+    pub number: u64,
+    pub revoked: Vec<Revoked>,
+    /// The CRL for that list, signed with the cluster CA.
+    pub pem: String,
+}
+
+/// The list the next CRL must carry, or None when `current` already covers every request
+/// (there is always a CRL once an issuer has run: an empty one at first).
+pub fn next_list(current: Option<&CrlRecord>, requests: &[Revoked]) -> Option<Vec<Revoked>> {
+    let mut list = current.map(|c| c.revoked.clone()).unwrap_or_default();
+    let before = list.len();
+    for r in requests {
+        if !list.iter().any(|have| have.serial == r.serial) {
+            list.push(r.clone());
+        }
+    }
+    (current.is_none() || list.len() != before).then_some(list)
+}
+
+/// Signs and stores a new CRL when the requests call for one; true when it did.
+pub async fn reconcile(
+    client: &mut Client,
+    ca: &CertificateAuthority,
+) -> Result<bool, etcd_client::Error> {
+    let got = client.get(CRL_KEY, None).await?;
+    let (current, mod_revision) = match got.kvs().first() {
+        Some(kv) => (
+            serde_json::from_slice::<CrlRecord>(kv.value()).ok(),
+            kv.mod_revision(),
+        ),
+        None => (None, 0),
+    };
+    let requests: Vec<Revoked> = client
+        .get(REVOKE_PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect();
+    let Some(list) = next_list(current.as_ref(), &requests) else {
+        return Ok(false);
+    };
+    let number = current.as_ref().map_or(1, |c| c.number + 1);
+    let pem = match ca.sign_crl(&list, number, SystemTime::now()) {
+        Ok(pem) => pem,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign the revocation list");
+            return Ok(false);
+        }
+    };
+    let record = CrlRecord {
+        number,
+        revoked: list,
+        pem,
+    };
+    let Ok(value) = serde_json::to_vec(&record) else {
+        return Ok(false);
+    };
+    // Only over the list read above: two issuers for a moment cannot lose a revocation.
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            CRL_KEY,
+            CompareOp::Equal,
+            mod_revision,
+        )])
+        .and_then([TxnOp::put(CRL_KEY, value, None)]);
+    let stored = client.txn(txn).await?.succeeded();
+    if stored {
+        tracing::info!(
+            number,
+            revoked = record.revoked.len(),
+            "signed a new certificate revocation list"
+        );
+    }
+    Ok(stored)
+}
+
+/// Asks for the revocation of `serial` (as a person typed it): puts the request where the
+/// issuer folds it into the list. Returns what to tell the person.
+pub async fn request(
+    endpoints: &[String],
+    tls: &crate::etcd::client::ClientTls,
+    serial: &str,
+    now: u64,
+) -> Result<String, String> {
+    let Some(serial) = crate::pki::crl::normalize_serial(serial) else {
+        return Err(format!(
+            "{serial:?} is not a certificate serial number: give it in hex, as `openssl x509 \
+             -noout -serial -in CERT` prints it"
+        ));
+    };
+    let request = Revoked {
+        serial: serial.clone(),
+        name: String::new(),
+        at: now,
+    };
+    let value = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+    let mut client =
+        crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach etcd: {e}"))?;
+    client
+        .put(format!("{REVOKE_PREFIX}{serial}"), value, None)
+        .await
+        .map_err(|e| format!("cannot store the revocation: {e}"))?;
+    tracing::warn!(serial = %serial, "certificate revocation requested");
+    Ok(format!(
+        "serial {serial} is revoked: the issuer signs it into the revocation list within \
+         seconds, and every member's etcd refuses new connections with it once its list is \
+         updated (a few seconds more). Connections open now stay open until they close"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(serial: &str) -> Revoked {
+        Revoked {
+            serial: serial.into(),
+            name: String::new(),
+            at: 1,
+        }
+    }
+
+    #[test]
+    fn the_list_grows_by_new_requests_only() {
+        // No CRL yet: an empty one first.
+        assert_eq!(next_list(None, &[]), Some(vec![]));
+        let current = CrlRecord {
+            number: 3,
+            revoked: vec![r("0a")],
+            pem: String::new(),
+        };
+        assert_eq!(next_list(Some(&current), &[]), None);
+        assert_eq!(
+            next_list(Some(&current), &[r("0a")]),
+            None,
+            "already listed"
+        );
+        assert_eq!(
+            next_list(Some(&current), &[r("0a"), r("0b"), r("0b")]),
+            Some(vec![r("0a"), r("0b")])
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! Revocation with real etcd: a new cluster's members start etcd with the revocation list
+//! (`--client-crl-file`, `--peer-crl-file`); `quorate cert revoke --serial S` on any member
+//! has the issuer sign S into the list, every member writes it, and every member's etcd
+//! refuses new connections with that certificate, while other certificates keep working.
+
+use std::time::Duration;
+
+use quorate::pki::crl::crl_serials;
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
+
+/// How long a revocation may take to reach every member (the bound).
+const REVOKED_WITHIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_revoked_client_certificate_is_refused_by_every_member() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    for a in &c.agents {
+        let pid = a.status().unwrap().etcd.pid.expect("etcd pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            cmdline.contains("--client-crl-file=") && cmdline.contains("--peer-crl-file="),
+            "{}: etcd runs without the revocation list: {cmdline}",
+            a.name
+        );
+    }
+    let app = c.client_cert(0, "app");
+    let keep = c.client_cert(0, "keep");
+    c.etcdctl_ok(0, &app, &["put", "/app/before", "1"]);
+    let serial = quorate::pki::inspect(&std::fs::read_to_string(&app.cert).unwrap())
+        .unwrap()
+        .serial_hex;
+
+    // Bad input: named, nothing revoked.
+    let o = c.agents[1].cli(&["cert", "revoke", "--serial", "not-hex"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a certificate serial number"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The serial as openssl prints it (upper case) works too.
+    let o = c.agents[1].cli(&["cert", "revoke", "--serial", &serial.to_uppercase()]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_for(
+        "every member to refuse the revoked certificate",
+        REVOKED_WITHIN,
+        || {
+            for i in 0..3 {
+                let o = c.etcdctl(i, Some(&app), &["get", "/app/before"]);
+                if o.status.success() {
+                    return Err(format!("{} still serves it", c.agents[i].name));
+                }
+            }
+            Ok(())
+        },
+    );
+    let ca_pem = std::fs::read_to_string(&keep.ca).unwrap();
+    for (i, a) in c.agents.iter().enumerate() {
+        let crl = std::fs::read_to_string(a.state_dir().join("pki/crl.pem")).unwrap();
+        let listed = crl_serials(&crl, &ca_pem).unwrap();
+        assert_eq!(listed, std::slice::from_ref(&serial), "{}", a.name);
+        // Another certificate still works everywhere, and the cluster is whole.
+        c.etcdctl_ok(i, &keep, &["put", &format!("/keep/{i}"), "ok"]);
+    }
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+}
