@@ -14,6 +14,9 @@
 //!   maintenance (leader's agent): dead members, leftover learners, through etcd
 //!   control socket ──Run──▶ defrag (leader's agent: defrag, NOSPACE) ──DefragStatus──▶ control
 //!   snapshot (one agent per slot, under the snapshot job lock) ──SnapshotStatus──▶ health endpoint
+//!   snapshot save (control socket) ──SaveReport──▶ snapshot
+//!   issuer election: /quorate/revoke/* ──signed CRL──▶ /quorate/crl ──▶ revocation list (crl.pem)
+//!   agent API ──members of a name?──▶ etcd (node certificates go to their holder only)
 //! ```
 
 use std::net::SocketAddr;
