@@ -63,6 +63,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// Whether this agent's revocation list (signed by `ca`) lists `serial`.
+    fn lists_revoked(&self, ca: &CertificateAuthority, serial: &str) -> bool {
+        let Some(crl) = self
+            .crl_file
+            .as_deref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+        else {
+            return false;
+        };
+        crate::pki::crl::crl_serials(&crl, ca.cert_pem())
+            .is_ok_and(|listed| listed.iter().any(|s| s == serial))
+    }
+
     /// The inputs of the signing decision.
     fn context<'a>(
         &'a self,
@@ -88,8 +101,8 @@ impl Shared {
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub addr: IpAddr,
-    /// The name in the node certificate it presented (verified in the handshake).
-    pub node_cert: Option<String>,
+    /// The name and serial of the node certificate it presented (verified in the handshake).
+    pub node_cert: Option<(String, String)>,
 }
 
 /// The API server task.
@@ -231,9 +244,17 @@ async fn sign(
         .unwrap_or_default();
     let ca = s.material.borrow().ca.clone();
     let now = SystemTime::now();
+    // A revoked certificate proves nothing: its holder is no longer that node.
+    let presented = peer.node_cert.as_ref().filter(|(_, serial)| {
+        let revoked = ca.as_deref().is_some_and(|ca| s.lists_revoked(ca, serial));
+        if revoked {
+            tracing::warn!(peer = %peer.addr, serial = %serial, "a revoked node certificate was presented");
+        }
+        !revoked
+    });
     let requester = Requester {
         addr: peer.addr,
-        node_cert: peer.node_cert.as_deref(),
+        node_cert: presented.map(|(name, _)| name.as_str()),
     };
     let not_looked_up = Members::NotFormed;
     let authenticated = {

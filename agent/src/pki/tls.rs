@@ -80,12 +80,13 @@ fn optional_client_verifier(
         })
 }
 
-/// The node name of a verified client certificate (its CN, when it is a node certificate:
-/// server and client auth), None for a client certificate or none at all.
-pub fn peer_node_name(presented: Option<&[CertificateDer<'_>]>) -> Option<String> {
+/// The node name and serial (hex) of a verified client certificate, when it is a node
+/// certificate (server and client auth); None for a client certificate or none at all.
+pub fn peer_node_name(presented: Option<&[CertificateDer<'_>]>) -> Option<(String, String)> {
     let leaf = presented?.first()?;
     let info = super::inspect::inspect_der(leaf.as_ref()).ok()?;
-    (info.server_auth && info.client_auth && !info.is_ca).then_some(info.common_name)
+    (info.server_auth && info.client_auth && !info.is_ca)
+        .then_some((info.common_name, info.serial_hex))
 }
 
 /// A client that trusts the CA in `ca_pem` and presents the certificate `cert_pem` with its

@@ -44,11 +44,12 @@ fn view() -> GossipView {
 }
 
 async fn start_issuer() -> Issuer {
-    start_issuer_with(None).await
+    start_issuer_with(None, None).await
 }
 
-/// An issuer whose node requests see `members` (None: every name is free).
-async fn start_issuer_with(members: Option<Members>) -> Issuer {
+/// An issuer whose node requests see `members` (None: every name is free), with the
+/// revocation list `crl` (a file) when given.
+async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::PathBuf>) -> Issuer {
     let ca = Arc::new(test_support::ca("quorate CA"));
     let (cert, key) = test_support::node_cert(&ca, "etcd-1", &[]);
     let tls = server_config(&cert, ca.cert_pem(), &key.to_pem()).unwrap();
@@ -73,7 +74,7 @@ async fn start_issuer_with(members: Option<Members>) -> Issuer {
         heartbeat: Liveness::new().register("api"),
         restore: None,
         members: members.map(MemberSource::Fixed),
-        crl_file: None,
+        crl_file: crl,
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {
@@ -267,7 +268,7 @@ fn etcd_2_alive(healthy: bool) -> Members {
 
 #[tokio::test]
 async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address() {
-    let issuer = start_issuer_with(Some(etcd_2_alive(true))).await;
+    let issuer = start_issuer_with(Some(etcd_2_alive(true)), None).await;
     let etcd_2: IpAddr = ETCD_2.parse().unwrap();
     // etcd-2's node certificate asked for from `from`, presenting `renewing`.
     let ask = |from: IpAddr, renewing: Option<(String, String)>| {
@@ -316,7 +317,7 @@ async fn a_live_members_name_goes_only_to_its_own_certificate_from_its_address()
 
 #[tokio::test]
 async fn a_dead_members_name_goes_to_the_host_that_replaces_it() {
-    let issuer = start_issuer_with(Some(etcd_2_alive(false))).await;
+    let issuer = start_issuer_with(Some(etcd_2_alive(false)), None).await;
     let info = issuer
         .request(issuer.pinned(), &PROOF_KEY, "etcd-2", CertKind::Node)
         .await
@@ -384,5 +385,41 @@ async fn connections_beyond_the_cap_or_an_addresss_rate_are_closed_and_counted()
         .iter()
         .all(|(k, _)| !k.starts_with("api_requests")));
     drop(held);
+    issuer.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_node_certificate_renews_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let crl_file = dir.path().join("crl.pem");
+    let issuer = start_issuer_with(Some(etcd_2_alive(true)), Some(crl_file.clone())).await;
+    let etcd_2: IpAddr = ETCD_2.parse().unwrap();
+    let (cert, key) = test_support::node_cert(&issuer.ca, "etcd-2", &[etcd_2]);
+    let serial = inspect(&cert).unwrap().serial_hex;
+    let revoked = crate::pki::crl::Revoked {
+        serial,
+        name: "etcd-2".into(),
+        at: 1,
+    };
+    let crl = issuer
+        .ca
+        .sign_crl(&[revoked], 2, SystemTime::now())
+        .unwrap();
+    std::fs::write(&crl_file, crl).unwrap();
+    let trust = ServerTrust::Ca(issuer.ca.cert_pem().to_owned());
+    let key_pem = key.to_pem();
+    let result = issuer
+        .request_as(
+            trust,
+            &PROOF_KEY,
+            "etcd-2",
+            CertKind::Node,
+            etcd_2,
+            Some((&cert, &key_pem)),
+        )
+        .await;
+    let (status, message) = refusal(result);
+    assert_eq!(status, 403);
+    assert!(message.contains("is a live member"), "{message}");
     issuer.stop().await;
 }
