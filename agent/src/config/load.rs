@@ -375,4 +375,36 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{key}: {e}"));
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            /// Any file content loads or is refused with a message; never a panic.
+            #[test]
+            fn any_file_loads_or_names_the_problem(text in any::<String>()) {
+                let f = file(&text);
+                if let Err(e) = load(Some(f.path()), env(&[])) {
+                    prop_assert!(!e.to_string().is_empty());
+                }
+            }
+
+            /// Any value of any documented variable loads or names that variable.
+            #[test]
+            fn any_environment_value_loads_or_names_its_variable(
+                key in proptest::sample::select(ENV_VARS),
+                value in any::<String>(),
+            ) {
+                let f = file("");
+                let name = env_name(key);
+                if let Err(e) = load(Some(f.path()), env(&[(&name, &value)])) {
+                    let text = e.to_string();
+                    prop_assert!(text.contains(&name) || text.contains(key), "{}", text);
+                }
+            }
+        }
+    }
 }

@@ -106,4 +106,50 @@ mod tests {
         assert_eq!(e.open(&v2), Err(OpenError::UnknownVersion(2)));
         assert_eq!(e.open(&[]), Err(OpenError::Truncated));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn every_sealed_payload_opens_with_its_key_only(
+                payload in vec(any::<u8>(), 0..1400),
+                key in any::<[u8; 32]>(),
+                other in any::<[u8; 32]>(),
+            ) {
+                let e = Envelope::new(&key);
+                let sealed = e.seal(&payload);
+                prop_assert_eq!(sealed.len(), payload.len() + OVERHEAD);
+                prop_assert_eq!(e.open(&sealed).unwrap(), payload);
+                if other != key {
+                    prop_assert_eq!(
+                        Envelope::new(&other).open(&sealed),
+                        Err(OpenError::Unauthenticated)
+                    );
+                }
+            }
+
+            #[test]
+            fn any_changed_byte_is_refused(
+                payload in vec(any::<u8>(), 0..600),
+                at in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+            ) {
+                let e = Envelope::new(&[9; 32]);
+                let mut sealed = e.seal(&payload);
+                let i = at.index(sealed.len());
+                sealed[i] ^= flip;
+                prop_assert!(e.open(&sealed).is_err());
+            }
+
+            #[test]
+            fn arbitrary_datagrams_are_dropped_without_panic(data in vec(any::<u8>(), 0..2000)) {
+                prop_assert!(Envelope::new(&[9; 32]).open(&data).is_err());
+            }
+        }
+    }
 }
