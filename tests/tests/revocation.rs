@@ -44,12 +44,33 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
     );
 
     // The serial as openssl prints it (upper case) works too.
+    let started = std::time::Instant::now();
     let o = c.agents[1].cli(&["cert", "revoke", "--serial", &serial.to_uppercase()]);
     assert!(
         o.status.success(),
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
+    );
+    let ca_pem = std::fs::read_to_string(&keep.ca).unwrap();
+    let listed_by = |a: &quorate_tests::Agent| {
+        std::fs::read_to_string(a.state_dir().join("pki/crl.pem"))
+            .ok()
+            .and_then(|crl| crl_serials(&crl, &ca_pem).ok())
+            .is_some_and(|listed| listed.contains(&serial))
+    };
+    wait_for(
+        "every member's list to name the serial",
+        REVOKED_WITHIN,
+        || match c.agents.iter().find(|a| !listed_by(a)) {
+            Some(a) => Err(format!("{} does not list it yet", a.name)),
+            None => Ok(()),
+        },
+    );
+    // Reported, not asserted: from the command to the last member's etcd having the list.
+    eprintln!(
+        "revoked serial {serial} listed for every member's etcd {:.1} s after `quorate cert revoke`",
+        started.elapsed().as_secs_f64()
     );
     wait_for(
         "every member to refuse the revoked certificate",
@@ -64,7 +85,6 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
             Ok(())
         },
     );
-    let ca_pem = std::fs::read_to_string(&keep.ca).unwrap();
     for (i, a) in c.agents.iter().enumerate() {
         let crl = std::fs::read_to_string(a.state_dir().join("pki/crl.pem")).unwrap();
         let listed = crl_serials(&crl, &ca_pem).unwrap();
