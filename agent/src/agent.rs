@@ -41,7 +41,7 @@ use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
 use crate::metrics::Counters;
-use crate::node::crl::CrlSync;
+use crate::node::crl::{CrlStatus, CrlSync};
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
@@ -235,10 +235,12 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         save_reports,
         live.register("snapshot"),
     );
+    let (crl_status_tx, crl_status) = watch::channel(CrlStatus::default());
     let crl_sync = CrlSync {
         settings: settings.clone(),
         health: health.clone(),
         material: material.clone(),
+        published: crl_status_tx,
         heartbeat: live.register("revocation list"),
     };
     let mut rolling = RollingTask {
@@ -291,6 +293,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     );
     health_state.rolling = Some(rolling_status.clone());
     health_state.transfer = Some(transfer.clone());
+    health_state.crl = Some(crl_status);
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
         .with_restart(reexec_rx.clone())

@@ -49,6 +49,8 @@ pub struct HealthState {
     pub rolling: Option<watch::Receiver<crate::rolling::RollingStatus>>,
     /// A restore's snapshot transfer, for /status (set by the wiring).
     pub transfer: Option<watch::Receiver<Option<crate::restore::transfer::Transfer>>>,
+    /// The revocation list, for /status and /metrics (set by the wiring).
+    pub crl: Option<watch::Receiver<crate::node::crl::CrlStatus>>,
 }
 
 impl HealthState {
@@ -87,6 +89,7 @@ impl HealthState {
             liveness,
             rolling: None,
             transfer: None,
+            crl: None,
         }
     }
 
@@ -103,6 +106,7 @@ impl HealthState {
         report.snapshot = Some(self.snapshot.borrow().clone());
         report.etcd_restarts = self.rolling.as_ref().map(|r| r.borrow().clone());
         report.restore_transfer = self.transfer.as_ref().and_then(|t| t.borrow().clone());
+        report.revocation = self.crl.as_ref().map(|c| c.borrow().clone());
         report
     }
 }
@@ -173,6 +177,7 @@ async fn metrics(State(s): State<Arc<HealthState>>) -> Response {
         quota_bytes: s.quota_bytes,
         defrag: &s.defrag.borrow(),
         snapshot: &s.snapshot.borrow(),
+        crl: s.crl.as_ref().map(|c| c.borrow().clone()).as_ref(),
     }
     .encode();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

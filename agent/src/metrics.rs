@@ -84,6 +84,8 @@ pub struct Scrape<'a> {
     pub defrag: &'a DefragStatus,
     /// What the snapshot task did.
     pub snapshot: &'a SnapshotStatus,
+    /// The revocation list in force here.
+    pub crl: Option<&'a crate::node::crl::CrlStatus>,
 }
 
 impl Scrape<'_> {
@@ -133,6 +135,13 @@ impl Scrape<'_> {
 
         self.register_etcd(&mut r);
         self.register_defrag(&mut r);
+        if let Some(n) = self.crl.filter(|c| c.number.is_some()) {
+            r.register(
+                "certificates_revoked",
+                "Certificates the revocation list in force on this member revokes",
+                ConstGauge::new(count(n.revoked)),
+            );
+        }
         self.register_snapshot(&mut r);
         r
     }
@@ -371,6 +380,7 @@ mod tests {
             quota_bytes: Some(2 << 30),
             defrag: &DefragStatus::default(),
             snapshot: &SnapshotStatus::default(),
+            crl: None,
         }
         .encode()
     }
@@ -400,6 +410,7 @@ mod tests {
             quota_bytes: None,
             defrag: &defrag,
             snapshot: &SnapshotStatus::default(),
+            crl: None,
         }
         .encode();
         let l = lines(&text);
@@ -438,6 +449,7 @@ mod tests {
             quota_bytes: None,
             defrag: &DefragStatus::default(),
             snapshot: &snapshot,
+            crl: None,
         }
         .encode();
         let l = lines(&text);
@@ -563,6 +575,7 @@ mod tests {
             quota_bytes: None,
             defrag: &DefragStatus::default(),
             snapshot: &SnapshotStatus::default(),
+            crl: None,
         }
         .encode();
         let l = lines(&text);

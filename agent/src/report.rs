@@ -50,6 +50,9 @@ pub struct StatusReport {
     /// deciding member), while it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_transfer: Option<crate::restore::transfer::Transfer>,
+    /// The revocation list in force here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<crate::node::crl::CrlStatus>,
 }
 
 /// The plan, flattened for display.
@@ -169,6 +172,7 @@ impl StatusReport {
             etcd_restarts: None,
             restore: status.restore.clone(),
             restore_transfer: None,
+            revocation: None,
         }
     }
 
@@ -315,6 +319,9 @@ impl StatusReport {
         }
         if let Some(t) = &self.restore_transfer {
             let _ = writeln!(out, "  {}", t.line());
+        }
+        if let Some(r) = &self.revocation {
+            r.render(&mut out);
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

@@ -85,6 +85,23 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
             Ok(())
         },
     );
+    // Every member says so in /status and /metrics.
+    wait_for("every member to report the list", REVOKED_WITHIN, || {
+        for a in &c.agents {
+            let r = a.status()?.revocation.ok_or("no revocation status")?;
+            if r.revoked != 1 || r.number.is_none() {
+                return Err(format!("{}: {r:?}", a.name));
+            }
+            let (_, metrics) = a.get("/metrics")?;
+            if !metrics
+                .lines()
+                .any(|l| l == "quorate_certificates_revoked 1")
+            {
+                return Err(format!("{}: no quorate_certificates_revoked 1", a.name));
+            }
+        }
+        Ok(())
+    });
     for (i, a) in c.agents.iter().enumerate() {
         let crl = std::fs::read_to_string(a.state_dir().join("pki/crl.pem")).unwrap();
         let listed = crl_serials(&crl, &ca_pem).unwrap();

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +24,43 @@ use crate::pki::{PkiStore, TlsMaterial};
 pub const EVERY: Duration = Duration::from_secs(5);
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the follower knows of the list, for /status, `quorate status` and /metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlStatus {
+    /// The number of the list in force here (None before the first one was read from etcd).
+    pub number: Option<u64>,
+    /// Certificates it revokes.
+    pub revoked: usize,
+    /// Why the last look failed, if it did.
+    pub error: Option<String>,
+}
+
+impl CrlStatus {
+    /// The "Revocation list:" line of `quorate status`.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match (self.number, &self.error) {
+            (Some(n), None) => writeln!(
+                out,
+                "\nRevocation list: list {n}, {} certificate(s) revoked",
+                self.revoked
+            ),
+            (Some(n), Some(e)) => writeln!(
+                out,
+                "\nRevocation list: list {n}, {} certificate(s) revoked (last look failed: {e})",
+                self.revoked
+            ),
+            (None, _) => writeln!(out, "\nRevocation list: none read from etcd yet"),
+        };
+    }
+}
+
 /// The CRL follower.
 pub struct CrlSync {
     pub settings: Arc<Settings>,
     pub health: watch::Receiver<EtcdHealth>,
     pub material: watch::Receiver<Arc<TlsMaterial>>,
+    pub published: watch::Sender<CrlStatus>,
     pub heartbeat: Heartbeat,
 }
 
@@ -47,13 +80,32 @@ impl CrlSync {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                result = look => match result {
-                    Ok(Err(e)) => tracing::debug!(error = %e, "revocation list not read"),
-                    Err(_) => tracing::debug!("revocation list not read: etcd is slow"),
-                    Ok(Ok(())) => {}
-                },
+                result = look => {
+                    let error = match result {
+                        Ok(Err(e)) => Some(e),
+                        Err(_) => Some("etcd is slow".to_owned()),
+                        Ok(Ok(())) => None,
+                    };
+                    if let Some(e) = &error {
+                        tracing::debug!(error = %e, "revocation list not read");
+                    }
+                    self.published.send_if_modified(|s| {
+                        let changed = s.error != error;
+                        s.error = error;
+                        changed
+                    });
+                }
             }
         }
+    }
+
+    fn publish(&self, record: &CrlRecord) {
+        self.published.send_if_modified(|s| {
+            let changed = s.number != Some(record.number) || s.revoked != record.revoked.len();
+            s.number = Some(record.number);
+            s.revoked = record.revoked.len();
+            changed
+        });
     }
 
     /// Reads the list and writes it when it differs from the file.
@@ -77,11 +129,13 @@ impl CrlSync {
         let record: CrlRecord = serde_json::from_slice(kv.value())
             .map_err(|e| format!("{CRL_KEY} is not a revocation list: {e}"))?;
         if pki.load_crl().ok().flatten().as_deref() == Some(record.pem.as_str()) {
+            self.publish(&record);
             return Ok(());
         }
         let serials = crl_serials(&record.pem, ca_pem)
             .map_err(|e| format!("{CRL_KEY} holds a list this node does not accept: {e}"))?;
         pki.save_crl(&record.pem).map_err(|e| e.to_string())?;
+        self.publish(&record);
         tracing::info!(
             number = record.number,
             revoked = serials.len(),
@@ -89,5 +143,29 @@ impl CrlSync {
             "revocation list updated"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_says_the_list_and_a_failed_look() {
+        let mut out = String::new();
+        CrlStatus::default().render(&mut out);
+        assert_eq!(out, "\nRevocation list: none read from etcd yet\n");
+        let mut s = CrlStatus {
+            number: Some(4),
+            revoked: 2,
+            error: None,
+        };
+        let mut out = String::new();
+        s.render(&mut out);
+        assert_eq!(out, "\nRevocation list: list 4, 2 certificate(s) revoked\n");
+        s.error = Some("etcd is slow".into());
+        let mut out = String::new();
+        s.render(&mut out);
+        assert!(out.ends_with("(last look failed: etcd is slow)\n"), "{out}");
     }
 }

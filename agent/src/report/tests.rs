@@ -147,6 +147,7 @@ fn healthy_issuer() -> StatusReport {
         etcd_restarts: None,
         restore: None,
         restore_transfer: None,
+        revocation: None,
     }
 }
 
@@ -231,6 +232,7 @@ fn waiting_for_peers() -> StatusReport {
         etcd_restarts: None,
         restore: None,
         restore_transfer: None,
+        revocation: None,
     }
 }
 
