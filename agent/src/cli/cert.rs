@@ -140,13 +140,5 @@ pub async fn revoke(settings: &Settings, serial: &str) -> anyhow::Result<()> {
         );
     }
     let path = format!("/v1/cert/revoke?serial={}", serial.trim());
-    let (code, body) =
-        crate::control::post_request(&settings.state_dir, &path, Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-    if code != 200 {
-        bail!("{}", body.trim_end());
-    }
-    println!("{}", body.trim_end());
-    Ok(())
+    super::local::post_and_print(settings, &path, Duration::from_secs(30)).await
 }

@@ -148,12 +148,21 @@ async fn control_post(
     } else {
         path.to_owned()
     };
-    let path = path.as_str();
+    post_and_print(settings, &path, timeout).await
+}
+
+/// POSTs `path` to the local agent's control socket and prints its answer; a refusal is the
+/// command's error.
+pub(super) async fn post_and_print(
+    settings: &Settings,
+    path: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     let (code, body) = crate::control::post_request(&settings.state_dir, path, timeout)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     if code == 200 {
-        print!("{body}");
+        println!("{}", body.trim_end());
         Ok(())
     } else {
         bail!("{}", body.trim_end())

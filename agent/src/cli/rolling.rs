@@ -18,14 +18,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// `quorate restart`: asks the local agent to restart on its installed binary when it may;
 /// returns at once (the package's postinst must not wait on the other hosts).
 pub async fn agent_restart(settings: &Settings) -> anyhow::Result<()> {
-    let (code, body) = post_request(&settings.state_dir, "/v1/agent/restart", REQUEST_TIMEOUT)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-    if code != 200 {
-        bail!("{}", body.trim_end());
-    }
-    println!("{}", body.trim_end());
-    Ok(())
+    super::local::post_and_print(settings, "/v1/agent/restart", REQUEST_TIMEOUT).await
 }
 
 /// `quorate etcd restart [--rolling]`.
