@@ -17,7 +17,7 @@ use super::sealed::{SealedCa, UnsealError};
 use crate::config::Settings;
 use crate::etcd::client::connect;
 use crate::etcd::{EtcdError, EtcdHealth};
-use crate::liveness::Heartbeat;
+use crate::liveness::{beating, Heartbeat};
 use crate::pki::{CaHash, CertificateAuthority, TlsMaterial};
 use crate::restore::SignedPlan;
 use crate::token::KeyPurpose;
@@ -244,10 +244,13 @@ impl IssuerTask {
                         _ => return Err(IssuerError::LeaseLost),
                     }
                     // Revocation requests become a signed CRL within one renewal period.
-                    match tokio::time::timeout(TIMEOUT, super::crl::reconcile(client, ca)).await {
-                        Ok(Err(e)) => tracing::warn!(error = %e, "revocation list not updated"),
-                        Err(_) => tracing::warn!("revocation list not updated: etcd is slow"),
-                        Ok(Ok(_)) => {}
+                    let reconcile =
+                        tokio::time::timeout(TIMEOUT, super::crl::reconcile(client, ca));
+                    match beating(&self.heartbeat, cancel, reconcile).await {
+                        None => return Ok(()),
+                        Some(Ok(Err(e))) => tracing::warn!(error = %e, "revocation list not updated"),
+                        Some(Err(_)) => tracing::warn!("revocation list not updated: etcd is slow"),
+                        Some(Ok(Ok(_))) => {}
                     }
                 }
             }

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::etcd::client::connect;
 use crate::etcd::EtcdHealth;
 use crate::issuer::crl::{CrlRecord, CRL_KEY};
-use crate::liveness::Heartbeat;
+use crate::liveness::{beating, Heartbeat};
 use crate::pki::crl::crl_serials;
 use crate::pki::{PkiStore, TlsMaterial};
 
@@ -69,33 +69,37 @@ impl CrlSync {
         let pki = PkiStore::new(self.settings.pki_dir());
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The heartbeat beats every second between looks too: a watchdog shorter than EVERY
+        // must not see this loop as stuck.
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
+                _ = beat.tick() => {
+                    self.heartbeat.beat();
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             self.heartbeat.beat();
             let look = tokio::time::timeout(TIMEOUT * 2, self.look(&pki));
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                result = look => {
-                    let error = match result {
-                        Ok(Err(e)) => Some(e),
-                        Err(_) => Some("etcd is slow".to_owned()),
-                        Ok(Ok(())) => None,
-                    };
-                    if let Some(e) = &error {
-                        tracing::debug!(error = %e, "revocation list not read");
-                    }
-                    self.published.send_if_modified(|s| {
-                        let changed = s.error != error;
-                        s.error = error;
-                        changed
-                    });
-                }
+            let Some(result) = beating(&self.heartbeat, &cancel, look).await else {
+                return;
+            };
+            let error = match result {
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some("etcd is slow".to_owned()),
+                Ok(Ok(())) => None,
+            };
+            if let Some(e) = &error {
+                tracing::debug!(error = %e, "revocation list not read");
             }
+            self.published.send_if_modified(|s| {
+                let changed = s.error != error;
+                s.error = error;
+                changed
+            });
         }
     }
 
