@@ -41,6 +41,7 @@ use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
 use crate::metrics::Counters;
+use crate::node::client_token::ClientTokenSync;
 use crate::node::crl::{CrlStatus, CrlSync};
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
@@ -183,6 +184,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         health_tx,
         live.register("etcd probe"),
     );
+    let (client_keys_tx, client_keys) =
+        watch::channel(crate::node::client_token::initial_keys(&settings.state_dir));
     let mut api_server = ApiServer::new(
         api_listener,
         &settings,
@@ -196,7 +199,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         health: health.clone(),
         material: material.clone(),
         own_url: settings.client_url(),
-    });
+    })
+    .with_client_keys(client_keys);
     api_server.restore = Some(RestoreRoutes {
         proof_key: settings.token.derive(KeyPurpose::ApiProof),
         controller: control_tx.clone(),
@@ -242,6 +246,13 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         material: material.clone(),
         published: crl_status_tx,
         heartbeat: live.register("revocation list"),
+    };
+    let client_token_sync = ClientTokenSync {
+        settings: settings.clone(),
+        health: health.clone(),
+        material: material.clone(),
+        published: client_keys_tx,
+        heartbeat: live.register("client token"),
     };
     let mut rolling = RollingTask {
         settings: settings.clone(),
@@ -311,6 +322,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     tasks.spawn(defrag.run(cancel.clone()));
     tasks.spawn(snapshot.run(cancel.clone()));
     tasks.spawn(crl_sync.run(cancel.clone()));
+    tasks.spawn(client_token_sync.run(cancel.clone()));
     tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));

@@ -113,6 +113,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         .route("/v1/restore", post(restore))
         .route("/v1/agent/restart", post(agent_restart))
         .route("/v1/cert/revoke", post(revoke))
+        .route("/v1/token/client", post(create_client_token))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -257,6 +258,52 @@ async fn revoke(
         .unwrap_or_default();
     match crate::issuer::crl::request(&endpoints, &tls, &params.serial, now).await {
         Ok(message) => (StatusCode::OK, format!("{message}\n")),
+        Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientTokenParams {
+    #[serde(default)]
+    replace: bool,
+}
+
+/// `quorate token create --client`: answers the new token in its pinned form.
+async fn create_client_token(
+    State(routes): State<Routes>,
+    Query(params): Query<ClientTokenParams>,
+) -> (StatusCode, String) {
+    let material = routes.material.borrow().clone();
+    let ca = material
+        .ca_pem
+        .as_deref()
+        .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok());
+    let (Some(tls), Some(ca)) = (material.client().cloned(), ca) else {
+        return (
+            StatusCode::CONFLICT,
+            "this node has no certificate yet: create the client token on a member that is \
+             ready\n"
+                .into(),
+        );
+    };
+    let endpoints = routes
+        .health
+        .borrow()
+        .endpoints(routes.settings.client_url());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let created = crate::client_token::create(
+        &endpoints,
+        &tls,
+        &routes.settings.token,
+        params.replace,
+        now,
+    )
+    .await;
+    match created {
+        Ok(token) => (StatusCode::OK, format!("{}\n", token.pinned(&ca))),
         Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
     }
 }

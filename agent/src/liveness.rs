@@ -47,6 +47,41 @@ pub async fn beating<F: Future>(
     }
 }
 
+/// The turns of a loop that looks at something every `period`: [`Turns::next`] waits for the
+/// next one while the heartbeat beats every second, so a watchdog shorter than the period never
+/// sees the loop as stuck between turns.
+pub struct Turns {
+    tick: tokio::time::Interval,
+    beat: tokio::time::Interval,
+}
+
+impl Turns {
+    /// The first turn comes at once.
+    pub fn every(period: Duration) -> Self {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            tick,
+            beat: tokio::time::interval(BEAT_WHILE_WAITING),
+        }
+    }
+
+    /// Waits for the next turn; false when `cancel` fired first.
+    pub async fn next(&mut self, heartbeat: &Heartbeat, cancel: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return false,
+                _ = self.beat.tick() => heartbeat.beat(),
+                _ = self.tick.tick() => {
+                    heartbeat.beat();
+                    return true;
+                }
+            }
+        }
+    }
+}
+
 /// The registry of all heartbeats.
 pub struct Liveness {
     origin: Instant,

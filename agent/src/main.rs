@@ -115,8 +115,11 @@ fn main() -> ExitCode {
                 command: SnapshotCommand::Save { out, force },
             } => cli::snapshot_save(&settings, out.as_deref(), force).await,
             Command::Token {
-                command: TokenCommand::Show,
-            } => cli::token_show(&settings),
+                command: TokenCommand::Show { client },
+            } => cli::token_show(&settings, client),
+            Command::Token {
+                command: TokenCommand::Create { replace, .. },
+            } => cli::client_token_create(&settings, replace).await,
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

@@ -15,6 +15,9 @@ use ring::hkdf;
 
 /// Prefix of generated tokens; makes them recognisable in configs and secret scanners.
 pub const TOKEN_PREFIX: &str = "qrt1_";
+/// Prefix of generated client tokens (`quorate token create --client`): they admit
+/// client-mode hosts only, and are random, never derived from the join token.
+pub const CLIENT_TOKEN_PREFIX: &str = "qrc1_";
 /// Shortest token accepted: 32 characters. A generated token has 256 bits of entropy.
 pub const MIN_TOKEN_LEN: usize = 32;
 /// The least entropy a token is estimated to carry (see [`estimated_bits`]).
@@ -33,6 +36,8 @@ pub enum KeyPurpose {
     ApiProof,
     /// Seals the CA private key stored in etcd.
     CaSeal,
+    /// Seals the client token stored in etcd (derived from the join token: members read it).
+    ClientTokenSeal,
 }
 
 impl KeyPurpose {
@@ -41,6 +46,7 @@ impl KeyPurpose {
             KeyPurpose::Gossip => b"quorate gossip aead",
             KeyPurpose::ApiProof => b"quorate api proof",
             KeyPurpose::CaSeal => b"quorate ca seal",
+            KeyPurpose::ClientTokenSeal => b"quorate client token seal",
         }
     }
 }
@@ -104,11 +110,25 @@ pub struct JoinToken(String);
 impl JoinToken {
     /// A new random token: the prefix and 32 random bytes, base64url without padding.
     pub fn generate() -> Self {
+        Self::generate_with(TOKEN_PREFIX)
+    }
+
+    /// A new random client token (see [`CLIENT_TOKEN_PREFIX`]).
+    pub fn generate_client() -> Self {
+        Self::generate_with(CLIENT_TOKEN_PREFIX)
+    }
+
+    fn generate_with(prefix: &str) -> Self {
         let bytes: [u8; 32] = rand::random();
         Self(format!(
-            "{TOKEN_PREFIX}{}",
+            "{prefix}{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         ))
+    }
+
+    /// Whether this is a client token (by its prefix; the server decides what it admits).
+    pub fn is_client(&self) -> bool {
+        self.0.starts_with(CLIENT_TOKEN_PREFIX)
     }
 
     /// Accepts a token given by the operator. Surrounding whitespace (a trailing newline in a
@@ -150,7 +170,11 @@ impl JoinToken {
         if len < MIN_TOKEN_LEN {
             return Err(TokenError::TooShort { len });
         }
-        let bits = estimated_bits(token.strip_prefix(TOKEN_PREFIX).unwrap_or(token));
+        let secret = [TOKEN_PREFIX, CLIENT_TOKEN_PREFIX]
+            .iter()
+            .find_map(|p| token.strip_prefix(p))
+            .unwrap_or(token);
+        let bits = estimated_bits(secret);
         if bits < MIN_TOKEN_BITS {
             return Err(TokenError::Guessable { bits });
         }
@@ -198,6 +222,24 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.expose().starts_with(TOKEN_PREFIX));
         assert_eq!(JoinToken::parse(a.expose()).unwrap(), a);
+    }
+
+    #[test]
+    fn client_tokens_are_random_and_unrelated_to_the_join_token() {
+        let join = JoinToken::generate();
+        let client = JoinToken::generate_client();
+        assert!(client.is_client() && !join.is_client());
+        assert_eq!(JoinToken::parse(client.expose()).unwrap(), client);
+        assert_ne!(
+            client.derive(KeyPurpose::ApiProof),
+            join.derive(KeyPurpose::ApiProof)
+        );
+        assert_ne!(JoinToken::generate_client(), client);
+        // The seal key is the join token's: members (who hold it) read the client token.
+        assert_ne!(
+            join.derive(KeyPurpose::ClientTokenSeal),
+            join.derive(KeyPurpose::CaSeal)
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ impl ApiServer {
             material,
             view,
             proof_key: settings.token.derive(crate::token::KeyPurpose::ApiProof),
+            client_keys: tokio::sync::watch::channel(None).1,
             cert_validity: sign::Lifetimes::from_pki(&settings.pki),
             counters,
             tracker,
@@ -41,6 +42,16 @@ impl ApiServer {
             members: None,
             crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
         }
+    }
+
+    /// Admits holders of the cluster's client token (for client certificates only), with the
+    /// keys the members' follower publishes.
+    pub fn with_client_keys(
+        mut self,
+        keys: tokio::sync::watch::Receiver<Option<crate::client_token::ClientKeys>>,
+    ) -> Self {
+        self.client_keys = keys;
+        self
     }
 
     /// Checks node certificate requests against etcd's members (see [`members`]); without

@@ -30,9 +30,10 @@ use super::limit::{Admit, Limiter, MAX_CONNECTIONS};
 use super::members::MemberSource;
 use super::proof::PROOF_HEADER;
 use super::sign::{
-    authenticate, grant, issue, Lifetimes, Members, Refusal, Requester, SignContext,
+    authenticate, grant, issue, Credential, Lifetimes, Members, Refusal, Requester, SignContext,
 };
 use super::wire::{ErrorBody, SIGN_PATH};
+use crate::client_token::ClientKeys;
 use crate::gossip::GossipView;
 use crate::liveness::Heartbeat;
 use crate::metrics::Counters;
@@ -54,6 +55,7 @@ pub struct ApiMaterial {
 /// Shared by request handlers.
 struct Shared {
     key: [u8; 32],
+    client_keys: watch::Receiver<Option<ClientKeys>>,
     validity: Lifetimes,
     material: watch::Receiver<ApiMaterial>,
     view: watch::Receiver<GossipView>,
@@ -84,9 +86,11 @@ impl Shared {
         view: &'a GossipView,
         requester: Requester<'a>,
         members: &'a Members,
+        client_key: Option<&'a [u8; 32]>,
     ) -> SignContext<'a> {
         SignContext {
             proof_key: &self.key,
+            client_proof_key: client_key,
             now,
             validity: self.validity,
             holds_ca,
@@ -111,6 +115,8 @@ pub struct ApiServer {
     pub material: watch::Receiver<ApiMaterial>,
     pub view: watch::Receiver<GossipView>,
     pub proof_key: [u8; 32],
+    /// The keys of the cluster's client token, as the members' follower reads it.
+    pub client_keys: watch::Receiver<Option<ClientKeys>>,
     pub cert_validity: Lifetimes,
     pub counters: Arc<Counters>,
     pub tracker: TaskTracker,
@@ -127,6 +133,7 @@ impl ApiServer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let shared = Arc::new(Shared {
             key: self.proof_key,
+            client_keys: self.client_keys.clone(),
             validity: self.cert_validity,
             material: self.material.clone(),
             view: self.view.clone(),
@@ -257,21 +264,30 @@ async fn sign(
         node_cert: presented.map(|(name, _)| name.as_str()),
     };
     let not_looked_up = Members::NotFormed;
+    let client_key = s.client_keys.borrow().as_ref().map(|k| k.api_proof);
     let authenticated = {
         let view = s.view.borrow();
         authenticate(
-            &s.context(now, ca.is_some(), &view, requester, &not_looked_up),
+            &s.context(
+                now,
+                ca.is_some(),
+                &view,
+                requester,
+                &not_looked_up,
+                client_key.as_ref(),
+            ),
             &body,
             proof,
         )
     };
     let decision = match authenticated {
         Err(refusal) => Err(refusal),
-        Ok(req) => {
+        Ok(auth) => {
             // Only an authenticated node request costs etcd requests, and only one that does
             // not renew with the name's own certificate.
-            let members = match (&s.members, req.kind) {
-                (Some(source), super::wire::CertKind::Node)
+            let req = &auth.request;
+            let members = match (&s.members, req.kind, auth.credential) {
+                (Some(source), super::wire::CertKind::Node, Credential::Join)
                     if requester.node_cert != Some(req.name.as_str()) =>
                 {
                     source.members().await
@@ -280,8 +296,15 @@ async fn sign(
             };
             let view = s.view.borrow();
             grant(
-                &s.context(now, ca.is_some(), &view, requester, &members),
-                req,
+                &s.context(
+                    now,
+                    ca.is_some(),
+                    &view,
+                    requester,
+                    &members,
+                    client_key.as_ref(),
+                ),
+                auth,
             )
         }
     };

@@ -30,6 +30,8 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 pub struct SignContext<'a> {
     /// The proof key derived from the join token.
     pub proof_key: &'a [u8; 32],
+    /// The proof key derived from the client token, once the cluster has one.
+    pub client_proof_key: Option<&'a [u8; 32]>,
     /// This host's clock.
     pub now: SystemTime,
     /// Lifetimes of issued certificates.
@@ -96,6 +98,22 @@ pub enum Members {
     Known(Vec<MemberHealth>),
 }
 
+/// Which credential a request proved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The join token: any certificate the identity rules allow.
+    Join,
+    /// The client token: client certificates only, under names no agent uses.
+    Client,
+}
+
+/// A request whose proof, format and time were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub request: SignRequest,
+    pub credential: Credential,
+}
+
 /// A request the issuer will sign: the certificate's complete content and the CSR whose
 /// public key it is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +169,15 @@ pub enum Refusal {
     /// The member list could not be read, so the name cannot be checked (503).
     #[error("cannot check whether a member holds the name {name}: {why}; retry shortly")]
     CannotCheck { name: String, why: String },
+    /// A client-token holder asked for a node certificate (403).
+    #[error(
+        "the client token admits client certificates only, never a node certificate: a member \
+         needs the cluster's join token"
+    )]
+    NodeWithClientToken { name: String },
+    /// A client-token holder asked for a name reserved to the agents (403).
+    #[error("client name {name:?} is reserved ({why}): choose another name for this client")]
+    ReservedName { name: String, why: &'static str },
     /// A client name outside the allowed characters or length (400).
     #[error("client name {name:?} must be 1-64 letters, digits, '-', '_', '.' or '@'")]
     InvalidClientName { name: String },
@@ -166,7 +193,10 @@ impl Refusal {
             Refusal::Unauthenticated => StatusCode::UNAUTHORIZED,
             Refusal::NotIssuer => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::UnknownNode { .. } => StatusCode::CONFLICT,
-            Refusal::WrongAddress { .. } | Refusal::NameHeld { .. } => StatusCode::FORBIDDEN,
+            Refusal::WrongAddress { .. }
+            | Refusal::NameHeld { .. }
+            | Refusal::NodeWithClientToken { .. }
+            | Refusal::ReservedName { .. } => StatusCode::FORBIDDEN,
             Refusal::CannotCheck { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::Malformed(_)
             | Refusal::ClockSkew { .. }
@@ -190,9 +220,10 @@ impl Refusal {
         match self {
             Refusal::Unauthenticated => Counters::inc(&counters.api_rejected_unauthenticated),
             Refusal::NotIssuer | Refusal::CannotCheck { .. } => {}
-            Refusal::WrongAddress { .. } | Refusal::NameHeld { .. } => {
-                Counters::inc(&counters.api_rejected_identity)
-            }
+            Refusal::WrongAddress { .. }
+            | Refusal::NameHeld { .. }
+            | Refusal::NodeWithClientToken { .. }
+            | Refusal::ReservedName { .. } => Counters::inc(&counters.api_rejected_identity),
             _ => Counters::inc(&counters.api_rejected_invalid),
         }
     }
@@ -206,16 +237,24 @@ pub fn decide(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Result<Grant, 
     grant(ctx, req)
 }
 
+/// Which token `proof` proves for `body`: the join token first, then the client token.
+fn credential(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Option<Credential> {
+    if proof::verify(ctx.proof_key, body, proof) {
+        return Some(Credential::Join);
+    }
+    ctx.client_proof_key
+        .filter(|key| proof::verify(key, body, proof))
+        .map(|_| Credential::Client)
+}
+
 /// The first half of [`decide`]: proof, JSON, clock skew and CA. The handler looks the
 /// members up between the two halves, and only for an authenticated node request.
 pub fn authenticate(
     ctx: &SignContext<'_>,
     body: &[u8],
     proof: &str,
-) -> Result<SignRequest, Refusal> {
-    if !proof::verify(ctx.proof_key, body, proof) {
-        return Err(Refusal::Unauthenticated);
-    }
+) -> Result<Authenticated, Refusal> {
+    let credential = credential(ctx, body, proof).ok_or(Refusal::Unauthenticated)?;
     let req: SignRequest =
         serde_json::from_slice(body).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let skew = clock_skew(ctx.now, req.sent_at);
@@ -225,11 +264,18 @@ pub fn authenticate(
     if !ctx.holds_ca {
         return Err(Refusal::NotIssuer);
     }
-    Ok(req)
+    Ok(Authenticated {
+        request: req,
+        credential,
+    })
 }
 
 /// The second half of [`decide`]: the profile's own rules, identity included.
-pub fn grant(ctx: &SignContext<'_>, req: SignRequest) -> Result<Grant, Refusal> {
+pub fn grant(ctx: &SignContext<'_>, auth: Authenticated) -> Result<Grant, Refusal> {
+    let req = auth.request;
+    if auth.credential == Credential::Client {
+        client_token_allows(&req, ctx.view)?;
+    }
     let profile = profile(&req, ctx)?;
     Ok(Grant {
         spec: cert_spec(&profile, ctx.now, ctx.validity.of(req.kind)),
@@ -302,6 +348,26 @@ fn profile(req: &SignRequest, ctx: &SignContext<'_>) -> Result<CertProfile, Refu
             name: req.name.clone(),
         }),
     }
+}
+
+/// What a client-token holder may not ask for: a node certificate, or a client name that an
+/// agent uses or that names quorate's own identities (`root`, `quorate*`), whose certificate
+/// would carry their rights once etcd checks names.
+fn client_token_allows(req: &SignRequest, view: &GossipView) -> Result<(), Refusal> {
+    let name = req.name.clone();
+    if req.kind == CertKind::Node {
+        return Err(Refusal::NodeWithClientToken { name });
+    }
+    let why = if name.eq_ignore_ascii_case("root") {
+        "etcd's root user"
+    } else if name.to_ascii_lowercase().starts_with("quorate") {
+        "names starting with quorate belong to the agents"
+    } else if view.peer(&name).is_some() {
+        "an agent of this cluster has that name"
+    } else {
+        return Ok(());
+    };
+    Err(Refusal::ReservedName { name, why })
 }
 
 /// Whether a new certificate for `name` may go to someone who does not hold its current one:

@@ -21,7 +21,7 @@ pub use restore::restore;
 pub use rolling::{agent_restart, etcd_restart};
 pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
-pub use token::token_show;
+pub use token::{client_token_create, token_show};
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -148,7 +148,23 @@ pub enum TokenCommand {
     /// On a member: print this cluster's join token in its pinned form,
     /// qrt1:sha256:<CA hash>:<token>. A new host given that form trusts only this cluster's
     /// CA, with no ca_hash in its config. Prints the secret: root or the service user only.
-    Show,
+    Show {
+        /// Print the client token instead (see `token create --client`).
+        #[arg(long)]
+        client: bool,
+    },
+    /// On a member: make the cluster's client token, which admits client-mode hosts only
+    /// (client certificates; never a node certificate, membership or the CA), and print it in
+    /// its pinned form. Members keep it in etcd, sealed with the join token.
+    Create {
+        /// Required: the join token is made with `token generate`, before the cluster exists.
+        #[arg(long, required = true)]
+        client: bool,
+        /// Replace the existing client token: hosts holding the old one can no longer get
+        /// certificates once the members read the new one (seconds).
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::etcd::client::connect;
 use crate::etcd::EtcdHealth;
 use crate::issuer::crl::{CrlRecord, CRL_KEY};
-use crate::liveness::{beating, Heartbeat};
+use crate::liveness::{beating, Heartbeat, Turns};
 use crate::pki::crl::crl_serials;
 use crate::pki::{PkiStore, TlsMaterial};
 
@@ -67,22 +67,8 @@ pub struct CrlSync {
 impl CrlSync {
     pub async fn run(self, cancel: CancellationToken) {
         let pki = PkiStore::new(self.settings.pki_dir());
-        let mut tick = tokio::time::interval(EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The heartbeat beats every second between looks too: a watchdog shorter than EVERY
-        // must not see this loop as stuck.
-        let mut beat = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return,
-                _ = beat.tick() => {
-                    self.heartbeat.beat();
-                    continue;
-                }
-                _ = tick.tick() => {}
-            }
-            self.heartbeat.beat();
+        let mut turns = Turns::every(EVERY);
+        while turns.next(&self.heartbeat, &cancel).await {
             let look = tokio::time::timeout(TIMEOUT * 2, self.look(&pki));
             let Some(result) = beating(&self.heartbeat, &cancel, look).await else {
                 return;

@@ -5,6 +5,7 @@
 //! metadata, and the [`MaintenanceTask`] of the leader's agent.
 
 mod certs;
+pub mod client_token;
 mod controller;
 pub mod crl;
 pub mod describe;

@@ -68,6 +68,7 @@ async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::Path
         material: material_rx,
         view: view_rx,
         proof_key: PROOF_KEY,
+        client_keys: watch::channel(None).1,
         cert_validity: crate::api::sign::Lifetimes::both(DAY),
         counters: counters.clone(),
         tracker: tracker.clone(),

@@ -50,6 +50,7 @@ const NOT_FORMED: Members = Members::NotFormed;
 fn ctx(view: &GossipView) -> SignContext<'_> {
     SignContext {
         proof_key: &KEY,
+        client_proof_key: None,
         now: at(NOW),
         validity: Lifetimes::both(VALIDITY),
         holds_ca: true,
@@ -585,4 +586,5 @@ fn node_and_client_certificates_get_their_own_lifetimes() {
     assert_eq!(lifetime(client), Duration::from_secs(365 * 86_400));
 }
 
+mod client_token;
 mod properties;

@@ -1,0 +1,101 @@
+//! What the client token admits: client certificates under names no agent uses, nothing else.
+use super::*;
+
+const CLIENT_KEY: [u8; 32] = [9; 32];
+
+fn with_client_token<'a>(ctx: &SignContext<'a>) -> SignContext<'a> {
+    SignContext {
+        client_proof_key: Some(&CLIENT_KEY),
+        ..*ctx
+    }
+}
+
+/// Decides `req` proved with the client token.
+fn by_client(ctx: &SignContext<'_>, req: &SignRequest) -> Result<Grant, Refusal> {
+    let body = serde_json::to_vec(req).unwrap();
+    decide(ctx, &body, &proof::sign(&CLIENT_KEY, &body))
+}
+
+#[test]
+fn the_client_token_gets_client_certificates() {
+    let v = three_nodes();
+    let ctx = with_client_token(&ctx(&v));
+    let grant = by_client(&ctx, &request("omni", CertKind::Client)).unwrap();
+    assert_eq!(grant.spec.common_name, "omni");
+    assert!(grant.spec.client_auth && !grant.spec.server_auth);
+    assert!(grant.spec.ips.is_empty() && grant.spec.dns_names.is_empty());
+    // The join token still works beside it.
+    assert!(decide_req(&ctx, &request("omni", CertKind::Client)).is_ok());
+}
+
+#[test]
+fn the_client_token_never_gets_a_node_certificate() {
+    let v = three_nodes();
+    let ctx = with_client_token(&ctx(&v));
+    // Not a live member's name, not a free name, not from the right address.
+    for name in ["etcd-2", "new-node", "etcd-1"] {
+        let refusal = by_client(&ctx, &request(name, CertKind::Node)).unwrap_err();
+        assert_eq!(
+            refusal,
+            Refusal::NodeWithClientToken {
+                name: name.to_owned()
+            }
+        );
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        assert!(refusal.is_invalid());
+        assert!(refusal.to_string().contains("join token"), "{refusal}");
+    }
+}
+
+#[test]
+fn the_client_token_cannot_take_the_agents_names() {
+    let v = three_nodes();
+    let ctx = with_client_token(&ctx(&v));
+    for name in [
+        "root",
+        "ROOT",
+        "quorate",
+        "quorate-agent",
+        "Quorate-x",
+        "etcd-1",
+        "node_3",
+    ] {
+        let refusal = by_client(&ctx, &request(name, CertKind::Client)).unwrap_err();
+        assert!(
+            matches!(&refusal, Refusal::ReservedName { name: n, .. } if n == name),
+            "{name}: {refusal:?}"
+        );
+        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+        let counters = Counters::default();
+        refusal.count(&counters);
+        assert_eq!(
+            counters
+                .api_rejected_identity
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+    // Names that only contain those words are fine.
+    assert!(by_client(&ctx, &request("app-quorate", CertKind::Client)).is_ok());
+    assert!(by_client(&ctx, &request("rooted", CertKind::Client)).is_ok());
+}
+
+#[test]
+fn without_a_client_token_in_the_cluster_its_proof_proves_nothing() {
+    let v = three_nodes();
+    let ctx = ctx(&v);
+    assert_eq!(
+        by_client(&ctx, &request("omni", CertKind::Client)),
+        Err(Refusal::Unauthenticated)
+    );
+    // Nor does another client token's.
+    let other = [10u8; 32];
+    let ctx = SignContext {
+        client_proof_key: Some(&other),
+        ..ctx
+    };
+    assert_eq!(
+        by_client(&ctx, &request("omni", CertKind::Client)),
+        Err(Refusal::Unauthenticated)
+    );
+}
