@@ -12,6 +12,7 @@ pub mod notify;
 pub mod prometheus;
 pub mod restore;
 pub mod s3;
+pub mod signing;
 pub mod space;
 pub mod wait;
 pub mod writer;

@@ -6,13 +6,10 @@
 //! over mTLS, a wiped host taking its name back) are the rotation and replacement tests.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use quorate::api::{request_certificate, CertKind, CsrRequest, ServerTrust};
-use quorate::pki::{CaHash, NodeKey};
-use quorate::token::{JoinToken, KeyPurpose};
+use quorate::api::CertKind;
 use quorate_tests::cluster::FORM_TIMEOUT;
-use quorate_tests::{wait_for, Cluster};
+use quorate_tests::{signing, wait_for, Cluster};
 
 fn counter(c: &Cluster, i: usize, name: &str) -> u64 {
     c.agents[i].status().unwrap().counters[name]
@@ -21,40 +18,7 @@ fn counter(c: &Cluster, i: usize, name: &str) -> u64 {
 /// Asks the issuer for a node certificate named `name`, connecting from `from`, proving the
 /// cluster's join token: (HTTP status, message) of the refusal, or None if it was issued.
 fn ask(c: &Cluster, name: &str, from: IpAddr) -> Option<(u16, String)> {
-    let ca_pem = std::fs::read_to_string(c.agents[0].state_dir().join("pki/ca.pem")).unwrap();
-    let issuer = c
-        .agents
-        .iter()
-        .find_map(|a| a.status().ok().and_then(|s| s.issuer_api()))
-        .expect("an issuer's API address");
-    let key = JoinToken::parse(&c.token)
-        .unwrap()
-        .derive(KeyPurpose::ApiProof);
-    let mallory = NodeKey::generate().unwrap();
-    let csr = mallory.csr_pem(name).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let result = rt.block_on(request_certificate(
-        issuer,
-        &ServerTrust::Ca(ca_pem.clone()),
-        CaHash::of_cert_pem(&ca_pem).unwrap(),
-        &key,
-        &CsrRequest {
-            name,
-            kind: CertKind::Node,
-            csr_pem: &csr,
-            key_pem: &mallory.to_pem(),
-            from: Some(from),
-            renewing: None,
-        },
-        Duration::from_secs(10),
-    ));
-    match result {
-        Ok(_) => None,
-        Err(quorate::api::ApiClientError::Refused {
-            status, message, ..
-        }) => Some((status, message)),
-        Err(e) => panic!("the request failed otherwise: {e}"),
-    }
+    signing::ask(c, &c.token, name, CertKind::Node, from).err()
 }
 
 #[test]
