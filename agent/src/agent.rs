@@ -36,7 +36,7 @@ use crate::control;
 use crate::defrag::{DefragStatus, DefragTask};
 use crate::etcd::{EtcdHealth, Prober, ProcessState, Supervisor};
 use crate::fsutil;
-use crate::gossip::{GossipError, GossipSettings, GossipTask, GossipView, Joiner};
+use crate::gossip::{ClientDesk, GossipError, GossipSettings, GossipTask, GossipView, Joiner};
 use crate::health::{self, HealthState};
 use crate::issuer::IssuerTask;
 use crate::liveness::Liveness;
@@ -135,6 +135,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     let (save_reports_tx, save_reports) = mpsc::channel(8);
     let (restore_plan_tx, restore_plan) = watch::channel(None);
     let (transfers, transfer) = Transfers::new();
+    let (client_keys_tx, client_keys) =
+        watch::channel(crate::node::client_token::initial_keys(&settings.state_dir));
 
     let mut signals = Signals::install()?;
     let gossip = GossipTask::bind(
@@ -143,7 +145,11 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         counters.clone(),
         live.register("gossip"),
     )
-    .await?;
+    .await?
+    .with_client_desk(ClientDesk {
+        client_keys: client_keys.clone(),
+        health: health.clone(),
+    });
     let api_listener = bind_tcp(settings.api_bind(), "agent API", "ports.api / bind_addr").await?;
     let health_listener =
         bind_tcp(settings.health_listen, "health endpoint", "health.listen").await?;
@@ -184,8 +190,6 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         health_tx,
         live.register("etcd probe"),
     );
-    let (client_keys_tx, client_keys) =
-        watch::channel(crate::node::client_token::initial_keys(&settings.state_dir));
     let mut api_server = ApiServer::new(
         api_listener,
         &settings,

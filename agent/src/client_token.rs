@@ -35,12 +35,15 @@ pub struct ClientTokenRecord {
 pub struct ClientKeys {
     /// Proves the client token in agent-API requests.
     pub api_proof: [u8; 32],
+    /// Seals client-mode agents' directory asks and their answers on the gossip port.
+    pub gossip: [u8; 32],
 }
 
 impl ClientKeys {
     pub fn of(token: &JoinToken) -> Self {
         Self {
             api_proof: token.derive(KeyPurpose::ApiProof),
+            gossip: token.derive(KeyPurpose::Gossip),
         }
     }
 }

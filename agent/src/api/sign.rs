@@ -388,6 +388,20 @@ pub fn name_free(name: &str, members: &Members) -> Result<(), Refusal> {
     }
 }
 
+/// Why `name` cannot be a client certificate's name in any case (characters, length, or a name
+/// reserved to etcd's root and the agents), or None.
+pub fn client_name_problem(name: &str) -> Option<&'static str> {
+    if !valid_client_name(name) {
+        Some("a client name is 1-64 letters, digits, '-', '_', '.' or '@'")
+    } else if name.eq_ignore_ascii_case("root") {
+        Some("reserved: etcd's root user")
+    } else if name.to_ascii_lowercase().starts_with("quorate") {
+        Some("reserved: names starting with quorate belong to the agents")
+    } else {
+        None
+    }
+}
+
 fn valid_client_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64

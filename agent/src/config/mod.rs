@@ -24,7 +24,8 @@ pub use host::{HostProbe, SystemHost};
 pub use load::{load, Loaded, ENV_PREFIX, ENV_VARS};
 pub use s3::{S3Credentials, S3Section, S3Settings, Secret, DEFAULT_S3_PREFIX, DEFAULT_S3_REGION};
 pub use settings::{
-    https_url, EtcdSettings, JoinTarget, MaintenanceSettings, Settings, SnapshotSettings,
+    https_url, ClientSettings, EtcdSettings, JoinTarget, MaintenanceSettings, Settings,
+    SnapshotSettings,
 };
 pub use size::{format_size, parse_size, SizeProblem, SizeText};
 pub use validate::{parse_etcd_version, validate, Validated, MIN_ETCD_VERSION};
@@ -106,6 +107,37 @@ pub struct Config {
     /// With `restore_from`: create a new CA when the snapshot's cannot be unsealed (every
     /// client certificate must then be reissued).
     pub restore_new_ca: bool,
+    /// `member` (runs etcd, the default) or `client` (keeps a consumer host's client
+    /// certificate and endpoint list fresh; no etcd, never a member).
+    pub mode: Mode,
+    /// Client mode only: what to keep and where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSection>,
+}
+
+/// What an agent is on its host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Member,
+    Client,
+}
+
+/// `[client]`: a client-mode agent's certificate and files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// The client certificate's name (CN). Default: the node name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The directory to keep ca.pem, NAME.pem, NAME-key.pem, endpoints, endpoints.json and
+    /// etcdctl.env in (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// A shell command run (`sh -c`) after those files change, once per burst of changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_change: Option<String>,
 }
 
 impl Default for Config {
@@ -131,6 +163,8 @@ impl Default for Config {
             snapshot: SnapshotSection::default(),
             restore_from: None,
             restore_new_ca: false,
+            mode: Mode::Member,
+            client: None,
         }
     }
 }

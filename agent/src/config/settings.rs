@@ -37,6 +37,19 @@ pub struct Settings {
     pub restore_from: Option<String>,
     /// With `restore_from`: a new CA when the snapshot's cannot be unsealed.
     pub restore_new_ca: bool,
+    /// Client mode: what the agent keeps on this consumer host (None: a member).
+    pub client: Option<ClientSettings>,
+}
+
+/// A client-mode agent's resolved `[client]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// The certificate's name.
+    pub name: String,
+    /// Where the files are kept.
+    pub dir: PathBuf,
+    /// Run with `sh -c` after the files change.
+    pub on_change: Option<String>,
 }
 
 /// Resolved snapshot settings.
@@ -76,6 +89,19 @@ pub struct EtcdSettings {
     /// now owns.
     pub tuning: EtcdTuning,
     pub stop_timeout: Duration,
+}
+
+impl EtcdSettings {
+    /// What a client-mode agent carries: it never starts etcd.
+    pub fn not_run() -> Self {
+        Self {
+            binary: PathBuf::new(),
+            version: (0, 0, 0),
+            listen_localhost: false,
+            tuning: EtcdTuning::default(),
+            stop_timeout: Duration::ZERO,
+        }
+    }
 }
 
 /// `https://` URL for an address and port (IPv6 in brackets).

@@ -17,6 +17,7 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast::{encode, Broadcast, Handler, NodeMeta};
+use super::directory::{self, AnswerRate, ClientMessage, CLIENT_VERSION};
 use super::envelope::{Envelope, OpenError, OVERHEAD};
 use super::timers::TimerQueue;
 use super::view::{build_view, GossipView};
@@ -56,6 +57,14 @@ impl GossipSettings {
             cluster_size: settings.bootstrap_expect,
         }
     }
+}
+
+/// What the gossip task needs to answer client-mode agents (see [`super::directory`]).
+pub struct ClientDesk {
+    /// The client token's keys, as the members' follower reads them.
+    pub client_keys: watch::Receiver<Option<crate::client_token::ClientKeys>>,
+    /// This agent's etcd, whose member list the answers carry.
+    pub health: watch::Receiver<crate::etcd::EtcdHealth>,
 }
 
 /// Requests to the gossip task.
@@ -107,6 +116,10 @@ pub struct GossipTask {
     runtime: AccumulatingRuntime<NodeId>,
     timers: TimerQueue,
     envelope: Envelope,
+    /// The client channel under the join token's key (a client given the join token).
+    join_client_envelope: Envelope,
+    desk: Option<ClientDesk>,
+    answer_rate: AnswerRate,
     inbox: std_mpsc::Receiver<Broadcast>,
     metas: HashMap<String, NodeMeta>,
     plans: Vec<Plan>,
@@ -150,6 +163,9 @@ impl GossipTask {
             runtime: AccumulatingRuntime::new(),
             timers: TimerQueue::default(),
             envelope: Envelope::new(&settings.key),
+            join_client_envelope: Envelope::client(&settings.key),
+            desk: None,
+            answer_rate: AnswerRate::default(),
             inbox,
             metas: HashMap::new(),
             plans: Vec::new(),
@@ -162,6 +178,12 @@ impl GossipTask {
             counters,
             heartbeat,
         })
+    }
+
+    /// Answers client-mode agents' directory asks (members only).
+    pub fn with_client_desk(mut self, desk: ClientDesk) -> Self {
+        self.desk = Some(desk);
+        self
     }
 
     /// Runs until `cancel`, then leaves the cluster.
@@ -242,6 +264,10 @@ impl GossipTask {
     /// Hands an authenticated datagram to foca; false when it was dropped before foca.
     fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
         Counters::inc(&self.counters.gossip_datagrams_received);
+        if datagram.first() == Some(&CLIENT_VERSION) {
+            self.answer_client(datagram, from);
+            return false;
+        }
         let payload = match self.envelope.open(datagram) {
             Ok(p) => p,
             Err(e) => {
@@ -264,6 +290,64 @@ impl GossipTask {
             }
         }
         true
+    }
+
+    /// Answers a client's directory ask (see [`super::directory`]); anything else on the
+    /// client channel is dropped and counted. Never touches foca.
+    fn answer_client(&mut self, datagram: &[u8], from: SocketAddr) {
+        let Some(desk) = &self.desk else {
+            Counters::inc(&self.counters.gossip_dropped_unauthenticated);
+            return;
+        };
+        let client_envelope = desk
+            .client_keys
+            .borrow()
+            .as_ref()
+            .map(|k| Envelope::client(&k.gossip));
+        let opened = client_envelope
+            .iter()
+            .chain(std::iter::once(&self.join_client_envelope))
+            .find_map(|e| e.open(datagram).ok().map(|p| (p, e)));
+        let Some((payload, envelope)) = opened else {
+            Counters::inc(&self.counters.gossip_dropped_unauthenticated);
+            tracing::debug!(%from, "dropped a client ask that does not open");
+            return;
+        };
+        let Some(ClientMessage::Ask(ask)) = ClientMessage::decode(&payload) else {
+            Counters::inc(&self.counters.gossip_dropped_malformed);
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        if !directory::fresh(ask.sent_at, now) {
+            Counters::inc(&self.counters.gossip_dropped_malformed);
+            tracing::debug!(%from, client = %ask.name, "dropped a stale client ask (replayed, or clocks apart)");
+            return;
+        }
+        if !self.answer_rate.admit(from.ip(), std::time::Instant::now()) {
+            return;
+        }
+        let answer = directory::answer(
+            ask.id,
+            self.own_meta.as_ref(),
+            &desk.health.borrow(),
+            &self.view.borrow(),
+        );
+        let Some(answer) = answer else {
+            tracing::debug!(%from, client = %ask.name, "not answering a client: this member is not healthy");
+            return;
+        };
+        let sealed = envelope.seal(&ClientMessage::Answer(answer).encode());
+        match self.socket.try_send_to(&sealed, from) {
+            Ok(_) => {
+                Counters::inc(&self.counters.gossip_datagrams_sent);
+                Counters::inc(&self.counters.gossip_client_answers);
+                tracing::trace!(%from, client = %ask.name, "answered a client");
+            }
+            Err(e) => tracing::debug!(%from, error = %e, "cannot answer a client"),
+        }
     }
 
     /// Re-adds this agent's metadata (with a new version) and plan to foca's broadcast backlog

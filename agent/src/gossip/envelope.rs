@@ -3,7 +3,9 @@
 //! someone without the token is dropped (and counted) before it reaches foca's decoder.
 //!
 //! Layout: `version (1) | nonce (12) | ciphertext | tag (16)`; the version byte is the
-//! associated data, so it cannot be changed without failing authentication.
+//! associated data, so it cannot be changed without failing authentication. Members' gossip
+//! is version 1; client-mode agents' asks and their answers are version 2
+//! ([`super::directory`]), so neither can pass for the other.
 
 use crate::aead::{self, Aead};
 
@@ -23,23 +25,35 @@ pub enum OpenError {
     Unauthenticated,
 }
 
-/// Seals and opens datagrams with one key.
+/// Seals and opens datagrams of one version with one key.
 pub struct Envelope {
     aead: Aead,
+    version: u8,
 }
 
 impl Envelope {
+    /// Members' gossip.
     pub fn new(key: &[u8; 32]) -> Self {
+        Self::with_version(key, VERSION)
+    }
+
+    /// The client channel ([`super::directory`]).
+    pub fn client(key: &[u8; 32]) -> Self {
+        Self::with_version(key, super::directory::CLIENT_VERSION)
+    }
+
+    fn with_version(key: &[u8; 32], version: u8) -> Self {
         Self {
             aead: Aead::new(key),
+            version,
         }
     }
 
     /// Encrypts and authenticates `payload`.
     pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(payload.len() + OVERHEAD);
-        out.push(VERSION);
-        out.extend_from_slice(&self.aead.seal(&[VERSION], payload));
+        out.push(self.version);
+        out.extend_from_slice(&self.aead.seal(&[self.version], payload));
         out
     }
 
@@ -48,11 +62,11 @@ impl Envelope {
         if datagram.len() < OVERHEAD {
             return Err(OpenError::Truncated);
         }
-        if datagram[0] != VERSION {
+        if datagram[0] != self.version {
             return Err(OpenError::UnknownVersion(datagram[0]));
         }
         self.aead
-            .open(&[VERSION], &datagram[1..])
+            .open(&[self.version], &datagram[1..])
             .map_err(|_| OpenError::Unauthenticated)
     }
 }
@@ -90,6 +104,24 @@ mod tests {
             t[i] ^= 0x01;
             assert!(e.open(&t).is_err(), "flip at byte {i} was accepted");
         }
+    }
+
+    #[test]
+    fn client_envelopes_and_member_envelopes_never_pass_for_each_other() {
+        let member = Envelope::new(&[7; 32]);
+        let client = Envelope::client(&[7; 32]);
+        let sealed = client.seal(b"ask");
+        assert_eq!(sealed[0], 2);
+        assert_eq!(client.open(&sealed).unwrap(), b"ask");
+        assert_eq!(member.open(&sealed), Err(OpenError::UnknownVersion(2)));
+        assert_eq!(
+            client.open(&member.seal(b"ping")),
+            Err(OpenError::UnknownVersion(1))
+        );
+        // Relabelling the version byte fails authentication.
+        let mut relabelled = sealed.clone();
+        relabelled[0] = 1;
+        assert_eq!(member.open(&relabelled), Err(OpenError::Unauthenticated));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! [`GossipView`] it publishes.
 
 mod broadcast;
+pub mod directory;
 mod driver;
 mod envelope;
 mod identity;
@@ -14,7 +15,7 @@ mod timers;
 mod view;
 
 pub use broadcast::{Broadcast, NodeMeta};
-pub use driver::{GossipCommand, GossipError, GossipSettings, GossipTask};
+pub use driver::{ClientDesk, GossipCommand, GossipError, GossipSettings, GossipTask};
 pub use envelope::{Envelope, OpenError};
 pub use identity::{next_bump, NodeId};
 pub use join::Joiner;

@@ -12,6 +12,7 @@ use super::{Config, DEFAULT_DEFRAG_MIN_RECLAIM, DEFAULT_SNAPSHOT_RETAIN};
 use crate::pki::CaHash;
 use crate::token::JoinToken;
 
+mod client;
 mod etcd;
 mod s3;
 
@@ -131,7 +132,13 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
             "use error, warn, info, debug or trace (or a filter like quorate=debug,etcd=warn)",
         ));
     }
-    let etcd = etcd::resolve_etcd(config, host, &mut errors, &mut warnings);
+    let client = client::resolve_client(config, name.as_deref(), &mut errors);
+    // A client host runs no etcd, so it needs no binary.
+    let etcd = if config.mode == super::Mode::Client {
+        Some(super::EtcdSettings::not_run())
+    } else {
+        etcd::resolve_etcd(config, host, &mut errors, &mut warnings)
+    };
     let maintenance = resolve_maintenance(config, &mut errors);
     let snapshot = resolve_snapshot(config, host, &mut errors);
 
@@ -175,6 +182,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     snapshot,
                     restore_from: config.restore_from.clone(),
                     restore_new_ca: config.restore_new_ca,
+                    client,
                 },
                 warnings,
             })
