@@ -375,13 +375,13 @@ pub fn reexec() -> std::io::Error {
 }
 
 /// SIGTERM and SIGINT.
-struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Self, AgentError> {
+    pub(crate) fn install() -> Result<Self, AgentError> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
             term: signal(SignalKind::terminate()).map_err(AgentError::Signals)?,
@@ -389,7 +389,7 @@ impl Signals {
         })
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = self.term.recv() => {}
             _ = self.int.recv() => {}

@@ -6,6 +6,7 @@ pub mod aead;
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod client_token;
 pub mod config;
 pub mod control;

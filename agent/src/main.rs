@@ -81,12 +81,24 @@ fn main() -> ExitCode {
     };
     let Validated { settings, warnings } = validated;
     let mut restart = false;
+    let mut bad_config = false;
     let result: anyhow::Result<()> = runtime.block_on(async {
         match cli.command {
             Command::Run => {
                 init_logging(&settings.log.level, settings.log.format);
                 for w in &warnings {
                     tracing::warn!("configuration: {w}");
+                }
+                if settings.client.is_some() {
+                    if let Err(e) = quorate::client::run(settings).await {
+                        tracing::error!("{e}");
+                        if matches!(e, quorate::client::ClientError::Dir { .. }) {
+                            // Like an invalid configuration: restarting would not help.
+                            bad_config = true;
+                        }
+                        return Err(e.into());
+                    }
+                    return Ok(());
                 }
                 if quorate::agent::run(settings).await? == quorate::agent::Exit::Restart {
                     restart = true;
@@ -134,7 +146,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("quorate: {e:#}");
-            ExitCode::FAILURE
+            if bad_config {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

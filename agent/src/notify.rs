@@ -110,7 +110,7 @@ impl Notifier {
                 if status.ready && !ready_sent {
                     ready_sent = true;
                     send(&[NotifyState::Ready]);
-                    tracing::info!("ready: the local etcd member is healthy");
+                    tracing::info!(status = %status.message, "ready");
                 }
             }
             tokio::select! {

@@ -54,6 +54,20 @@ fn good(dir: &std::path::Path) -> ConfigBuilder {
         .state_dir(dir)
 }
 
+/// A client-mode config that keeps its files in `out`.
+fn client(dir: &std::path::Path, out: Option<std::path::PathBuf>) -> ConfigBuilder {
+    good(dir)
+        .seed(false)
+        .join(["127.0.0.1".to_owned()])
+        .with(move |c| {
+            c.mode = quorate::config::Mode::Client;
+            c.client = Some(quorate::config::ClientSection {
+                dir: out,
+                ..Default::default()
+            });
+        })
+}
+
 #[test]
 fn bad_configs_fail_fast_naming_field_and_fix() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +110,35 @@ fn bad_configs_fail_fast_naming_field_and_fix() {
                 .to_toml(),
             &["etcd.metrics_listen", "Fix: write ip:port"],
         ),
+        // Client mode: it may not seed, needs a directory, and one it can write.
+        (
+            client(dir.path(), Some(dir.path().join("out")))
+                .seed(true)
+                .to_toml(),
+            &["seed = true", "client-mode agent never runs etcd", "Fix"],
+        ),
+        (
+            client(dir.path(), None).to_toml(),
+            &["client.dir", "Fix: set client.dir"],
+        ),
+        (
+            client(dir.path(), Some(dir.path().join("a-file/out"))).to_toml(),
+            &["client.dir", "Fix"],
+        ),
+        (
+            client(dir.path(), Some(dir.path().join("out")))
+                .with(|c| c.client.as_mut().unwrap().name = Some("root".into()))
+                .to_toml(),
+            &["client.name", "reserved"],
+        ),
+        (
+            good(dir.path())
+                .with(|c| c.client = Some(Default::default()))
+                .to_toml(),
+            &["[client]", "mode = \"client\""],
+        ),
     ];
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
     for (config, expected) in cases {
         let out = run_with(&config);
         assert_eq!(

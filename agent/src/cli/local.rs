@@ -102,6 +102,9 @@ async fn fetch_maintenance(settings: &Settings) -> Option<DefragStatus> {
 
 /// `quorate status`.
 pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    if settings.client.is_some() {
+        return client_status(settings, json).await;
+    }
     let mut report = fetch_report(settings).await?;
     if report.maintenance.is_none() {
         report.maintenance = fetch_maintenance(settings).await;
@@ -110,6 +113,30 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
+    }
+    Ok(())
+}
+
+/// `quorate status` on a client-mode host.
+async fn client_status(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let (code, body) = http::get(settings.health_listen, "/status")
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the local client agent at http://{}/status: {e}. Is it running? \
+                 (systemctl status quorate-client)",
+                settings.health_listen
+            )
+        })?;
+    if code != 200 {
+        bail!("the local agent answered {code}: {body}");
+    }
+    let status: crate::client::ClientStatus =
+        serde_json::from_str(&body).context("the local agent's status is not a client's")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
     }
     Ok(())
 }

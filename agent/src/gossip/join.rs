@@ -125,7 +125,7 @@ impl Joiner {
 }
 
 /// Resolves join targets; names that do not resolve now are skipped (and retried later).
-async fn resolve(targets: &[JoinTarget]) -> Vec<SocketAddr> {
+pub async fn resolve(targets: &[JoinTarget]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for t in targets {
         if let Ok(ip) = t.host.parse::<IpAddr>() {

@@ -18,5 +18,5 @@ pub use broadcast::{Broadcast, NodeMeta};
 pub use driver::{ClientDesk, GossipCommand, GossipError, GossipSettings, GossipTask};
 pub use envelope::{Envelope, OpenError};
 pub use identity::{next_bump, NodeId};
-pub use join::Joiner;
+pub use join::{resolve as resolve_join_targets, Joiner};
 pub use view::{GossipView, Peer, PeerState};
