@@ -7,7 +7,7 @@
 //! the same key, so the key file never changes under a consumer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -428,7 +428,7 @@ impl Keeper {
 }
 
 /// The client key: made once, 0600, kept across renewals.
-fn load_or_make_key(path: &PathBuf) -> Result<String, String> {
+fn load_or_make_key(path: &Path) -> Result<String, String> {
     if let Some(pem) = fsutil::read_optional(path).map_err(|e| e.to_string())? {
         NodeKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
         return Ok(pem);
