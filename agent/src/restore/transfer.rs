@@ -39,11 +39,6 @@ impl Transfers {
         (Self(tx), rx)
     }
 
-    /// A publisher nobody reads (tests, callers without a status).
-    pub fn unobserved() -> Self {
-        Self::new().0
-    }
-
     /// Starts publishing a transfer of `what`; it ends when the meter is dropped.
     pub fn start(&self, what: impl Into<String>) -> Meter<'_> {
         let what = what.into();
