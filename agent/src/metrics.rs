@@ -47,6 +47,7 @@ counters! {
     gossip_datagrams_received: "Gossip datagrams received.",
     gossip_dropped_unauthenticated: "Gossip datagrams dropped because they failed authentication.",
     gossip_dropped_malformed: "Authenticated gossip datagrams that foca or quorate could not decode.",
+    gossip_dropped_stale: "Authentic gossip datagrams dropped for their age (a replay, or clocks apart) or, once every peer speaks the stamped envelope, for the older format.",
     gossip_datagrams_sent: "Gossip datagrams sent.",
     gossip_client_answers: "Directory answers sent to client-mode agents.",
     api_requests: "Agent API requests received.",

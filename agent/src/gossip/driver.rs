@@ -17,8 +17,9 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::broadcast::{encode, Broadcast, Handler, NodeMeta};
+use super::compat::Compat;
 use super::directory::{self, AnswerRate, ClientMessage, CLIENT_VERSION};
-use super::envelope::{Envelope, OpenError, OVERHEAD};
+use super::envelope::{Envelope, OpenError, OVERHEAD, STAMPED_VERSION};
 use super::timers::TimerQueue;
 use super::view::{build_view, GossipView};
 use super::NodeId;
@@ -31,6 +32,8 @@ const MAX_DATAGRAM: usize = 1400;
 /// How often an agent re-disseminates its metadata and plan, so late joiners and lossy links
 /// converge without waiting for membership changes.
 const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How long metadata outlives its member in foca's list (see `GossipTask::prune`).
+const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// Plans remembered from gossip (normally one; more means a conflict to report).
 const MAX_PLANS: usize = 8;
 
@@ -115,7 +118,13 @@ pub struct GossipTask {
     foca: AgentFoca,
     runtime: AccumulatingRuntime<NodeId>,
     timers: TimerQueue,
+    /// Version 1, for agents of the release before the stamp (see [`super::compat`]).
     envelope: Envelope,
+    stamped: Envelope,
+    compat: Compat,
+    last_stale_warning: Option<std::time::Instant>,
+    /// When a name with metadata was first seen without a gossip member (see `prune`).
+    absent_since: HashMap<String, Instant>,
     /// The client channel under the join token's key (a client given the join token).
     join_client_envelope: Envelope,
     desk: Option<ClientDesk>,
@@ -163,6 +172,10 @@ impl GossipTask {
             runtime: AccumulatingRuntime::new(),
             timers: TimerQueue::default(),
             envelope: Envelope::new(&settings.key),
+            stamped: Envelope::stamped(&settings.key),
+            compat: Compat::default(),
+            last_stale_warning: None,
+            absent_since: HashMap::new(),
             join_client_envelope: Envelope::client(&settings.key),
             desk: None,
             answer_rate: AnswerRate::default(),
@@ -261,6 +274,15 @@ impl GossipTask {
         }
     }
 
+    /// Seals a foca datagram for `dst` in the envelope it understands.
+    fn seal_for(&self, dst: SocketAddr, data: &[u8]) -> Vec<u8> {
+        if self.compat.send_stamped(dst) {
+            self.stamped.seal(data)
+        } else {
+            self.envelope.seal(data)
+        }
+    }
+
     /// Hands an authenticated datagram to foca; false when it was dropped before foca.
     fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) -> bool {
         Counters::inc(&self.counters.gossip_datagrams_received);
@@ -268,8 +290,24 @@ impl GossipTask {
             self.answer_client(datagram, from);
             return false;
         }
-        let payload = match self.envelope.open(datagram) {
+        let stamped = datagram.first() == Some(&STAMPED_VERSION);
+        let opened = if stamped {
+            self.stamped.open(datagram)
+        } else {
+            self.envelope.open(datagram)
+        };
+        let payload = match opened {
+            Ok(_) if !stamped && !self.compat.accepts_legacy() => {
+                Counters::inc(&self.counters.gossip_dropped_stale);
+                self.warn_stale(from, "it is in the format of an older quorate (every peer speaks the new one): upgrade quorate on that host");
+                return false;
+            }
             Ok(p) => p,
+            Err(OpenError::Stale { age_secs }) => {
+                Counters::inc(&self.counters.gossip_dropped_stale);
+                self.warn_stale(from, &format!("it was sent {age_secs} s away from this host's clock: a replay, or clocks apart (synchronise them with NTP)"));
+                return false;
+            }
             Err(e) => {
                 Counters::inc(&self.counters.gossip_dropped_unauthenticated);
                 // Log at debug only: an attacker must not be able to flood the log.
@@ -280,6 +318,7 @@ impl GossipTask {
                 return false;
             }
         };
+        self.compat.heard(from, stamped);
         if let Err(e) = self.foca.handle_data(&payload, &mut self.runtime) {
             match e {
                 foca::Error::DataFromOurselves => {}
@@ -290,6 +329,50 @@ impl GossipTask {
             }
         }
         true
+    }
+
+    /// Says, at most once a minute, why an authentic datagram was dropped (a peer with a
+    /// skewed clock or an old release is the operator's to fix; replays are an attack).
+    fn warn_stale(&mut self, from: SocketAddr, why: &str) {
+        let now = std::time::Instant::now();
+        if self
+            .last_stale_warning
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(60))
+        {
+            tracing::debug!(%from, "dropped an authentic gossip datagram: {why}");
+            return;
+        }
+        self.last_stale_warning = Some(now);
+        tracing::warn!(%from, "dropped an authentic gossip datagram: {why}");
+    }
+
+    /// Forgets the metadata of names that have had no gossip member for [`FORGET_AFTER`]
+    /// (foca forgets a down member after an hour): a member that left leaves no ghost behind.
+    fn prune(&mut self) {
+        let now = Instant::now();
+        let present: std::collections::HashSet<&str> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id().name.as_str())
+            .collect();
+        self.absent_since
+            .retain(|name, _| !present.contains(name.as_str()));
+        for name in self.metas.keys() {
+            if !present.contains(name.as_str()) {
+                self.absent_since.entry(name.clone()).or_insert(now);
+            }
+        }
+        let forget: Vec<String> = self
+            .absent_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= FORGET_AFTER)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in forget {
+            tracing::debug!(peer = %name, "forgetting the metadata of a member gossip no longer knows");
+            self.metas.remove(&name);
+            self.absent_since.remove(&name);
+        }
     }
 
     /// Answers a client's directory ask (see [`super::directory`]); anything else on the
@@ -379,7 +462,7 @@ impl GossipTask {
                 self.rebroadcast_own();
             }
             while let Some((dst, data)) = self.runtime.to_send() {
-                let sealed = self.envelope.seal(&data);
+                let sealed = self.seal_for(dst.addr, &data);
                 match self.socket.send_to(&sealed, dst.addr).await {
                     Ok(_) => Counters::inc(&self.counters.gossip_datagrams_sent),
                     Err(e) => tracing::debug!(dst = ?dst, error = %e, "gossip send failed"),
@@ -408,6 +491,7 @@ impl GossipTask {
                 break;
             }
         }
+        self.prune();
         let view = build_view(
             self.foca
                 .iter_membership_state()
@@ -415,6 +499,9 @@ impl GossipTask {
             &self.metas,
             &self.plans,
         );
+        if self.compat.update(view.live().map(|p| p.id.addr)) {
+            tracing::info!("every gossip peer speaks the stamped envelope: older datagrams are no longer accepted");
+        }
         self.view.send_if_modified(|current| {
             if *current == view {
                 false
@@ -455,7 +542,7 @@ impl GossipTask {
             tracing::debug!(error = %e, "leave_cluster");
         }
         while let Some((dst, data)) = self.runtime.to_send() {
-            let sealed = self.envelope.seal(&data);
+            let sealed = self.seal_for(dst.addr, &data);
             let _ = tokio::time::timeout(
                 Duration::from_millis(200),
                 self.socket.send_to(&sealed, dst.addr),

@@ -4,6 +4,7 @@
 //! [`GossipView`] it publishes.
 
 mod broadcast;
+mod compat;
 pub mod directory;
 mod driver;
 mod envelope;
