@@ -135,6 +135,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     let (save_reports_tx, save_reports) = mpsc::channel(8);
     let (restore_plan_tx, restore_plan) = watch::channel(None);
     let (transfers, transfer) = Transfers::new();
+    let (issued_tx, issued_rx) = mpsc::channel(256);
     let (client_keys_tx, client_keys) =
         watch::channel(crate::node::client_token::initial_keys(&settings.state_dir));
 
@@ -204,7 +205,8 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         material: material.clone(),
         own_url: settings.client_url(),
     })
-    .with_client_keys(client_keys);
+    .with_client_keys(client_keys)
+    .with_issued_log(issued_tx);
     api_server.restore = Some(RestoreRoutes {
         proof_key: settings.token.derive(KeyPurpose::ApiProof),
         controller: control_tx.clone(),
@@ -250,6 +252,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         material: material.clone(),
         published: crl_status_tx,
         heartbeat: live.register("revocation list"),
+        issued: Some(issued_rx),
     };
     let client_token_sync = ClientTokenSync {
         settings: settings.clone(),

@@ -235,7 +235,10 @@ async fn rolling_request(State(routes): State<Routes>) -> (StatusCode, String) {
 
 #[derive(Deserialize)]
 struct RevokeParams {
-    serial: String,
+    #[serde(default)]
+    serial: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn revoke(
@@ -256,7 +259,12 @@ async fn revoke(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    match crate::issuer::crl::request(&endpoints, &tls, &params.serial, now).await {
+    let done = match (params.serial, params.name) {
+        (Some(serial), None) => crate::issuer::crl::request(&endpoints, &tls, &serial, now).await,
+        (None, Some(name)) => crate::issuer::crl::request_name(&endpoints, &tls, &name, now).await,
+        _ => Err("give either a serial or a name".to_owned()),
+    };
+    match done {
         Ok(message) => (StatusCode::OK, format!("{message}\n")),
         Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
     }

@@ -118,8 +118,8 @@ fn main() -> ExitCode {
                 command: CertCommand::Client { name, out, force },
             } => cli::client_cert(&settings, &name, &out, force).await,
             Command::Cert {
-                command: CertCommand::Revoke { serial },
-            } => cli::revoke(&settings, &serial).await,
+                command: CertCommand::Revoke { serial, name },
+            } => cli::revoke(&settings, serial.as_deref(), name.as_deref()).await,
             Command::Snapshot {
                 command: SnapshotCommand::List { json },
             } => cli::snapshot_list(&settings, json).await,

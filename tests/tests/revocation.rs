@@ -110,4 +110,69 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
         c.etcdctl_ok(i, &keep, &["put", &format!("/keep/{i}"), "ok"]);
     }
     c.wait_voters(0, 3, FORM_TIMEOUT);
+
+    // By name: both certificates issued to "twice" go, "keep" stays; every member's own
+    // certificate is in the registry, so node names are found too.
+    let twice_a = c.client_cert(1, "twice");
+    let twice_b = {
+        let o = c.agents[2].cli(&[
+            "cert",
+            "client",
+            "twice",
+            "--out",
+            c.root.path().join("twice-b").to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        quorate_tests::cluster::ClientCert {
+            ca: c.root.path().join("twice-b/ca.pem"),
+            cert: c.root.path().join("twice-b/twice.pem"),
+            key: c.root.path().join("twice-b/twice-key.pem"),
+        }
+    };
+    let serials: Vec<String> = [&twice_a, &twice_b]
+        .iter()
+        .map(|t| {
+            quorate::pki::inspect(&std::fs::read_to_string(&t.cert).unwrap())
+                .unwrap()
+                .serial_hex
+        })
+        .collect();
+    let o = wait_for(
+        "the certificates of \"twice\" to be recorded",
+        FORM_TIMEOUT,
+        || {
+            let o = c.agents[0].cli(&["cert", "revoke", "--name", "twice"]);
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            if o.status.success() && serials.iter().all(|s| out.contains(s.as_str())) {
+                Ok(out)
+            } else {
+                Err(format!("{out}{}", String::from_utf8_lossy(&o.stderr)))
+            }
+        },
+    );
+    assert!(o.contains("2 certificate(s) of twice revoked"), "{o}");
+    wait_for("every member to refuse both", REVOKED_WITHIN, || {
+        for i in 0..3 {
+            for t in [&twice_a, &twice_b] {
+                if c.etcdctl(i, Some(t), &["get", "/keep/0"]).status.success() {
+                    return Err(format!("{} still serves one", c.agents[i].name));
+                }
+            }
+        }
+        Ok(())
+    });
+    c.etcdctl_ok(1, &keep, &["get", "/keep/0"]);
+    let o = c.agents[0].cli(&["cert", "revoke", "--name", "nobody"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("no unexpired certificate named"),
+        "{stderr}"
+    );
+    let o = c.agents[0].cli(&["cert", "revoke", "--name", &c.agents[2].name.clone()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 certificate(s) of n3 revoked"),
+        "a member's own certificate is recorded: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -41,6 +41,7 @@ impl ApiServer {
             restore: None,
             members: None,
             crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
+            issued: None,
         }
     }
 
@@ -51,6 +52,15 @@ impl ApiServer {
         keys: tokio::sync::watch::Receiver<Option<crate::client_token::ClientKeys>>,
     ) -> Self {
         self.client_keys = keys;
+        self
+    }
+
+    /// Records every certificate it signs through `log` (see [`crate::issuer::issued`]).
+    pub fn with_issued_log(
+        mut self,
+        log: tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>,
+    ) -> Self {
+        self.issued = Some(log);
         self
     }
 

@@ -55,6 +55,7 @@ pub struct ApiMaterial {
 /// Shared by request handlers.
 struct Shared {
     key: [u8; 32],
+    issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
     client_keys: watch::Receiver<Option<ClientKeys>>,
     validity: Lifetimes,
     material: watch::Receiver<ApiMaterial>,
@@ -127,12 +128,15 @@ pub struct ApiServer {
     pub members: Option<MemberSource>,
     /// This agent's revocation list (`pki/crl.pem`), handed to those it signs for.
     pub crl_file: Option<std::path::PathBuf>,
+    /// Where every certificate it signs is recorded (see [`crate::issuer::issued`]).
+    pub issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
 }
 
 impl ApiServer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let shared = Arc::new(Shared {
             key: self.proof_key,
+            issued: self.issued.take(),
             client_keys: self.client_keys.clone(),
             validity: self.cert_validity,
             material: self.material.clone(),
@@ -319,6 +323,12 @@ async fn sign(
     match issued {
         Ok((grant, response)) => {
             Counters::inc(&s.counters.certificates_issued);
+            let record = crate::issuer::issued::Issued::of_cert(&response.cert_pem, grant.kind);
+            if let (Some(log), Some(record)) = (&s.issued, record) {
+                if log.try_send(record).is_err() {
+                    tracing::warn!(name = %grant.name, "cannot record the issued certificate (too many waiting)");
+                }
+            }
             tracing::info!(name = %grant.name, kind = ?grant.kind, "issued certificate");
             Json(response).into_response()
         }

@@ -132,13 +132,30 @@ pub async fn client_cert(
 
 /// `quorate cert revoke --serial S`: through the local agent's control socket (root or the
 /// service user on a member).
-pub async fn revoke(settings: &Settings, serial: &str) -> anyhow::Result<()> {
-    if crate::pki::crl::normalize_serial(serial).is_none() {
-        bail!(
-            "{serial:?} is not a certificate serial number: give it in hex, as `openssl x509 \
-             -noout -serial -in CERT` prints it"
-        );
-    }
-    let path = format!("/v1/cert/revoke?serial={}", serial.trim());
+pub async fn revoke(
+    settings: &Settings,
+    serial: Option<&str>,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    let path = match (serial, name) {
+        (Some(serial), _) => {
+            if crate::pki::crl::normalize_serial(serial).is_none() {
+                bail!(
+                    "{serial:?} is not a certificate serial number: give it in hex, as `openssl \
+                     x509 -noout -serial -in CERT` prints it"
+                );
+            }
+            format!("/v1/cert/revoke?serial={}", serial.trim())
+        }
+        (None, Some(name)) => {
+            if crate::api::sign::client_name_problem(name)
+                .is_some_and(|p| !p.starts_with("reserved"))
+            {
+                bail!("{name:?} is not a certificate name (1-64 letters, digits, '-', '_', '.' or '@')");
+            }
+            format!("/v1/cert/revoke?name={name}")
+        }
+        (None, None) => bail!("give --serial or --name"),
+    };
     super::local::post_and_print(settings, &path, Duration::from_secs(30)).await
 }

@@ -181,9 +181,14 @@ pub enum CertCommand {
         force: bool,
     },
     /// Revoke a certificate of this cluster by its serial number (hex, as `openssl x509
-    /// -noout -serial` prints it): every member's etcd then refuses new connections with it.
+    /// -noout -serial` prints it), or every certificate issued under a name: every member's
+    /// etcd then refuses new connections with them.
     Revoke {
+        /// The certificate's serial number.
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        serial: Option<String>,
+        /// Every unexpired certificate issued under this name (node or client).
         #[arg(long)]
-        serial: String,
+        name: Option<String>,
     },
 }

@@ -134,6 +134,51 @@ pub async fn request(
     ))
 }
 
+/// Asks for the revocation of every unexpired certificate recorded under `name` (see
+/// [`super::issued`]). Returns what to tell the person.
+pub async fn request_name(
+    endpoints: &[String],
+    tls: &crate::etcd::client::ClientTls,
+    name: &str,
+    now: u64,
+) -> Result<String, String> {
+    let mut client =
+        crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach etcd: {e}"))?;
+    let records = super::issued::list(&mut client)
+        .await
+        .map_err(|e| format!("cannot read the issued certificates: {e}"))?;
+    let serials = super::issued::serials_of(&records, name, now);
+    if serials.is_empty() {
+        return Err(format!(
+            "no unexpired certificate named {name:?} is recorded: check the name (`quorate \
+             status` lists the members; client names are what `quorate cert client` was \
+             given), or revoke by --serial"
+        ));
+    }
+    for serial in &serials {
+        let request = Revoked {
+            serial: serial.clone(),
+            name: name.to_owned(),
+            at: now,
+        };
+        let value = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        client
+            .put(format!("{REVOKE_PREFIX}{serial}"), value, None)
+            .await
+            .map_err(|e| format!("cannot store the revocation of {serial}: {e}"))?;
+    }
+    tracing::warn!(name, serials = ?serials, "certificate revocation requested by name");
+    Ok(format!(
+        "{} certificate(s) of {name} revoked (serials {}): the issuer signs them into the \
+         revocation list within seconds, and every member's etcd refuses new connections with \
+         them once its list is updated. Connections open now stay open until they close",
+        serials.len(),
+        serials.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

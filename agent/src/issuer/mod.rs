@@ -3,6 +3,7 @@
 //! agent that holds the issuer lease ([`task`]).
 
 pub mod crl;
+pub mod issued;
 pub mod restored;
 pub mod sealed;
 mod task;

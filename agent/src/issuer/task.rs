@@ -228,6 +228,7 @@ impl IssuerTask {
         let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL as u64 / 3));
         // Renewals come every 3.3 s; the heartbeat beats every second in between.
         let mut beat = tokio::time::interval(Duration::from_secs(1));
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -252,11 +253,29 @@ impl IssuerTask {
                         Some(Err(_)) => tracing::warn!("revocation list not updated: etcd is slow"),
                         Some(Ok(Ok(_))) => {}
                     }
+                    // Records of certificates expired for a day go, once an hour.
+                    if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                        last_prune = Some(tokio::time::Instant::now());
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or_default();
+                        let prune = tokio::time::timeout(TIMEOUT, super::issued::prune(client, now));
+                        match beating(&self.heartbeat, cancel, prune).await {
+                            None => return Ok(()),
+                            Some(Ok(Ok(n))) if n > 0 => tracing::info!(records = n, "forgot expired certificates"),
+                            Some(Ok(Err(e))) => tracing::debug!(error = %e, "expired certificate records not pruned"),
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
     }
 }
+
+/// How often the issuer prunes the records of expired certificates.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Stores the sealed CA unless one is there; a different one there is a conflict.
 async fn store_ca(

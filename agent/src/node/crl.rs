@@ -4,18 +4,25 @@
 //! ([`EVERY`]) of the issuer signing the list. The task is the file's only writer after the
 //! certificate step wrote the first one; it writes only a list that parses and was signed by
 //! the CA this node trusts, never an empty file.
+//!
+//! It also keeps the registry of issued certificates ([`crate::issuer::issued`]) that
+//! `quorate cert revoke --name` reads: it writes the records of the certificates this agent's
+//! API signed (handed over by the API server; kept until etcd takes them) and of this node's
+//! own certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::CertKind;
 use crate::config::Settings;
 use crate::etcd::client::connect;
 use crate::etcd::EtcdHealth;
 use crate::issuer::crl::{CrlRecord, CRL_KEY};
+use crate::issuer::issued::{self, Issued};
 use crate::liveness::{beating, Heartbeat, Turns};
 use crate::pki::crl::crl_serials;
 use crate::pki::{PkiStore, TlsMaterial};
@@ -62,13 +69,37 @@ pub struct CrlSync {
     pub material: watch::Receiver<Arc<TlsMaterial>>,
     pub published: watch::Sender<CrlStatus>,
     pub heartbeat: Heartbeat,
+    /// Certificates this agent's API signed, to record.
+    pub issued: Option<mpsc::Receiver<Issued>>,
 }
 
+/// Records waiting for etcd at most (beyond, the oldest are dropped with a warning).
+const MAX_PENDING: usize = 1024;
+
 impl CrlSync {
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(mut self, cancel: CancellationToken) {
         let pki = PkiStore::new(self.settings.pki_dir());
         let mut turns = Turns::every(EVERY);
+        let mut registry = Registry::default();
         while turns.next(&self.heartbeat, &cancel).await {
+            if let Some(rx) = self.issued.as_mut() {
+                while let Ok(record) = rx.try_recv() {
+                    registry.pending.push(record);
+                }
+                if registry.pending.len() > MAX_PENDING {
+                    let dropped = registry.pending.len() - MAX_PENDING;
+                    registry.pending.drain(..dropped);
+                    tracing::warn!(
+                        dropped,
+                        "issued-certificate records dropped: etcd has been unreachable too long"
+                    );
+                }
+            }
+            let heartbeat = self.heartbeat.clone();
+            let record = tokio::time::timeout(TIMEOUT * 2, registry.write(&self));
+            if beating(&heartbeat, &cancel, record).await.is_none() {
+                return;
+            }
             let look = tokio::time::timeout(TIMEOUT * 2, self.look(&pki));
             let Some(result) = beating(&self.heartbeat, &cancel, look).await else {
                 return;
@@ -133,6 +164,51 @@ impl CrlSync {
             "revocation list updated"
         );
         Ok(())
+    }
+}
+
+/// The records of issued certificates this member still has to write.
+#[derive(Default)]
+struct Registry {
+    pending: Vec<Issued>,
+    /// This node's own certificate, once recorded.
+    own: Option<String>,
+}
+
+impl Registry {
+    /// Writes what is pending and this node's own certificate; keeps what failed.
+    async fn write(&mut self, sync: &CrlSync) {
+        let material = sync.material.borrow().clone();
+        let Some(tls) = material.client() else {
+            return;
+        };
+        let own = material
+            .node
+            .as_ref()
+            .and_then(|n| Issued::of_cert(&n.client.cert, CertKind::Node))
+            .filter(|r| self.own.as_ref() != Some(&r.serial));
+        if self.pending.is_empty() && own.is_none() {
+            return;
+        }
+        let health = sync.health.borrow().clone();
+        if health.member_id.is_none() {
+            return;
+        }
+        let endpoints = health.endpoints(sync.settings.client_url());
+        let Ok(mut client) = connect(&endpoints, tls, TIMEOUT).await else {
+            return;
+        };
+        if let Some(own) = own {
+            if issued::register(&mut client, &own).await.is_ok() {
+                self.own = Some(own.serial);
+            }
+        }
+        while let Some(record) = self.pending.first() {
+            if issued::register(&mut client, record).await.is_err() {
+                return;
+            }
+            self.pending.remove(0);
+        }
     }
 }
 

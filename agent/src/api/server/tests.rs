@@ -76,6 +76,7 @@ async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::Path
         restore: None,
         members: members.map(MemberSource::Fixed),
         crl_file: crl,
+        issued: None,
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {

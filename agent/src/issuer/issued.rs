@@ -1,0 +1,148 @@
+//! The registry of issued certificates, `/quorate/issued/<serial>`: what `quorate cert revoke
+//! --name NAME` looks names up in. The issuer's API records every certificate it signs (handed
+//! to the revocation-list task, which writes them: see [`crate::node::crl`]); every member
+//! also records its own node certificate, since the first ones are signed before etcd exists.
+//! Entries are written only if absent and pruned by the issuer a day after they expire.
+
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::api::CertKind;
+
+/// Where the records live.
+pub const ISSUED_PREFIX: &str = "/quorate/issued/";
+/// How long a record outlives its certificate.
+pub const KEEP_AFTER_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// One issued certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// Lowercase hex, as [`crate::pki::CertInfo::serial_hex`].
+    pub serial: String,
+    pub name: String,
+    pub kind: CertKind,
+    /// Unix seconds.
+    pub not_after: u64,
+}
+
+impl Issued {
+    /// The record of a certificate, from its PEM.
+    pub fn of_cert(cert_pem: &str, kind: CertKind) -> Option<Self> {
+        let info = crate::pki::inspect(cert_pem).ok()?;
+        Some(Self {
+            serial: info.serial_hex,
+            name: info.common_name,
+            kind,
+            not_after: unix(info.not_after),
+        })
+    }
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The serials of `name` that have not expired at `now` (pure).
+pub fn serials_of(records: &[Issued], name: &str, now: u64) -> Vec<String> {
+    let mut serials: Vec<String> = records
+        .iter()
+        .filter(|r| r.name == name && r.not_after > now)
+        .map(|r| r.serial.clone())
+        .collect();
+    serials.sort();
+    serials.dedup();
+    serials
+}
+
+/// Whether a record may be forgotten at `now` (pure).
+pub fn prunable(record: &Issued, now: u64) -> bool {
+    record.not_after + KEEP_AFTER_EXPIRY.as_secs() < now
+}
+
+/// Writes `record` unless its serial is recorded already.
+pub async fn register(client: &mut Client, record: &Issued) -> Result<(), etcd_client::Error> {
+    let key = format!("{ISSUED_PREFIX}{}", record.serial);
+    let value = serde_json::to_vec(record).unwrap_or_default();
+    let txn = Txn::new()
+        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key, value, None)]);
+    client.txn(txn).await?;
+    Ok(())
+}
+
+/// Every record (entries that do not parse are skipped).
+pub async fn list(client: &mut Client) -> Result<Vec<Issued>, etcd_client::Error> {
+    let got = client
+        .get(ISSUED_PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    Ok(got
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
+}
+
+/// Deletes the records of certificates expired for a day; how many it deleted.
+pub async fn prune(client: &mut Client, now: u64) -> Result<usize, etcd_client::Error> {
+    let old: Vec<Issued> = list(client)
+        .await?
+        .into_iter()
+        .filter(|r| prunable(r, now))
+        .collect();
+    for r in &old {
+        client
+            .delete(format!("{ISSUED_PREFIX}{}", r.serial), None)
+            .await?;
+    }
+    Ok(old.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(serial: &str, name: &str, not_after: u64) -> Issued {
+        Issued {
+            serial: serial.into(),
+            name: name.into(),
+            kind: CertKind::Client,
+            not_after,
+        }
+    }
+
+    #[test]
+    fn a_names_live_serials_are_found_once_each() {
+        let records = [
+            rec("0b", "omni", 200),
+            rec("0a", "omni", 300),
+            rec("0c", "omni", 50),
+            rec("0d", "other", 300),
+            rec("0a", "omni", 300),
+        ];
+        assert_eq!(serials_of(&records, "omni", 100), vec!["0a", "0b"]);
+        assert!(serials_of(&records, "nobody", 100).is_empty());
+        assert!(serials_of(&records, "omni", 1000).is_empty());
+    }
+
+    #[test]
+    fn records_are_kept_a_day_past_expiry() {
+        let r = rec("0a", "omni", 1000);
+        assert!(!prunable(&r, 1000 + 86_400));
+        assert!(prunable(&r, 1001 + 86_400));
+    }
+
+    #[test]
+    fn a_record_is_read_from_the_certificate() {
+        let ca = crate::pki::test_support::ca("test CA");
+        let (cert, _) = crate::pki::test_support::node_cert(&ca, "n1", &[]);
+        let r = Issued::of_cert(&cert, CertKind::Node).unwrap();
+        assert_eq!(r.name, "n1");
+        assert_eq!(r.serial, crate::pki::inspect(&cert).unwrap().serial_hex);
+        assert!(r.not_after > 0);
+        assert!(Issued::of_cert("not a certificate", CertKind::Node).is_none());
+    }
+}
