@@ -1,6 +1,7 @@
 # %post of the quorate .rpm ($1: 1 = install, 2 = upgrade).
-# The unit is not enabled or started here: run `systemctl enable --now quorate`
-# once /etc/quorate/quorate.toml and the token are in place.
+# No unit is enabled or started here: run `systemctl enable --now quorate` (a
+# member) or `systemctl enable --now quorate-client` (a consumer host, client
+# mode) once /etc/quorate/quorate.toml and the token are in place.
 install -d -o quorate -g quorate -m 0700 /var/lib/quorate
 install -d -o root -g quorate -m 0750 /etc/quorate
 if [ -d /run/systemd/system ]; then

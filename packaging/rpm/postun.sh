@@ -12,5 +12,10 @@ if [ -d /run/systemd/system ]; then
         /usr/bin/quorate restart --config /etc/quorate/quorate.toml ||
             systemctl try-restart quorate.service >/dev/null 2>&1 || :
     fi
+    # A running client-mode agent (consumer hosts) is restarted on the new
+    # binary without waiting for it; it keeps its key and files.
+    if [ "$1" -ge 1 ]; then
+        systemctl try-restart --no-block quorate-client.service >/dev/null 2>&1 || :
+    fi
 fi
 exit 0
