@@ -28,7 +28,7 @@ pub struct FsError {
 }
 
 impl FsError {
-    fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
+    pub fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
         Self {
             op,
             path: path.to_path_buf(),

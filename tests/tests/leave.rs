@@ -1,5 +1,6 @@
 //! `quorate leave`: a host takes itself out of the cluster, unless that would cost quorum; a
-//! later start of its agent joins it again as a new member.
+//! later start of its agent joins it again as a new member, with a new certificate (the one it
+//! left with is revoked).
 
 use quorate::phase::Phase;
 use quorate_tests::cluster::FORM_TIMEOUT;
@@ -12,6 +13,7 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     let cert = c.client_cert(0, "leave");
     c.etcdctl_ok(0, &cert, &["put", "/leave/key", "kept"]);
     let old_member = c.agents[2].status().unwrap().etcd.member_id;
+    let old_serial = c.agents[2].status().unwrap().certificate.unwrap().serial;
 
     // n3 leaves a healthy three-member cluster: allowed.
     let o = c.agents[2].cli(&["leave"]);
@@ -22,6 +24,10 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains("left the cluster"), "{out}");
+    assert!(
+        out.contains(&format!("its certificate (serial {old_serial}) is revoked")),
+        "{out}"
+    );
     let s = c.agents[2].status().unwrap();
     assert_eq!(s.phase, Phase::Left);
     assert!(s.etcd.pid.is_none(), "etcd still runs after leave");
@@ -29,6 +35,23 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     let list = c.etcdctl_ok(0, &cert, &["member", "list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
     assert!(!list.contains("n3"), "{list}");
+    // The host that left keeps no access: its certificate is in the remaining members' list.
+    let ca_pem = std::fs::read_to_string(&cert.ca).unwrap();
+    wait_for(
+        "the remaining members to list n3's certificate",
+        FORM_TIMEOUT,
+        || {
+            for a in &c.agents[..2] {
+                let crl =
+                    std::fs::read_to_string(a.state_dir().join("pki/crl.pem")).unwrap_or_default();
+                let listed = quorate::pki::crl::crl_serials(&crl, &ca_pem).unwrap_or_default();
+                if !listed.contains(&old_serial) {
+                    return Err(format!("{} does not list {old_serial}: {listed:?}", a.name));
+                }
+            }
+            Ok(())
+        },
+    );
 
     // With n2 down, n1 leaving would leave n2 alone and unreachable: refused.
     c.agents[1].stop();
@@ -46,7 +69,13 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     c.agents[2].stop();
     c.agents[2].start();
     c.wait_voters(2, 3, FORM_TIMEOUT * 2);
-    assert_ne!(c.agents[2].status().unwrap().etcd.member_id, old_member);
+    let back = c.agents[2].status().unwrap();
+    assert_ne!(back.etcd.member_id, old_member);
+    assert_ne!(
+        back.certificate.unwrap().serial,
+        old_serial,
+        "the host rejoined with its revoked certificate"
+    );
     let v = c.etcdctl_ok(2, &cert, &["get", "/leave/key", "--print-value-only"]);
     assert_eq!(v.trim(), "kept");
 }

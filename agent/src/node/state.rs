@@ -252,6 +252,17 @@ impl NodeState {
         Ok(())
     }
 
+    /// Deletes the node certificate's file once it was revoked (after `quorate leave`): this
+    /// run keeps what it loaded, and the next start asks for a new certificate.
+    pub fn retire_node_cert(&self) -> Result<(), NodeError> {
+        let pki = PkiStore::new(self.settings.pki_dir());
+        match std::fs::remove_file(pki.node_cert_path()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(crate::fsutil::FsError::new("remove", &pki.node_cert_path(), e).into()),
+        }
+    }
+
     /// Moves the etcd data dir aside (never deletes it) to `etcd.<why>-<unix time>`; returns
     /// where it went, or `None` when there was no data dir.
     pub fn move_data_aside(&self, why: &str, unix_now: u64) -> Result<Option<PathBuf>, NodeError> {

@@ -69,6 +69,7 @@ impl Controller {
             ),
             None => None,
         };
+        let mut revoked = None;
         let decision = leave_decision(
             &s.name,
             self.state.left(),
@@ -93,6 +94,7 @@ impl Controller {
                 }
                 if let Some(tls) = &tls {
                     remove_patiently(&endpoints, tls, id).await?;
+                    revoked = self.revoke_own(tls, view).await;
                 }
             }
         }
@@ -105,10 +107,32 @@ impl Controller {
             .unwrap_or_default();
         self.state.mark_left().map_err(|e| e.to_string())?;
         self.forget_cluster();
+        let revoked = match revoked {
+            Some(serial) => {
+                self.state.retire_node_cert().map_err(|e| e.to_string())?;
+                format!("; its certificate (serial {serial}) is revoked")
+            }
+            None => String::new(),
+        };
         Ok(format!(
-            "{} left the cluster{moved}. Start the agent again to rejoin as a new member",
+            "{} left the cluster{moved}{revoked}. Start the agent again to rejoin as a new member",
             s.name
         ))
+    }
+
+    /// Asks the remaining members to revoke this host's node certificate (a host that left
+    /// keeps no access); the serial when the request was stored.
+    async fn revoke_own(&self, tls: &ClientTls, view: &GossipView) -> Option<String> {
+        let serial = self.state.cert()?.info.serial_hex.clone();
+        let others = self.cluster_endpoints(view);
+        let now = super::actions::unix_now();
+        match crate::issuer::crl::request(&others, tls, &serial, now).await {
+            Ok(_) => Some(serial),
+            Err(e) => {
+                tracing::warn!(serial = %serial, error = %e, "cannot revoke this host's certificate; revoke it by hand (quorate cert revoke --serial on a member)");
+                None
+            }
+        }
     }
 }
 
