@@ -132,6 +132,30 @@ fn a_client_agent_keeps_a_consumer_going_through_rotations_growth_and_replacemen
             .unwrap();
     assert_eq!(json["endpoints"].as_array().unwrap().len(), 3);
 
+    // The join token works for a client agent too (a host trusted that far anyway).
+    let join_dir = c.root.path().join("join-token-files");
+    let with_join_token = c.add_agent({
+        let (join_dir, token) = (join_dir.clone(), c.token.clone());
+        let members: Vec<String> = (1..=3).map(|i| c.subnet.host(i).to_string()).collect();
+        move |_, b| {
+            let (join_dir, members) = (join_dir.clone(), members.clone());
+            b.token(&token).seed(false).join(members).with(move |cfg| {
+                cfg.mode = Mode::Client;
+                cfg.client = Some(ClientSection {
+                    name: Some("joiner".into()),
+                    dir: Some(join_dir),
+                    on_change: None,
+                });
+            })
+        }
+    });
+    c.agents[with_join_token].start();
+    wait_for("the join-token client to be ready", FORM_TIMEOUT, || {
+        c.agents[with_join_token].ready().map(|_| ())
+    });
+    assert!(join_dir.join("joiner.pem").exists());
+    c.agents[with_join_token].stop();
+
     // The consumer: a tight loop of fresh connections from the files, recording every
     // acknowledged key. A request is retried (up to 3 times, as any client would) but never
     // dropped: a key that could not be written at all is a failure.
