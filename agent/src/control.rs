@@ -241,33 +241,60 @@ struct RevokeParams {
     name: Option<String>,
 }
 
-async fn revoke(
-    State(routes): State<Routes>,
-    Query(params): Query<RevokeParams>,
-) -> (StatusCode, String) {
-    let Some(tls) = routes.material.borrow().client().cloned() else {
-        return (
-            StatusCode::CONFLICT,
-            "this node has no certificate yet: revoke from a member that is ready\n".into(),
-        );
-    };
-    let endpoints = routes
-        .health
-        .borrow()
-        .endpoints(routes.settings.client_url());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let done = match (params.serial, params.name) {
-        (Some(serial), None) => crate::issuer::crl::request(&endpoints, &tls, &serial, now).await,
-        (None, Some(name)) => crate::issuer::crl::request_name(&endpoints, &tls, &name, now).await,
-        _ => Err("give either a serial or a name".to_owned()),
-    };
+/// What a command that writes to etcd needs: this node's client TLS, the endpoints, the time.
+struct EtcdAccess {
+    tls: crate::etcd::client::ClientTls,
+    endpoints: Vec<String>,
+    now: u64,
+}
+
+impl Routes {
+    /// [`EtcdAccess`], or the answer to give when this node has no certificate yet (`what`
+    /// names the command).
+    fn etcd_access(&self, what: &str) -> Result<EtcdAccess, (StatusCode, String)> {
+        let Some(tls) = self.material.borrow().client().cloned() else {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("this node has no certificate yet: {what} on a member that is ready\n"),
+            ));
+        };
+        let endpoints = self.health.borrow().endpoints(self.settings.client_url());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        Ok(EtcdAccess {
+            tls,
+            endpoints,
+            now,
+        })
+    }
+}
+
+fn answer(done: Result<String, String>) -> (StatusCode, String) {
     match done {
         Ok(message) => (StatusCode::OK, format!("{message}\n")),
         Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
     }
+}
+
+async fn revoke(
+    State(routes): State<Routes>,
+    Query(params): Query<RevokeParams>,
+) -> (StatusCode, String) {
+    let a = match routes.etcd_access("revoke") {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
+    answer(match (params.serial, params.name) {
+        (Some(serial), None) => {
+            crate::issuer::crl::request(&a.endpoints, &a.tls, &serial, a.now).await
+        }
+        (None, Some(name)) => {
+            crate::issuer::crl::request_name(&a.endpoints, &a.tls, &name, a.now).await
+        }
+        _ => Err("give either a serial or a name".to_owned()),
+    })
 }
 
 #[derive(Deserialize)]
@@ -281,39 +308,25 @@ async fn create_client_token(
     State(routes): State<Routes>,
     Query(params): Query<ClientTokenParams>,
 ) -> (StatusCode, String) {
-    let material = routes.material.borrow().clone();
-    let ca = material
+    let ca = routes
+        .material
+        .borrow()
         .ca_pem
         .as_deref()
         .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok());
-    let (Some(tls), Some(ca)) = (material.client().cloned(), ca) else {
-        return (
-            StatusCode::CONFLICT,
-            "this node has no certificate yet: create the client token on a member that is \
-             ready\n"
-                .into(),
-        );
+    let (a, Some(ca)) = (
+        match routes.etcd_access("create the client token") {
+            Ok(a) => a,
+            Err(refusal) => return refusal,
+        },
+        ca,
+    ) else {
+        return (StatusCode::CONFLICT, "this node trusts no CA yet\n".into());
     };
-    let endpoints = routes
-        .health
-        .borrow()
-        .endpoints(routes.settings.client_url());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let created = crate::client_token::create(
-        &endpoints,
-        &tls,
-        &routes.settings.token,
-        params.replace,
-        now,
-    )
-    .await;
-    match created {
-        Ok(token) => (StatusCode::OK, format!("{}\n", token.pinned(&ca))),
-        Err(message) => (StatusCode::CONFLICT, format!("{message}\n")),
-    }
+    let token = &routes.settings.token;
+    let created =
+        crate::client_token::create(&a.endpoints, &a.tls, token, params.replace, a.now).await;
+    answer(created.map(|t| t.pinned(&ca)))
 }
 
 async fn agent_restart(State(routes): State<Routes>) -> (StatusCode, String) {
