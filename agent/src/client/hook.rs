@@ -1,7 +1,11 @@
 //! `client.on_change`: run once per burst of file changes. A change marks the hook pending;
 //! it runs when no further change came for [`QUIET`] (a renewal rewrites the certificate, and a
 //! membership change rewrites three endpoint files: one run for each burst). The command runs
-//! with `sh -c`, its output goes to the log, and its failures are counted and shown.
+//! with `sh -c` (without the agent's NOTIFY_SOCKET), its output goes to the log, and its
+//! failures are counted and shown. READY=1 always precedes the first run (the files are
+//! written, READY goes out, and the hook waits [`QUIET`]): a consumer ordered
+//! `After=quorate-client.service` that `on_change` restarts would otherwise deadlock on the
+//! client unit's start job.
 
 use std::time::{Duration, Instant};
 
@@ -53,6 +57,8 @@ pub async fn run(command: &str) -> Result<(), String> {
         .arg("-c")
         .arg(command)
         .stdin(std::process::Stdio::null())
+        // Only the agent talks to systemd about its unit.
+        .env_remove("NOTIFY_SOCKET")
         .kill_on_drop(true)
         .output();
     let output = match tokio::time::timeout(TIMEOUT, child).await {
