@@ -18,6 +18,23 @@ pub fn config_check(v: &Validated, path: Option<&std::path::Path>) {
             .unwrap_or_default()
     );
     println!("  node name:        {}", s.name);
+    if let Some(c) = &s.client {
+        let join: Vec<String> = s.join.iter().map(ToString::to_string).collect();
+        println!("  mode:             client (no etcd here; never a member)");
+        println!("  join:             {}", join.join(", "));
+        println!("  client name:      {}", c.name);
+        println!("  files:            {}", c.dir.display());
+        println!(
+            "  on_change:        {}",
+            c.on_change.as_deref().unwrap_or("-")
+        );
+        println!("  state dir:        {}", s.state_dir.display());
+        println!("  health:           http://{}", s.health_listen);
+        for w in &v.warnings {
+            println!("warning: {w}");
+        }
+        return;
+    }
     println!("  advertise:        {}", s.advertise);
     println!("  bind:             {}", s.bind);
     println!("  seed:             {}", s.seed);

@@ -335,7 +335,12 @@ fn resolve_advertise(
     host: &dyn HostProbe,
     errors: &mut Vec<ConfigError>,
 ) -> Option<IpAddr> {
-    let Some(ip) = config.advertise_addr.or_else(|| host.detect_address()) else {
+    let detected = config.advertise_addr.or_else(|| host.detect_address());
+    // A client-mode agent advertises nothing: without a detected address it asks from any.
+    if detected.is_none() && config.mode == super::Mode::Client {
+        return Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    }
+    let Some(ip) = detected else {
         errors.push(ConfigError::invalid(
             "advertise_addr",
             "(unset)",
@@ -379,7 +384,11 @@ fn resolve_join(config: &Config, errors: &mut Vec<ConfigError>) -> Vec<JoinTarge
             )),
         }
     }
-    if targets.is_empty() && !config.seed && config.bootstrap_expect > 1 {
+    if targets.is_empty()
+        && !config.seed
+        && config.bootstrap_expect > 1
+        && config.mode == super::Mode::Member
+    {
         errors.push(ConfigError::invalid(
             "join",
             "[]",
@@ -543,6 +552,8 @@ fn check_pki(config: &Config, errors: &mut Vec<ConfigError>) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_client;
 #[cfg(test)]
 mod tests_etcd;
 #[cfg(test)]

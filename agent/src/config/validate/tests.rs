@@ -8,7 +8,7 @@ pub(super) struct FakeHost {
     pub(super) etcd_version: &'static str,
 }
 
-const TOKEN: &str = "qrt1_Zx3kQ9vLm2Tq7Wc1Hn5Rb8Yd4Pf6Js0Ag3Ke9Uo2Ni";
+pub(super) const TOKEN: &str = "qrt1_Zx3kQ9vLm2Tq7Wc1Hn5Rb8Yd4Pf6Js0Ag3Ke9Uo2Ni";
 
 impl HostProbe for FakeHost {
     fn hostname(&self) -> Option<String> {
