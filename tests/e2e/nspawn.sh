@@ -8,7 +8,9 @@
 # the outside (systemctl, file modes, etcdctl from the host with a client
 # certificate), followed by a service restart, a power cycle of all three
 # hosts, a package upgrade on all three hosts at the same moment under a
-# writer, and dpkg remove / purge / install on one host.
+# writer, and dpkg remove / purge / install on one host. A fourth container, a
+# consumer host, gets packaging/cloud-init/client.yaml once the cluster formed
+# (quorate-client.service: client certificate, endpoints, on_change).
 #
 # Usage (as root, on a Debian/Ubuntu host with a non-systemd or systemd PID 1):
 #   tests/e2e/nspawn.sh                      # builds both packages via scripts/package.sh
@@ -24,7 +26,7 @@
 #   QE2E_FORM_TIMEOUT  seconds allowed for the cluster to form (default 300)
 #
 # Network: 10.77.0.0/24 only. Bridge br-qe2e (host side 10.77.0.254),
-# namespaces qe2e-h1..3 (10.77.0.1-3, no default route), veths qe2e-v1..3.
+# namespaces qe2e-h1..4 (10.77.0.1-4, no default route), veths qe2e-v1..4.
 # Nothing else on the host is touched. Everything started here is torn down by
 # the EXIT trap, also on failure; logs stay in $QE2E_LOGS.
 set -euo pipefail
@@ -42,6 +44,10 @@ SUBNET=10.77.0
 BRIDGE=br-qe2e
 HOST_IP=$SUBNET.254
 HOSTS=(h1 h2 h3)           # h1 is the seed
+CONSUMER=h4                # consumer host (client mode, packaging/cloud-init/client.yaml)
+ALL_CTS=(h1 h2 h3 h4)
+CLIENT_NAME=app
+CLIENT_DIR=/etc/quorate/client
 SEED_IP=$SUBNET.1
 PKG_IN_CT=/opt/quorate/quorate.deb            # where the user-data installs it from
 UPGRADE_IN_CT=/opt/quorate/quorate-upgrade.deb
@@ -135,12 +141,15 @@ nspawn_gone() { [ ! -f "$WORK/$1.nspawn" ] || gone "$(cat "$WORK/$1.nspawn")"; }
 
 diagnose() {
     local h
+    local unit
     for h in ${DIAG_HOSTS:-${HOSTS[*]}}; do
         init_pid "$h" >/dev/null || { log "------ $h: not running"; continue; }
-        log "------ $h: systemctl status quorate"
-        CT_TIMEOUT=15 ct "$h" systemctl status quorate.service --no-pager -l -n 0 2>&1 | sed 's/^/  /' || true
-        log "------ $h: journalctl -u quorate (last 60 lines)"
-        CT_TIMEOUT=15 ct "$h" journalctl -u quorate.service --no-pager -n 60 -o short-monotonic 2>&1 | sed 's/^/  /' || true
+        unit=quorate.service
+        [ "$h" != "$CONSUMER" ] || unit=quorate-client.service
+        log "------ $h: systemctl status $unit"
+        CT_TIMEOUT=15 ct "$h" systemctl status "$unit" --no-pager -l -n 0 2>&1 | sed 's/^/  /' || true
+        log "------ $h: journalctl -u $unit (last 60 lines)"
+        CT_TIMEOUT=15 ct "$h" journalctl -u "$unit" --no-pager -n 60 -o short-monotonic 2>&1 | sed 's/^/  /' || true
         log "------ $h: cloud-init status / failed units"
         CT_TIMEOUT=15 ct "$h" cloud-init status --long 2>&1 | sed 's/^/  /' || true
         CT_TIMEOUT=15 ct "$h" systemctl --failed --no-legend 2>&1 | sed 's/^/  /' || true
@@ -190,7 +199,7 @@ stop_ct() {
 
 save_journals() {
     local h
-    for h in "${HOSTS[@]}"; do
+    for h in "${ALL_CTS[@]}"; do
         init_pid "$h" >/dev/null || continue
         CT_TIMEOUT=30 ct "$h" journalctl -b --no-pager -o short-monotonic >"$LOGS/$h-journal.log" 2>&1 || true
         CT_TIMEOUT=10 ct "$h" cat /var/log/cloud-init-output.log >"$LOGS/$h-cloud-init-output.log" 2>&1 || true
@@ -199,18 +208,18 @@ save_journals() {
 
 teardown() {
     local h i
-    for h in "${HOSTS[@]}"; do stop_ct "$h"; done
-    for h in "${HOSTS[@]}"; do
+    for h in "${ALL_CTS[@]}"; do stop_ct "$h"; done
+    for h in "${ALL_CTS[@]}"; do
         if mountpoint -q "$WORK/$h/root" 2>/dev/null; then
             umount "$WORK/$h/root" 2>/dev/null || umount -l "$WORK/$h/root" 2>/dev/null || true
         fi
     done
-    for i in 1 2 3; do
+    for i in 1 2 3 4; do
         [ -e "/run/netns/qe2e-h$i" ] && ip netns del "qe2e-h$i" 2>/dev/null || true
         ip link show "qe2e-v$i" >/dev/null 2>&1 && ip link del "qe2e-v$i" 2>/dev/null || true
     done
     ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE" 2>/dev/null || true
-    for h in "${HOSTS[@]}"; do
+    for h in "${ALL_CTS[@]}"; do
         mountpoint -q "$WORK/$h/root" 2>/dev/null || rm -rf "${WORK:?}/$h"
     done
     rm -rf "${WORK:?}/pkg" "${WORK:?}/client"
@@ -341,7 +350,7 @@ setup_network() {
     ip link set "$BRIDGE" up
     ip addr add "$HOST_IP/24" dev "$BRIDGE"
     local i
-    for i in 1 2 3; do
+    for i in 1 2 3 4; do   # 4: the consumer host, booted later
         ip netns add "qe2e-h$i"
         ip link add "qe2e-v$i" type veth peer name eth0 netns "qe2e-h$i"
         ip link set "qe2e-v$i" master "$BRIDGE" up
@@ -373,33 +382,39 @@ render_user_data() {
 
 prepare_containers() {
     TOKEN="qe2e_$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
-    local h i root seed
+    local h seed
     for h in "${HOSTS[@]}"; do
-        i=${h#h}
-        mkdir -p "$WORK/$h/upper" "$WORK/$h/work" "$WORK/$h/root"
-        mount -t overlay overlay \
-            -o "lowerdir=$ROOTFS,upperdir=$WORK/$h/upper,workdir=$WORK/$h/work" "$WORK/$h/root"
-        root=$WORK/$h/root
-        printf 'e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e%s\n' "$i" >"$root/etc/machine-id"
-        echo "$h" >"$root/etc/hostname"
-        : >"$root/etc/resolv.conf"   # no DNS: nothing leaves the test network
-        # Test-harness cloud-init settings (on a real VM the platform decides these):
-        # NoCloud seed from disk, the address is configured from outside, and the
-        # minimal rootfs has no locales.
-        cat >"$root/etc/cloud/cloud.cfg.d/90-qe2e.cfg" <<'EOF'
+        if [ "$h" = h1 ]; then seed=seed; else seed=member; fi
+        prepare_ct "$h"
+        render_user_data "$REPO/packaging/cloud-init/$seed.yaml" "$(root_of "$h")/var/lib/cloud/seed/nocloud/user-data"
+        cp "$(root_of "$h")/var/lib/cloud/seed/nocloud/user-data" "$LOGS/$h-user-data.yaml"
+    done
+    sed -i "s|$TOKEN|<token>|" "$LOGS"/*-user-data.yaml
+}
+# prepare_ct HOST: an overlay of the cached rootfs with the packages and the NoCloud
+# meta-data (the user-data is the caller's).
+prepare_ct() {
+    local h=$1 i root
+    i=${h#h}
+    mkdir -p "$WORK/$h/upper" "$WORK/$h/work" "$WORK/$h/root"
+    mount -t overlay overlay \
+        -o "lowerdir=$ROOTFS,upperdir=$WORK/$h/upper,workdir=$WORK/$h/work" "$WORK/$h/root"
+    root=$WORK/$h/root
+    printf 'e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e%s\n' "$i" >"$root/etc/machine-id"
+    echo "$h" >"$root/etc/hostname"
+    : >"$root/etc/resolv.conf"   # no DNS: nothing leaves the test network
+    # Test-harness cloud-init settings (on a real VM the platform decides these):
+    # NoCloud seed from disk, the address is configured from outside, and the
+    # minimal rootfs has no locales.
+    cat >"$root/etc/cloud/cloud.cfg.d/90-qe2e.cfg" <<'EOF'
 datasource_list: [ NoCloud, None ]
 network: {config: disabled}
 locale: false
 EOF
-        mkdir -p "$root/opt/quorate" "$root/var/lib/cloud/seed/nocloud"
-        cp "$DEB" "$root$PKG_IN_CT"
-        cp "$WORK/pkg/upgrade.deb" "$root$UPGRADE_IN_CT"
-        printf 'instance-id: qe2e-%s\nlocal-hostname: %s\n' "$h" "$h" >"$root/var/lib/cloud/seed/nocloud/meta-data"
-        if [ "$h" = h1 ]; then seed=seed; else seed=member; fi
-        render_user_data "$REPO/packaging/cloud-init/$seed.yaml" "$root/var/lib/cloud/seed/nocloud/user-data"
-        cp "$root/var/lib/cloud/seed/nocloud/user-data" "$LOGS/$h-user-data.yaml"
-    done
-    sed -i "s|$TOKEN|<token>|" "$LOGS"/*-user-data.yaml
+    mkdir -p "$root/opt/quorate" "$root/var/lib/cloud/seed/nocloud"
+    cp "$DEB" "$root$PKG_IN_CT"
+    cp "$WORK/pkg/upgrade.deb" "$root$UPGRADE_IN_CT"
+    printf 'instance-id: qe2e-%s\nlocal-hostname: %s\n' "$h" "$h" >"$root/var/lib/cloud/seed/nocloud/meta-data"
 }
 
 boot_all() {
@@ -630,6 +645,103 @@ PLAN=$(snapshot_state)
 out=$(for h in "${HOSTS[@]}"; do ct "$h" systemctl show -p NRestarts --value quorate.service; done | tr '\n' ' ')
 [ "$out" = "0 0 0 " ] || fail "no agent was restarted by systemd (watchdog, crash)" "NRestarts: $out"
 pass "no restarts so far (watchdog fed): NRestarts $out"
+
+phase "consumer host (client mode, client.yaml)"
+# A fourth container from the same cached rootfs, set up with the shipped client.yaml:
+# quorate-client.service keeps a client certificate and the endpoints in $CLIENT_DIR and
+# runs on_change, here `systemctl try-restart qe2e-consumer.service` (a dummy consumer
+# that appends a line per start), which checks the unit's sandbox lets on_change use systemctl.
+out=$(CT_TIMEOUT=60 ct h1 quorate token create --client 2>&1) || fail "h1: quorate token create --client" "$out"
+CLIENT_TOKEN=$(grep -o 'qrt1:sha256:[^[:space:]]*' <<<"$out" | head -n 1)
+[ -n "$CLIENT_TOKEN" ] || fail "h1: quorate token create --client prints the pinned client token" "$out"
+pass "h1: quorate token create --client printed a pinned client token"
+h=$CONSUMER
+prepare_ct $h
+r=$(root_of $h)
+cat >"$r/etc/systemd/system/qe2e-consumer.service" <<'EOF'
+[Unit]
+Description=qe2e dummy consumer (restarted by quorate's on_change)
+# Running before cloud-init's runcmd enables quorate-client, so try-restart has something to restart.
+Before=cloud-final.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'date +%%s >>/var/lib/qe2e-consumer.starts'
+[Install]
+WantedBy=multi-user.target
+EOF
+ln -s /etc/systemd/system/qe2e-consumer.service "$r/etc/systemd/system/multi-user.target.wants/qe2e-consumer.service"
+sed -e "s|QUORATE_CLIENT_TOKEN|$CLIENT_TOKEN|" \
+    -e "s|QUORATE_MEMBER_ADDRS|\"$SUBNET.1\", \"$SUBNET.2\", \"$SUBNET.3\"|" \
+    -e "s|QUORATE_CLIENT_NAME|$CLIENT_NAME|" \
+    -e "s|QUORATE_CONSUMER_UNIT|qe2e-consumer.service|" \
+    -e "s|^  - quorate\$|  - $PKG_IN_CT|" "$REPO/packaging/cloud-init/client.yaml" >"$r/var/lib/cloud/seed/nocloud/user-data"
+grep -q "^  - $PKG_IN_CT\$" "$r/var/lib/cloud/seed/nocloud/user-data" || die "client.yaml: no '  - quorate' packages entry"
+! grep -q 'QUORATE_[A-Z_]*' "$r/var/lib/cloud/seed/nocloud/user-data" || die "client.yaml: placeholder left"
+sed "s|$CLIENT_TOKEN|<client token>|" "$r/var/lib/cloud/seed/nocloud/user-data" >"$LOGS/$h-user-data.yaml"
+start_ct $h
+wait_for "$h: booted (basic.target)" 120 $h is_booted $h
+wait_for "$h: cloud-init finished" 300 $h cloud_init_done $h
+client_active() {
+    local s
+    s=$(CT_TIMEOUT=10 ct "$1" systemctl is-active quorate-client.service 2>&1 || true)
+    echo "quorate-client: $s ($(CT_TIMEOUT=10 ct "$1" systemctl show -p StatusText --value quorate-client.service 2>&1))"
+    [ "$s" != failed ] || return 99
+    [ "$s" = active ]
+}
+wait_for "$h: quorate-client.service active (READY=1)" 120 $h client_active $h
+out=$(CT_TIMEOUT=10 ct $h systemctl show -p Type --value quorate-client.service 2>&1)
+[ "$out" = notify ] || fail "$h: quorate-client.service is Type=notify" "Type=$out"
+out=$(CT_TIMEOUT=10 ct $h systemctl is-enabled quorate-client.service 2>&1 || true)
+[ "$out" = enabled ] || DIAG_HOSTS=$h fail "$h: cloud-init enabled quorate-client.service" "is-enabled: $out"
+out=$(CT_TIMEOUT=10 ct $h systemctl is-active quorate.service 2>&1 || true)
+[ "$out" != active ] && [ "$out" != activating ] || DIAG_HOSTS=$h fail "$h: quorate.service is not running on the consumer" "is-active: $out"
+pass "$h: quorate-client.service (Type=notify) active and enabled, quorate.service $out"
+out=$(CT_TIMEOUT=15 ct $h sh -c "cd $CLIENT_DIR && stat -c '%a %U %n' ca.pem $CLIENT_NAME.pem $CLIENT_NAME-key.pem endpoints endpoints.json etcdctl.env" 2>&1) ||
+    DIAG_HOSTS=$h fail "$h: the client files exist in $CLIENT_DIR" "$out"
+grep -qx "600 root $CLIENT_NAME-key.pem" <<<"$out" || fail "$h: $CLIENT_NAME-key.pem is 0600 root" "$out"
+[ "$(grep -v -- '-key.pem$' <<<"$out" | grep -cv '^644 root ')" = 0 ] || fail "$h: the other client files are 0644 root" "$out"
+pass "$h: $CLIENT_DIR holds ca.pem, $CLIENT_NAME.pem, $CLIENT_NAME-key.pem (0600), endpoints, endpoints.json, etcdctl.env"
+eps=$(cat "$r$CLIENT_DIR/endpoints")
+[ "$(tr ',' '\n' <<<"$eps" | grep -v '^$' | sort | tr '\n' ',')" = "$(all_eps)," ] || fail "$h: endpoints lists the three members" "endpoints: $eps"
+pass "$h: endpoints lists the three members ($eps)"
+CVALUE="written-by-$h-$RANDOM"
+out=$(CT_TIMEOUT=60 ct $h sh -c "cd $CLIENT_DIR && ETCDCTL_API=3 etcdctl --endpoints=\$(cat endpoints) --dial-timeout=5s --command-timeout=15s \
+    --cacert=ca.pem --cert=$CLIENT_NAME.pem --key=$CLIENT_NAME-key.pem put qe2e/from-client $CVALUE >/dev/null && \
+    ETCDCTL_API=3 etcdctl --endpoints=\$(cat endpoints) --dial-timeout=5s --command-timeout=15s \
+    --cacert=ca.pem --cert=$CLIENT_NAME.pem --key=$CLIENT_NAME-key.pem get qe2e/from-client --print-value-only" 2>&1) ||
+    DIAG_HOSTS=$h fail "$h: etcdctl with only the files in $CLIENT_DIR puts and gets a key" "$out"
+[ "$out" = "$CVALUE" ] || fail "$h: etcdctl with the client files reads back what it wrote" "$out"
+pass "$h: etcdctl with only the files in $CLIENT_DIR put and got qe2e/from-client"
+expect_key h2 qe2e/from-client "$CVALUE"
+consumer_restarted() {
+    local n
+    n=$(CT_TIMEOUT=10 ct "$1" cat /var/lib/qe2e-consumer.starts 2>&1 | wc -l)
+    echo "qe2e-consumer.service starts: $n"
+    CT_TIMEOUT=10 ct "$1" journalctl -u quorate-client.service --no-pager -n 5 2>&1 | tail -n 5
+    [ "$n" -ge 2 ]
+}
+wait_for "$h: on_change ran systemctl try-restart qe2e-consumer.service (a second start)" 60 $h consumer_restarted $h
+out=$(CT_TIMEOUT=30 ct $h quorate status 2>&1) || DIAG_HOSTS=$h fail "$h: quorate status" "$out"
+grep -qF '(client mode)' <<<"$out" || fail "$h: quorate status says (client mode)" "$out"
+pass "$h: quorate status says (client mode)"
+# The run is counted once the command has finished (the restart above may still be returning).
+on_change_counted() {
+    local out
+    out=$(CT_TIMEOUT=30 ct "$1" quorate status 2>&1)
+    grep '^on_change:' <<<"$out" || echo "$out"
+    grep -Eq '^on_change: .* [1-9][0-9]* run\(s\), 0 failed' <<<"$out"
+}
+wait_for "$h: quorate status counts the on_change run, none failed" 30 $h on_change_counted $h
+printf '%s\n' "$(CT_TIMEOUT=30 ct $h quorate status 2>&1)" | sed 's/^/       | /'
+out=$(CT_TIMEOUT=10 ct $h systemctl show -p NRestarts --value quorate-client.service 2>&1)
+[ "$out" = 0 ] || fail "$h: quorate-client.service was not restarted by systemd" "NRestarts: $out"
+pass "$h: quorate-client.service NRestarts 0"
+# The consumer's part is done: its journal is kept, and it stops so the later phases
+# run on three containers as before.
+CT_TIMEOUT=30 ct $h journalctl -b --no-pager -o short-monotonic >"$LOGS/$h-journal.log" 2>&1 || true
+CT_TIMEOUT=10 ct $h cat /var/log/cloud-init-output.log >"$LOGS/$h-cloud-init-output.log" 2>&1 || true
+stop_ct $h
 
 phase "systemctl restart quorate (h2)"
 old=$(main_pid h2)
