@@ -136,6 +136,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     let (restore_plan_tx, restore_plan) = watch::channel(None);
     let (transfers, transfer) = Transfers::new();
     let (issued_tx, issued_rx) = mpsc::channel(256);
+    let (clients_seen_tx, clients_seen) = watch::channel(Vec::new());
     let (client_keys_tx, client_keys) =
         watch::channel(crate::node::client_token::initial_keys(&settings.state_dir));
 
@@ -150,6 +151,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     .with_client_desk(ClientDesk {
         client_keys: client_keys.clone(),
         health: health.clone(),
+        seen: clients_seen_tx,
     });
     let api_listener = bind_tcp(settings.api_bind(), "agent API", "ports.api / bind_addr").await?;
     let health_listener =
@@ -312,6 +314,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     health_state.rolling = Some(rolling_status.clone());
     health_state.transfer = Some(transfer.clone());
     health_state.crl = Some(crl_status);
+    health_state.clients = Some(clients_seen);
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
         .with_restart(reexec_rx.clone())

@@ -51,6 +51,8 @@ pub struct HealthState {
     pub transfer: Option<watch::Receiver<Option<crate::restore::transfer::Transfer>>>,
     /// The revocation list, for /status and /metrics (set by the wiring).
     pub crl: Option<watch::Receiver<crate::node::crl::CrlStatus>>,
+    /// The client agents this member answered lately (set by the wiring).
+    pub clients: Option<watch::Receiver<Vec<crate::gossip::directory::SeenClient>>>,
 }
 
 impl HealthState {
@@ -90,6 +92,7 @@ impl HealthState {
             rolling: None,
             transfer: None,
             crl: None,
+            clients: None,
         }
     }
 
@@ -107,6 +110,13 @@ impl HealthState {
         report.etcd_restarts = self.rolling.as_ref().map(|r| r.borrow().clone());
         report.restore_transfer = self.transfer.as_ref().and_then(|t| t.borrow().clone());
         report.revocation = self.crl.as_ref().map(|c| c.borrow().clone());
+        if let Some(seen) = &self.clients {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            report.clients = crate::gossip::directory::recent(&seen.borrow(), now);
+        }
         report
     }
 }

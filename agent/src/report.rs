@@ -53,6 +53,9 @@ pub struct StatusReport {
     /// The revocation list in force here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<crate::node::crl::CrlStatus>,
+    /// Client-mode agents this member answered in the last five minutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<crate::gossip::directory::SeenClient>,
 }
 
 /// The plan, flattened for display.
@@ -173,6 +176,7 @@ impl StatusReport {
             restore: status.restore.clone(),
             restore_transfer: None,
             revocation: None,
+            clients: Vec::new(),
         }
     }
 
@@ -322,6 +326,26 @@ impl StatusReport {
         }
         if let Some(r) = &self.revocation {
             r.render(&mut out);
+        }
+        if !self.clients.is_empty() {
+            let names: Vec<String> = self
+                .clients
+                .iter()
+                .take(10)
+                .map(|c| format!("{} ({})", c.name, c.addr.ip()))
+                .collect();
+            let more = self.clients.len().saturating_sub(names.len());
+            let _ = writeln!(
+                out,
+                "\nClients:     {} asked in the last 5 min: {}{}",
+                self.clients.len(),
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
         }
         let _ = writeln!(out, "\nCounters:");
         for (k, v) in &self.counters {

@@ -116,6 +116,17 @@ fn a_client_agent_keeps_a_consumer_going_through_rotations_growth_and_replacemen
         c.agents[client].ready().map(|_| ())
     });
     let first = client_status(&c, client).unwrap();
+    // The member that answered lists the client in its status.
+    let answered_by = first.answered_by.clone().expect("a member answered");
+    let member = c.agents.iter().position(|a| a.name == answered_by).unwrap();
+    wait_for("the member to list the client", FORM_TIMEOUT, || {
+        let s = c.agents[member].status()?;
+        if s.clients.iter().any(|seen| seen.name == NAME) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", s.clients))
+        }
+    });
     assert_eq!(first.endpoints.len(), 3, "{first:?}");
     use std::os::unix::fs::PermissionsExt;
     let key_path = dir.join(format!("{NAME}-key.pem"));

@@ -162,5 +162,53 @@ impl AnswerRate {
     }
 }
 
+/// A client agent a member answered, for `quorate status` on the member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenClient {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// When it last asked, unix seconds.
+    pub last_seen: u64,
+}
+
+/// How long a client is remembered after its last ask.
+pub const SEEN_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// The clients a member answered recently (pure; owned by the gossip task).
+#[derive(Debug, Default)]
+pub struct ClientsSeen {
+    by_name: HashMap<String, SeenClient>,
+}
+
+impl ClientsSeen {
+    /// `name` at `addr` was answered at `now` (unix seconds); the list as it is now, sorted
+    /// by name, without clients silent for longer than [`SEEN_WINDOW`].
+    pub fn record(&mut self, name: &str, addr: SocketAddr, now: u64) -> Vec<SeenClient> {
+        let window = SEEN_WINDOW.as_secs();
+        self.by_name.retain(|_, c| c.last_seen + window >= now);
+        if self.by_name.len() < MAX_REMEMBERED || self.by_name.contains_key(name) {
+            self.by_name.insert(
+                name.to_owned(),
+                SeenClient {
+                    name: name.to_owned(),
+                    addr,
+                    last_seen: now,
+                },
+            );
+        }
+        let mut list: Vec<SeenClient> = self.by_name.values().cloned().collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}
+
+/// The clients of `seen` that asked within [`SEEN_WINDOW`] of `now`.
+pub fn recent(seen: &[SeenClient], now: u64) -> Vec<SeenClient> {
+    seen.iter()
+        .filter(|c| c.last_seen + SEEN_WINDOW.as_secs() >= now)
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

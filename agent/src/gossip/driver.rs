@@ -68,6 +68,8 @@ pub struct ClientDesk {
     pub client_keys: watch::Receiver<Option<crate::client_token::ClientKeys>>,
     /// This agent's etcd, whose member list the answers carry.
     pub health: watch::Receiver<crate::etcd::EtcdHealth>,
+    /// The clients this member answered lately, for its status.
+    pub seen: watch::Sender<Vec<directory::SeenClient>>,
 }
 
 /// Requests to the gossip task.
@@ -129,6 +131,7 @@ pub struct GossipTask {
     join_client_envelope: Envelope,
     desk: Option<ClientDesk>,
     answer_rate: AnswerRate,
+    clients_seen: directory::ClientsSeen,
     inbox: std_mpsc::Receiver<Broadcast>,
     metas: HashMap<String, NodeMeta>,
     plans: Vec<Plan>,
@@ -179,6 +182,7 @@ impl GossipTask {
             join_client_envelope: Envelope::client(&settings.key),
             desk: None,
             answer_rate: AnswerRate::default(),
+            clients_seen: directory::ClientsSeen::default(),
             inbox,
             metas: HashMap::new(),
             plans: Vec::new(),
@@ -428,6 +432,10 @@ impl GossipTask {
                 Counters::inc(&self.counters.gossip_datagrams_sent);
                 Counters::inc(&self.counters.gossip_client_answers);
                 tracing::trace!(%from, client = %ask.name, "answered a client");
+                // The name is the client's word (it holds a token): bounded, for display only.
+                let name: String = ask.name.chars().take(64).collect();
+                desk.seen
+                    .send_replace(self.clients_seen.record(&name, from, now));
             }
             Err(e) => tracing::debug!(%from, error = %e, "cannot answer a client"),
         }

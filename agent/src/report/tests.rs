@@ -148,6 +148,7 @@ fn healthy_issuer() -> StatusReport {
         restore: None,
         restore_transfer: None,
         revocation: None,
+        clients: Vec::new(),
     }
 }
 
@@ -233,6 +234,7 @@ fn waiting_for_peers() -> StatusReport {
         restore: None,
         restore_transfer: None,
         revocation: None,
+        clients: Vec::new(),
     }
 }
 
@@ -465,4 +467,25 @@ fn with_snapshots() -> StatusReport {
 #[test]
 fn the_last_snapshot_and_its_failures_are_shown() {
     assert_golden(&with_snapshots(), include_str!("golden/snapshots.txt"));
+}
+
+#[test]
+fn the_clients_a_member_answered_are_listed() {
+    let mut r = healthy_issuer();
+    assert!(!r.render().contains("Clients:"), "none: no line");
+    r.clients = (0..12)
+        .map(|i| crate::gossip::directory::SeenClient {
+            name: format!("app{i:02}"),
+            addr: format!("10.0.1.{i}:40000").parse().unwrap(),
+            last_seen: 1,
+        })
+        .collect();
+    let text = r.render();
+    assert!(
+        text.contains(
+            "\nClients:     12 asked in the last 5 min: app00 (10.0.1.0), app01 (10.0.1.1),"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("app09 (10.0.1.9) and 2 more\n"), "{text}");
 }

@@ -123,3 +123,25 @@ fn messages_round_trip_and_garbage_decodes_to_nothing() {
     assert_eq!(ClientMessage::decode(&[0xff, 0xff, 0xff]), None);
     assert_eq!(ClientMessage::decode(&[]), None);
 }
+
+#[test]
+fn members_remember_the_clients_that_asked_lately() {
+    let mut seen = ClientsSeen::default();
+    let a: SocketAddr = "10.0.0.21:40000".parse().unwrap();
+    let b: SocketAddr = "10.0.0.22:40000".parse().unwrap();
+    seen.record("omni", a, 1000);
+    let list = seen.record("kube", b, 1005);
+    assert_eq!(
+        list.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["kube", "omni"]
+    );
+    // omni asks again from another port: one entry, the newest.
+    let list = seen.record("omni", "10.0.0.21:40001".parse().unwrap(), 1010);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1].last_seen, 1010);
+    // kube falls silent.
+    let later = 1005 + SEEN_WINDOW.as_secs() + 1;
+    assert_eq!(recent(&list, later).len(), 1);
+    let list = seen.record("omni", a, later);
+    assert_eq!(list.len(), 1, "a silent client is forgotten");
+}
