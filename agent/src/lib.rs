@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod client_token;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod defrag;

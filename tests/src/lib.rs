@@ -11,6 +11,7 @@ pub mod netns;
 pub mod notify;
 pub mod prometheus;
 pub mod restore;
+pub mod revocation;
 pub mod s3;
 pub mod signing;
 pub mod space;

@@ -1,9 +1,12 @@
 //! A host that lost its disk comes back with an empty state directory: its stale member is
 //! removed (only because that cannot cost quorum) and it rejoins as a learner, then a voter.
-//! The cluster, its ID and its data survive; no second cluster is created.
+//! The cluster, its ID and its data survive; no second cluster is created. The lost host's
+//! old certificate is revoked, its new one is not.
+
+use std::time::Duration;
 
 use quorate_tests::cluster::FORM_TIMEOUT;
-use quorate_tests::Cluster;
+use quorate_tests::{revocation, Cluster};
 
 #[test]
 fn wiped_host_rejoins_the_same_cluster() {
@@ -12,6 +15,8 @@ fn wiped_host_rejoins_the_same_cluster() {
     let cert = c.client_cert(0, "replace");
     c.put_keys(&cert, "/replace", 20);
     let before = c.agents[2].status().unwrap();
+    let old_serial = revocation::node_serial(&c, 2);
+    revocation::wait_recorded(&c, 0, &cert, &old_serial);
     let cluster_id = before.etcd.cluster_id.clone();
 
     // Host 3 loses its disk.
@@ -37,6 +42,17 @@ fn wiped_host_rejoins_the_same_cluster() {
         "no removal in the log"
     );
     assert!(!log.contains("state=new"), "the wiped host bootstrapped");
+    // The lost host's certificate is revoked everywhere; the new one is not.
+    revocation::wait_listed(&c, &[0, 1, 2], &old_serial, Duration::from_secs(60));
+    let new_serial = revocation::node_serial(&c, 2);
+    assert_ne!(new_serial, old_serial);
+    for a in &c.agents {
+        assert!(
+            !revocation::listed(a).contains(&new_serial),
+            "{} revoked the replacing host's certificate",
+            a.name
+        );
+    }
     c.check_keys(2, &cert, "/replace", 20);
     let v = c.etcdctl_ok(
         2,

@@ -2,13 +2,14 @@
 //! etcd, is taken over by another member, a new host still gets a certificate and joins (once
 //! the dead member is removed: etcd accepts no new member while a voter is down, and the
 //! cluster runs with remove_dead_after), and a seed host rebuilt with an empty disk joins the
-//! existing cluster instead of making a new CA or plan.
+//! existing cluster instead of making a new CA or plan. The removed seed's certificate is
+//! revoked; the rebuilt seed's new one is not.
 
 use std::time::Duration;
 
 use quorate::pki::CaHash;
 use quorate_tests::cluster::FORM_TIMEOUT;
-use quorate_tests::{wait_for, Cluster};
+use quorate_tests::{revocation, wait_for, Cluster};
 
 fn ca_hash_on_disk(c: &Cluster, i: usize) -> CaHash {
     let pem = std::fs::read_to_string(c.agents[i].state_dir().join("pki/ca.pem")).unwrap();
@@ -40,6 +41,8 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
         },
     );
     let plan = c.agents[0].status().unwrap().plan.unwrap().id;
+    let seed_serial = revocation::node_serial(&c, 0);
+    revocation::wait_recorded(&c, 1, &cert, &seed_serial);
 
     // The seed host is destroyed.
     c.agents[0].kill9();
@@ -95,6 +98,8 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
         }
     });
     assert_eq!(ca_hash_on_disk(&c, d), ca);
+    // The removed seed's certificate is revoked by the leader's agent that removed it.
+    revocation::wait_listed(&c, &[1, 2, d], &seed_serial, Duration::from_secs(60));
 
     // The seed host is rebuilt with an empty disk and its original (seed) configuration.
     let log_mark = c.agents[0].log().len();
@@ -112,4 +117,14 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     assert!(!log.contains("decided the bootstrap plan"));
     let v = c.etcdctl_ok(0, &cert, &["get", "/seedloss/key", "--print-value-only"]);
     assert_eq!(v.trim(), "kept");
+    // Its new certificate, signed after it was last seen, is not revoked.
+    let new_serial = revocation::node_serial(&c, 0);
+    assert_ne!(new_serial, seed_serial);
+    for a in &c.agents {
+        assert!(
+            !revocation::listed(a).contains(&new_serial),
+            "{} revoked the rebuilt seed's certificate",
+            a.name
+        );
+    }
 }

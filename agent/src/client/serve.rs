@@ -5,7 +5,6 @@
 //! written.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -186,9 +185,4 @@ pub async fn notify(
     let _ = notifier.await;
 }
 
-/// Unix seconds of `t` (0 before the epoch).
-pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+pub use crate::clock::unix;

@@ -142,14 +142,10 @@ pub async fn request_name(
     name: &str,
     now: u64,
 ) -> Result<String, String> {
-    let mut client =
-        crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
-            .await
-            .map_err(|e| format!("cannot reach etcd: {e}"))?;
-    let records = super::issued::list(&mut client)
-        .await
-        .map_err(|e| format!("cannot read the issued certificates: {e}"))?;
-    let serials = super::issued::serials_of(&records, name, now);
+    let serials = put_requests(endpoints, tls, name, now, |records| {
+        super::issued::serials_of(records, name, now)
+    })
+    .await?;
     if serials.is_empty() {
         return Err(format!(
             "no unexpired certificate named {name:?} is recorded: check the name (`quorate \
@@ -157,6 +153,58 @@ pub async fn request_name(
              given), or revoke by --serial"
         ));
     }
+    tracing::warn!(name, serials = ?serials, "certificate revocation requested by name");
+    Ok(format!(
+        "{} certificate(s) of {name} revoked (serials {}): the issuer signs them into the \
+         revocation list within seconds, and every member's etcd refuses new connections with \
+         them once its list is updated. Connections open now stay open until they close",
+        serials.len(),
+        serials.join(", ")
+    ))
+}
+
+/// Revokes the node certificates a removed member leaves behind: those of `name` signed
+/// before `before` (Unix seconds), except `keep` (the replacing host's own). The serials
+/// revoked (none is fine: nothing was recorded, or all expired).
+pub async fn request_superseded(
+    endpoints: &[String],
+    tls: &crate::etcd::client::ClientTls,
+    name: &str,
+    keep: Option<&str>,
+    before: u64,
+    now: u64,
+) -> Result<Vec<String>, String> {
+    let serials = put_requests(endpoints, tls, name, now, |records| {
+        super::issued::superseded_node_serials(records, name, keep, before, now)
+    })
+    .await?;
+    if serials.is_empty() {
+        tracing::info!(
+            member = name,
+            "no unexpired certificate of the removed member is recorded"
+        );
+    } else {
+        tracing::warn!(member = name, serials = ?serials, "revoked the certificates of a removed member");
+    }
+    Ok(serials)
+}
+
+/// Reads the registry, picks serials with `pick` and puts a revocation request for each.
+async fn put_requests(
+    endpoints: &[String],
+    tls: &crate::etcd::client::ClientTls,
+    name: &str,
+    now: u64,
+    pick: impl FnOnce(&[super::issued::Issued]) -> Vec<String>,
+) -> Result<Vec<String>, String> {
+    let mut client =
+        crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach etcd: {e}"))?;
+    let records = super::issued::list(&mut client)
+        .await
+        .map_err(|e| format!("cannot read the issued certificates: {e}"))?;
+    let serials = pick(&records);
     for serial in &serials {
         let request = Revoked {
             serial: serial.clone(),
@@ -169,14 +217,7 @@ pub async fn request_name(
             .await
             .map_err(|e| format!("cannot store the revocation of {serial}: {e}"))?;
     }
-    tracing::warn!(name, serials = ?serials, "certificate revocation requested by name");
-    Ok(format!(
-        "{} certificate(s) of {name} revoked (serials {}): the issuer signs them into the \
-         revocation list within seconds, and every member's etcd refuses new connections with \
-         them once its list is updated. Connections open now stay open until they close",
-        serials.len(),
-        serials.join(", ")
-    ))
+    Ok(serials)
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub struct Issued {
     pub kind: CertKind,
     /// Unix seconds.
     pub not_after: u64,
+    /// When it was signed, in Unix seconds (its notBefore plus the back-dating); 0 in records
+    /// written before this field existed.
+    #[serde(default)]
+    pub issued_at: u64,
 }
 
 impl Issued {
@@ -36,21 +40,39 @@ impl Issued {
             name: info.common_name,
             kind,
             not_after: unix(info.not_after),
+            issued_at: unix(crate::pki::signed_at(info.not_before, info.not_after)),
         })
     }
 }
 
-fn unix(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+use crate::clock::unix;
 
 /// The serials of `name` that have not expired at `now` (pure).
 pub fn serials_of(records: &[Issued], name: &str, now: u64) -> Vec<String> {
     let mut serials: Vec<String> = records
         .iter()
         .filter(|r| r.name == name && r.not_after > now)
+        .map(|r| r.serial.clone())
+        .collect();
+    serials.sort();
+    serials.dedup();
+    serials
+}
+
+/// The unexpired node certificates of `name` signed before `before` (Unix seconds; records
+/// without a signing time count as older), except `keep`: what a member that is gone, or has
+/// been replaced, leaves behind (pure).
+pub fn superseded_node_serials(
+    records: &[Issued],
+    name: &str,
+    keep: Option<&str>,
+    before: u64,
+    now: u64,
+) -> Vec<String> {
+    let mut serials: Vec<String> = records
+        .iter()
+        .filter(|r| r.kind == CertKind::Node && r.name == name && r.not_after > now)
+        .filter(|r| r.issued_at < before && Some(r.serial.as_str()) != keep)
         .map(|r| r.serial.clone())
         .collect();
     serials.sort();
@@ -111,7 +133,38 @@ mod tests {
             name: name.into(),
             kind: CertKind::Client,
             not_after,
+            issued_at: 0,
         }
+    }
+
+    fn node(serial: &str, name: &str, issued_at: u64, not_after: u64) -> Issued {
+        Issued {
+            kind: CertKind::Node,
+            issued_at,
+            ..rec(serial, name, not_after)
+        }
+    }
+
+    #[test]
+    fn a_gone_members_older_node_certificates_are_superseded() {
+        let records = [
+            node("01", "n3", 0, 900),   // written before issued_at existed
+            node("02", "n3", 100, 900), // the dead incarnation
+            node("03", "n3", 500, 900), // signed after it was last seen: a new host
+            node("04", "n3", 100, 150), // expired already
+            node("05", "n2", 100, 900), // another member
+            rec("06", "n3", 900),       // a client certificate of that name
+        ];
+        assert_eq!(
+            superseded_node_serials(&records, "n3", None, 400, 200),
+            vec!["01", "02"]
+        );
+        // The replacing host keeps its own certificate, whatever its age.
+        assert_eq!(
+            superseded_node_serials(&records, "n3", Some("03"), 1000, 200),
+            vec!["01", "02"]
+        );
+        assert!(superseded_node_serials(&records, "n9", None, 1000, 200).is_empty());
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Taking, holding and releasing a job lock, and the slot record of once-per-slot jobs (see
 //! the module docs of [`crate::jobs`] for the protocol, the TTL and the renewal).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -372,9 +370,4 @@ fn current_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
     })
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now;

@@ -26,7 +26,8 @@ pub use inspect::{inspect, key_matches_cert, verify_issued_by, CertInfo};
 pub use key::NodeKey;
 pub use material::{NodeTls, TlsMaterial};
 pub use policy::{
-    cert_spec, is_dns_name, renewal_due, renewal_time, CertProfile, CertSpec, CLOCK_SKEW_ALLOWANCE,
+    cert_spec, is_dns_name, renewal_due, renewal_time, signed_at, CertProfile, CertSpec,
+    CLOCK_SKEW_ALLOWANCE,
 };
 pub use store::PkiStore;
 pub use tls::{

@@ -88,6 +88,19 @@ pub(crate) fn validity_window(now: SystemTime, validity: Duration) -> (SystemTim
     (not_before, not_after)
 }
 
+/// When a certificate with this window was signed: the inverse of [`validity_window`] (its
+/// notBefore plus the back-dating its lifetime got).
+pub fn signed_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
+    let window = not_after.duration_since(not_before).unwrap_or_default();
+    // window = validity + min(ALLOWANCE, validity / 10)
+    let allowance = if window >= CLOCK_SKEW_ALLOWANCE * 11 {
+        CLOCK_SKEW_ALLOWANCE
+    } else {
+        window / 11
+    };
+    not_before + allowance
+}
+
 /// Whether `name` may go into a DNS SAN: dot-separated labels of 1 to 63 letters, digits and
 /// hyphens (not at either end), at most 253 characters, and not an IP address.
 pub fn is_dns_name(name: &str) -> bool {
@@ -194,6 +207,19 @@ mod tests {
         assert!(spec.dns_names.is_empty() && spec.ips.is_empty());
         assert!(spec.client_auth && !spec.server_auth);
         assert_eq!(spec.not_before, now - CLOCK_SKEW_ALLOWANCE);
+        for validity in [
+            2160 * HOUR,
+            Duration::from_secs(3000),
+            Duration::from_secs(15),
+        ] {
+            let (nb, na) = validity_window(now, validity);
+            let at = signed_at(nb, na);
+            let off = at.max(now).duration_since(at.min(now)).unwrap();
+            assert!(
+                off <= Duration::from_secs(1),
+                "{validity:?}: off by {off:?}"
+            );
+        }
         assert_eq!(spec.not_after, now + HOUR);
     }
 

@@ -4,7 +4,7 @@
 //! loop runs them inside `beating`, so none can stall the heartbeat or outlive a shutdown.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -58,6 +58,7 @@ impl Controller {
                 cluster::remove(&endpoints, &tls, *id).await?;
                 tracing::warn!(member = %format!("{id:x}"), "removed this host's stale member (its data was lost); joining again");
                 self.forget_cluster();
+                self.revoke_replaced(&endpoints, &tls).await;
             }
             Step::Promote { id } => {
                 let endpoints = self.cluster_endpoints(view);
@@ -224,9 +225,4 @@ impl Controller {
     }
 }
 
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
+pub(super) use crate::clock::unix_now;

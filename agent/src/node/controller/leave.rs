@@ -136,6 +136,25 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// After this host removed its own stale member (it lost its data and came back under its
+    /// name), revokes the certificates the old incarnation held: every node certificate of
+    /// this name but the one in use. A failure is only logged, with the command that does it.
+    pub(super) async fn revoke_replaced(&self, endpoints: &[String], tls: &ClientTls) {
+        let Some(own) = self.state.cert().map(|c| c.info.serial_hex.clone()) else {
+            return;
+        };
+        let name = &self.settings.name;
+        let now = super::actions::unix_now();
+        let asked =
+            crate::issuer::crl::request_superseded(endpoints, tls, name, Some(&own), now + 1, now)
+                .await;
+        if let Err(e) = asked {
+            tracing::warn!(error = %e, "cannot revoke the replaced member's certificates; run `quorate cert revoke --name {name}` on a member, then restart this agent");
+        }
+    }
+}
+
 /// Removes member `id`, waiting up to [`PATIENCE`] while etcd refuses for a passing reason.
 async fn remove_patiently(endpoints: &[String], tls: &ClientTls, id: u64) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -3,7 +3,9 @@
 //! default), one at a time and only when that cannot cost quorum, so that the cluster regains
 //! its fault tolerance and new hosts can join (etcd refuses new members while a voter is down);
 //! and removing learners that were added but never started and that no live agent claims
-//! (always; removing a learner never affects quorum), since they would block every join.
+//! (always; removing a learner never affects quorum), since they would block every join. A
+//! removed dead member's node certificates (those signed before it was last seen alive) are
+//! revoked, retried each turn until the request is stored.
 //!
 //! A task of its own, like the issuer election: it reads published facts (gossip view, local
 //! etcd health, TLS material), asks the pure rules in [`policy`], and does its etcd calls inside
@@ -19,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::etcd::client::ClientTls;
 use crate::etcd::{cluster, EtcdHealth};
@@ -37,6 +40,9 @@ pub struct MaintenanceTask {
     material: watch::Receiver<Arc<TlsMaterial>>,
     heartbeat: Heartbeat,
     tracker: Tracker,
+    /// Removed members whose certificates are still to be revoked: name, and the Unix time
+    /// before which its certificates were signed.
+    to_revoke: Vec<(String, u64)>,
 }
 
 impl MaintenanceTask {
@@ -54,6 +60,7 @@ impl MaintenanceTask {
             material,
             heartbeat,
             tracker: Tracker::default(),
+            to_revoke: Vec::new(),
         }
     }
 
@@ -99,7 +106,8 @@ impl MaintenanceTask {
         health: &EtcdHealth,
         tls: &ClientTls,
     ) {
-        let s = &self.settings;
+        self.revoke_removed(view, tls).await;
+        let s = self.settings.clone();
         let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
         claimed.insert(s.peer_url());
         let leftovers = unclaimed_learners(&health.members, &claimed);
@@ -138,13 +146,50 @@ impl MaintenanceTask {
             .map(|m| m.member.name.clone())
             .unwrap_or_default();
         match cluster::remove(&endpoints, tls, id).await {
-            Ok(()) => tracing::warn!(
-                member = %name,
-                id = %format!("{id:x}"),
-                dead_for_more_than = %humantime::format_duration(after),
-                "removed a member whose agent is dead (remove_dead_after)"
-            ),
+            Ok(()) => {
+                tracing::warn!(
+                    member = %name,
+                    id = %format!("{id:x}"),
+                    dead_for_more_than = %humantime::format_duration(after),
+                    "removed a member whose agent is dead (remove_dead_after)"
+                );
+                let seen_ago = self
+                    .tracker
+                    .last_seen(&name)
+                    .map_or(after, |at| now.saturating_duration_since(at));
+                let before = unix_now().saturating_sub(seen_ago.as_secs());
+                self.to_revoke.push((name, before));
+                self.revoke_removed(view, tls).await;
+            }
             Err(e) => tracing::info!(member = %name, error = %e, "cannot remove a dead member yet"),
         }
+    }
+
+    /// Asks for the revocation of removed members' certificates; those that could not be
+    /// stored stay for the next turn.
+    async fn revoke_removed(&mut self, view: &GossipView, tls: &ClientTls) {
+        if self.to_revoke.is_empty() {
+            return;
+        }
+        let s = &self.settings;
+        let mut endpoints = vec![s.client_url()];
+        endpoints.extend(cluster_endpoints(&s.client_url(), view, None));
+        let mut left = Vec::new();
+        for (name, before) in std::mem::take(&mut self.to_revoke) {
+            let asked = crate::issuer::crl::request_superseded(
+                &endpoints,
+                tls,
+                &name,
+                None,
+                before,
+                unix_now(),
+            )
+            .await;
+            if let Err(e) = asked {
+                tracing::warn!(member = %name, error = %e, "cannot revoke a removed member's certificates yet");
+                left.push((name, before));
+            }
+        }
+        self.to_revoke = left;
     }
 }

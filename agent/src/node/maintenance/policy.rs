@@ -54,6 +54,11 @@ impl Tracker {
         }
     }
 
+    /// When `name` was last seen alive (or first known).
+    pub fn last_seen(&self, name: &str) -> Option<Instant> {
+        self.seen.get(name).copied()
+    }
+
     /// Names not seen alive for longer than `after` at `now`.
     pub fn dead_longer_than(&self, now: Instant, after: Duration) -> BTreeSet<String> {
         self.seen
