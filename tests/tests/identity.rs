@@ -94,7 +94,7 @@ fn a_token_holder_gets_no_live_members_name() {
 }
 
 #[test]
-fn cert_client_leaves_existing_directories_alone_and_fails_closed() {
+fn cert_client_leaves_existing_directories_alone_refuses_reserved_names_and_fails_closed() {
     use std::os::unix::fs::PermissionsExt;
     let mut c = Cluster::new(3);
     c.start_and_wait();
@@ -126,6 +126,23 @@ fn cert_client_leaves_existing_directories_alone_and_fails_closed() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
+
+    // Names etcd would map to an agent's identity are refused with the reason, and nothing
+    // is written.
+    for (name, why) in [
+        ("n3", "an agent of this cluster has that name"),
+        ("root", "etcd's root user"),
+        ("quorate-admin", "belong to the agents"),
+    ] {
+        let dir = c.root.path().join(format!("reserved-{name}"));
+        let o = c.agents[1].cli(&["cert", "client", name, "--out", dir.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{name}: {err}");
+        assert!(
+            !dir.join(format!("{name}.pem")).exists(),
+            "{name} was written"
+        );
+    }
 
     // Without a CA on disk to check the issuer against, and without ca_hash, the command
     // stops instead of trusting what the local health endpoint reports.

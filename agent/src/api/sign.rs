@@ -273,8 +273,11 @@ pub fn authenticate(
 /// The second half of [`decide`]: the profile's own rules, identity included.
 pub fn grant(ctx: &SignContext<'_>, auth: Authenticated) -> Result<Grant, Refusal> {
     let req = auth.request;
-    if auth.credential == Credential::Client {
-        client_token_allows(&req, ctx.view)?;
+    if auth.credential == Credential::Client && req.kind == CertKind::Node {
+        return Err(Refusal::NodeWithClientToken { name: req.name });
+    }
+    if req.kind == CertKind::Client {
+        client_name_allowed(&req.name, ctx.view)?;
     }
     let profile = profile(&req, ctx)?;
     Ok(Grant {
@@ -350,14 +353,11 @@ fn profile(req: &SignRequest, ctx: &SignContext<'_>) -> Result<CertProfile, Refu
     }
 }
 
-/// What a client-token holder may not ask for: a node certificate, or a client name that an
-/// agent uses or that names quorate's own identities (`root`, `quorate*`), whose certificate
-/// would carry their rights once etcd checks names.
-fn client_token_allows(req: &SignRequest, view: &GossipView) -> Result<(), Refusal> {
-    let name = req.name.clone();
-    if req.kind == CertKind::Node {
-        return Err(Refusal::NodeWithClientToken { name });
-    }
+/// The client names nobody gets, whatever the token: a name an agent uses, or one of
+/// quorate's own identities (`root`, `quorate*`), whose certificate would carry their rights
+/// once etcd checks names.
+fn client_name_allowed(name: &str, view: &GossipView) -> Result<(), Refusal> {
+    let name = name.to_owned();
     let why = if name.eq_ignore_ascii_case("root") {
         "etcd's root user"
     } else if name.to_ascii_lowercase().starts_with("quorate") {

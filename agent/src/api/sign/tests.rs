@@ -170,9 +170,17 @@ fn client_grant_has_no_sans_and_client_auth_only() {
 }
 
 #[test]
-fn client_named_like_a_node_is_still_a_client() {
+fn no_client_certificate_carries_an_agents_name_or_roots() {
     let v = three_nodes();
-    let grant = decide_req(&ctx(&v), &request("etcd-1", CertKind::Client)).unwrap();
+    // With the join token too: etcd would map the name to that agent's (root) user.
+    for name in ["etcd-1", "root", "ROOT", "quorate-agent", "Quorate"] {
+        let refused = decide_req(&ctx(&v), &request(name, CertKind::Client)).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::ReservedName { .. }),
+            "{name}: {refused:?}"
+        );
+    }
+    let grant = decide_req(&ctx(&v), &request("app", CertKind::Client)).unwrap();
     assert!(grant.spec.ips.is_empty() && grant.spec.dns_names.is_empty());
     assert!(!grant.spec.server_auth);
 }
@@ -181,7 +189,7 @@ fn client_named_like_a_node_is_still_a_client() {
 fn client_names() {
     let v = view(Vec::new());
     let long = "a".repeat(64);
-    for good in ["a", "root", "app-1_x.y@z", "A9", long.as_str()] {
+    for good in ["a", "app-1_x.y@z", "A9", long.as_str()] {
         let grant = decide_req(&ctx(&v), &request(good, CertKind::Client)).unwrap();
         assert_eq!(grant.spec.common_name, good);
     }
@@ -565,8 +573,11 @@ fn a_held_name_goes_only_to_its_holder_and_a_dead_ones_to_its_replacement() {
         !refused.is_invalid(),
         "a moment without etcd is not an attack"
     );
-    // Client names are never checked against members.
-    assert!(decide_req(&held, &request("etcd-2", CertKind::Client)).is_ok());
+    // A client certificate never takes a member's name.
+    assert!(matches!(
+        decide_req(&held, &request("etcd-2", CertKind::Client)),
+        Err(Refusal::ReservedName { .. })
+    ));
 }
 
 #[test]
