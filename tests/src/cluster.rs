@@ -164,6 +164,18 @@ impl Cluster {
         }
     }
 
+    /// Agent `i`'s own identity (its node certificate, the agents' etcd identity): what a
+    /// test uses for what only the agents may do, such as reading `/quorate/`, snapshots,
+    /// compaction and member status, as `quorate env` gives it to an operator on a member.
+    pub fn agent_cert(&self, i: usize) -> ClientCert {
+        let pki = self.agents[i].state_dir().join("pki");
+        ClientCert {
+            ca: pki.join("ca.pem"),
+            cert: pki.join("node.pem"),
+            key: pki.join("node-key.pem"),
+        }
+    }
+
     /// The client URL of agent `i`.
     pub fn client_url(&self, i: usize) -> String {
         quorate::config::https_url(self.agents[i].addr, 2379)

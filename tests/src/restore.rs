@@ -19,10 +19,15 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// Saves a snapshot of the cluster through agent `i` with `cert`.
-pub fn save_snapshot(c: &Cluster, i: usize, cert: &ClientCert) -> PathBuf {
+/// Saves a snapshot of the cluster through agent `i`, as the agents' identity (a snapshot
+/// needs etcd's root role once authentication is on).
+pub fn save_snapshot(c: &Cluster, i: usize) -> PathBuf {
     let file = c.root.path().join("backup.db");
-    c.etcdctl_ok(i, cert, &["snapshot", "save", file.to_str().unwrap()]);
+    c.etcdctl_ok(
+        i,
+        &c.agent_cert(i),
+        &["snapshot", "save", file.to_str().unwrap()],
+    );
     file
 }
 

@@ -45,11 +45,12 @@ pub fn wait_listed(c: &Cluster, members: &[usize], serial: &str, within: Duratio
 }
 
 /// Waits until the registry of issued certificates (`/quorate/issued/`) holds `serial`, read
-/// through agent `i` with `cert`: what revocation by name and of removed members looks up.
-pub fn wait_recorded(c: &Cluster, i: usize, cert: &crate::cluster::ClientCert, serial: &str) {
+/// through agent `i` as the agents' identity: what revocation by name and of removed members
+/// looks up.
+pub fn wait_recorded(c: &Cluster, i: usize, serial: &str) {
     let key = format!("/quorate/issued/{serial}");
     wait_for(&format!("{key} recorded"), Duration::from_secs(60), || {
-        let v = c.etcdctl_ok(i, cert, &["get", &key, "--print-value-only"]);
+        let v = c.etcdctl_ok(i, &c.agent_cert(i), &["get", &key, "--print-value-only"]);
         if v.trim().is_empty() {
             Err("not yet".into())
         } else {

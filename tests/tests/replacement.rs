@@ -16,7 +16,7 @@ fn wiped_host_rejoins_the_same_cluster() {
     c.put_keys(&cert, "/replace", 20);
     let before = c.agents[2].status().unwrap();
     let old_serial = revocation::node_serial(&c, 2);
-    revocation::wait_recorded(&c, 0, &cert, &old_serial);
+    revocation::wait_recorded(&c, 0, &old_serial);
     let cluster_id = before.etcd.cluster_id.clone();
 
     // Host 3 loses its disk.

@@ -25,7 +25,7 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let before = c.client_cert(0, "before");
     c.put_keys(&before, "/a", KEYS);
-    let snapshot = save_snapshot(&c, 0, &before);
+    let snapshot = save_snapshot(&c, 0);
     c.put_keys(&before, "/b", KEYS);
     let old_id = cluster_id(&c, 0);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
@@ -276,7 +276,7 @@ fn a_host_down_during_the_restore_joins_the_restored_cluster() {
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let cert = c.client_cert(0, "down");
     c.put_keys(&cert, "/a", KEYS);
-    let snapshot = save_snapshot(&c, 0, &cert);
+    let snapshot = save_snapshot(&c, 0);
     c.put_keys(&cert, "/b", KEYS);
     let old_id = cluster_id(&c, 0);
 
@@ -339,7 +339,7 @@ fn three_wiped_hosts_with_restore_from_come_back_with_the_data_and_the_old_ca() 
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let old = c.client_cert(0, "old");
     c.put_keys(&old, "/a", KEYS);
-    let snapshot = save_snapshot(&c, 0, &old);
+    let snapshot = save_snapshot(&c, 0);
     c.put_keys(&old, "/b", KEYS);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     let old_id = cluster_id(&c, 0);
@@ -384,7 +384,7 @@ fn a_snapshot_whose_ca_cannot_be_unsealed_stops_until_restore_new_ca() {
     c.start_and_wait();
     let old = c.client_cert(0, "old");
     c.put_keys(&old, "/a", KEYS);
-    let snapshot = save_snapshot(&c, 0, &old);
+    let snapshot = save_snapshot(&c, 0);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     c.stop_all();
 

@@ -112,7 +112,7 @@ fn encrypted_snapshots_restore_from_s3_on_the_same_hosts_and_onto_new_ones() {
         "{}",
         text(&o)
     );
-    let plain = save_snapshot(&c, 0, &old);
+    let plain = save_snapshot(&c, 0);
     let other = age::x25519::Identity::generate();
     let foreign = c.root.path().join("foreign.db.age");
     std::fs::write(
@@ -207,7 +207,11 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
     other.put_keys(&theirs, "/other", KEYS);
     assert_ne!(other.agents[0].status().unwrap().ca_hash, ca_hash);
     let file = other.root.path().join("other.db");
-    other.etcdctl_ok(0, &theirs, &["snapshot", "save", file.to_str().unwrap()]);
+    other.etcdctl_ok(
+        0,
+        &other.agent_cert(0),
+        &["snapshot", "save", file.to_str().unwrap()],
+    );
     other.stop_all();
 
     let o = c.agents[1].cli(&["restore", file.to_str().unwrap(), "--yes"]);
@@ -230,7 +234,11 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
         "this cluster's CA back in /quorate/ca",
         FORM_TIMEOUT,
         || {
-            let v = c.etcdctl_eventually(1, &ours, &["get", "/quorate/ca", "--print-value-only"]);
+            let v = c.etcdctl_eventually(
+                1,
+                &c.agent_cert(1),
+                &["get", "/quorate/ca", "--print-value-only"],
+            );
             let hash = quorate::issuer::SealedCa::from_json(v.trim().as_bytes())
                 .and_then(|s| s.hash())
                 .map_err(|e| e.to_string())?;

@@ -27,8 +27,16 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
         "the sealed CA and the issuer lease in etcd",
         FORM_TIMEOUT,
         || {
-            let issuer = c.etcdctl_ok(1, &cert, &["get", "/quorate/issuer", "--print-value-only"]);
-            let stored = c.etcdctl_ok(1, &cert, &["get", "/quorate/ca", "--print-value-only"]);
+            let issuer = c.etcdctl_ok(
+                1,
+                &c.agent_cert(1),
+                &["get", "/quorate/issuer", "--print-value-only"],
+            );
+            let stored = c.etcdctl_ok(
+                1,
+                &c.agent_cert(1),
+                &["get", "/quorate/ca", "--print-value-only"],
+            );
             if issuer.trim() == "n1" && stored.contains("sealed_key") {
                 assert!(
                     !stored.contains("PRIVATE KEY"),
@@ -42,7 +50,7 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     );
     let plan = c.agents[0].status().unwrap().plan.unwrap().id;
     let seed_serial = revocation::node_serial(&c, 0);
-    revocation::wait_recorded(&c, 1, &cert, &seed_serial);
+    revocation::wait_recorded(&c, 1, &seed_serial);
 
     // The seed host is destroyed.
     c.agents[0].kill9();
@@ -55,7 +63,11 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
         }
         Err("no issuer yet".into())
     });
-    let holder = c.etcdctl_ok(1, &cert, &["get", "/quorate/issuer", "--print-value-only"]);
+    let holder = c.etcdctl_ok(
+        1,
+        &c.agent_cert(1),
+        &["get", "/quorate/issuer", "--print-value-only"],
+    );
     assert_eq!(holder.trim(), c.agents[new_issuer].name);
     assert!(
         !c.agents[new_issuer]

@@ -446,7 +446,7 @@ fn save_out_encryption_and_bad_input() {
 
     // Saves neither record nor use up a schedule slot.
     let slot_key = Job::Snapshot.slot_key();
-    let slot = c.etcdctl_ok(PLAIN, &cert, &["get", &slot_key]);
+    let slot = c.etcdctl_ok(PLAIN, &c.agent_cert(PLAIN), &["get", &slot_key]);
     assert!(slot.trim().is_empty(), "{slot_key} = {slot}");
 
     // The job lock: while another process holds it, a save waits and writes nothing; once

@@ -112,12 +112,35 @@ pub async fn add_learner(
     Ok((id, members))
 }
 
-/// Promotes learner `id` to a voting member.
+/// Promotes learner `id` to a voting member, asking the leader first: with authentication on,
+/// a follower forwards the promotion without the caller's identity and it times out (etcd#20757,
+/// fixed only for tokens, in 3.6.6 and 3.5.28), so the leader's client URLs come before
+/// `endpoints`.
 pub async fn promote(endpoints: &[String], tls: &ClientTls, id: u64) -> Result<(), ClusterError> {
-    on_any(endpoints, tls, "member promote", |mut c| async move {
+    let mut order = leader_urls(endpoints, tls).await.unwrap_or_default();
+    for e in endpoints {
+        if !order.contains(e) {
+            order.push(e.clone());
+        }
+    }
+    on_any(&order, tls, "member promote", |mut c| async move {
         c.member_promote(id).await.map(|_| ())
     })
     .await
+}
+
+/// The leader's client URLs, as the first of `endpoints` that answers knows them.
+async fn leader_urls(endpoints: &[String], tls: &ClientTls) -> Option<Vec<String>> {
+    let (leader, list) = on_any(endpoints, tls, "status", |mut c| async move {
+        let leader = c.status().await?.leader();
+        Ok((leader, c.member_list().await?))
+    })
+    .await
+    .ok()?;
+    list.members()
+        .iter()
+        .find(|m| m.id() == leader)
+        .map(|m| m.client_urls().to_vec())
 }
 
 /// Removes member `id`.

@@ -1,13 +1,15 @@
 //! Restore onto brand-new hosts: the seed, configured with `restore_from`, forms the cluster
 //! from a snapshot instead of empty. It restores the snapshot as a one-member cluster (its own
-//! name and peer URL, a new cluster token), starts that etcd once on loopback with plain HTTP
-//! on free ports to recover the CA sealed in `/quorate/ca` (the seal key derives from the join
-//! token, which the operator keeps), and removes the snapshot's issuer lock. Then the seed
-//! decides a one-member plan with that token and the other hosts join as learners through the
-//! ordinary growth path. A CA that cannot be unsealed stops here with the reason, unless
-//! `restore_new_ca` is set: then a new CA replaces it in etcd (every client certificate must be
-//! reissued). This helper etcd is not the supervised member: it runs for seconds, on other
-//! ports, before the controller starts etcd for real.
+//! name and peer URL, a new cluster token), starts that etcd once on loopback on free ports to
+//! recover the CA sealed in `/quorate/ca` (the seal key derives from the join token, which the
+//! operator keeps), and removes the snapshot's issuer lock. Then the seed decides a one-member
+//! plan with that token and the other hosts join as learners through the ordinary growth path.
+//! The one-off etcd serves TLS with a throwaway CA of its own and is read with a client
+//! certificate named `root`: etcd maps it to its root user when the snapshot's cluster had
+//! authentication on, and ignores it otherwise. A CA that cannot be unsealed stops here with the
+//! reason, unless `restore_new_ca` is set: then a new CA replaces it in etcd (every client
+//! certificate must be reissued). This helper etcd is not the supervised member: it runs for
+//! seconds, on other ports, before the controller starts etcd for real.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -19,9 +21,10 @@ use super::run::restore_data;
 use super::source::Prepared;
 use super::RestoreError;
 use crate::config::Settings;
+use crate::etcd::client::{connect, ClientTls};
 use crate::etcd::restore::RestoreArgs;
 use crate::issuer::{SealedCa, CA_KEY, ISSUER_KEY};
-use crate::pki::CertificateAuthority;
+use crate::pki::{cert_spec, CertProfile, CertificateAuthority, NodeKey};
 use crate::token::KeyPurpose;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,23 +76,80 @@ fn free_port() -> Result<u16, RestoreError> {
         .map_err(|e| RestoreError::Command(format!("no free loopback port: {e}")))
 }
 
-/// Starts etcd once on the restored data (loopback, plain HTTP), takes the CA out of it.
+/// The one-off etcd's TLS, in `dir` (0700): a throwaway CA, a server certificate for
+/// 127.0.0.1 and the client identity `root` to read it with.
+fn one_off_tls(dir: &Path) -> Result<ClientTls, RestoreError> {
+    let sign = |e: crate::pki::PkiError| RestoreError::Sign(e.to_string());
+    let now = SystemTime::now();
+    let hour = Duration::from_secs(3600);
+    let ca = CertificateAuthority::generate("quorate restore helper", now, hour).map_err(sign)?;
+    let issue = |name: &str, profile: CertProfile| -> Result<(String, String), RestoreError> {
+        let key = NodeKey::generate().map_err(sign)?;
+        let csr = key.csr_pem(name).map_err(sign)?;
+        let cert = ca
+            .sign_csr(&csr, &cert_spec(&profile, now, hour))
+            .map_err(sign)?;
+        Ok((cert, key.to_pem()))
+    };
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let server = CertProfile::Node {
+        name: "localhost".into(),
+        addrs: vec![loopback],
+    };
+    let (server_cert, server_key) = issue("localhost", server)?;
+    let (cert, key) = issue(
+        "root",
+        CertProfile::Client {
+            name: "root".into(),
+        },
+    )?;
+    let write = |name: &str, data: &str| {
+        crate::fsutil::atomic_write(&dir.join(name), data.as_bytes(), 0o600)
+            .map_err(|e| RestoreError::Command(e.to_string()))
+    };
+    crate::fsutil::ensure_dir(dir, 0o700).map_err(|e| RestoreError::Command(e.to_string()))?;
+    write("ca.pem", ca.cert_pem())?;
+    write("server.pem", &server_cert)?;
+    write("server-key.pem", &server_key)?;
+    Ok(ClientTls {
+        ca: ca.cert_pem().to_owned(),
+        cert,
+        key,
+    })
+}
+
+/// Starts etcd once on the restored data (loopback, TLS), takes the CA out of it.
 async fn recover_ca(s: &Settings, data_dir: &Path) -> Result<SeedRestore, RestoreError> {
     let (client_port, peer_port) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{client_port}");
+    let url = format!("https://127.0.0.1:{client_port}");
+    let tls_dir = s.state_dir.join("restore-tls");
+    let tls = one_off_tls(&tls_dir)?;
     let mut child = tokio::process::Command::new(&s.etcd.binary)
         .arg(format!("--name={}", s.name))
         .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--listen-client-urls={url}"))
         .arg(format!("--advertise-client-urls={url}"))
         .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+        .arg(format!(
+            "--trusted-ca-file={}",
+            tls_dir.join("ca.pem").display()
+        ))
+        .arg(format!(
+            "--cert-file={}",
+            tls_dir.join("server.pem").display()
+        ))
+        .arg(format!(
+            "--key-file={}",
+            tls_dir.join("server-key.pem").display()
+        ))
+        .arg("--client-cert-auth=true")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| RestoreError::Command(format!("{}: {e}", s.etcd.binary.display())))?;
-    let result = read_and_fix_ca(s, &url).await;
+    let result = read_and_fix_ca(s, &url, &tls).await;
     if let Some(pid) = child.id() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -102,17 +162,22 @@ async fn recover_ca(s: &Settings, data_dir: &Path) -> Result<SeedRestore, Restor
     {
         let _ = child.kill().await;
     }
+    let _ = std::fs::remove_dir_all(&tls_dir);
     result
 }
 
-async fn read_and_fix_ca(s: &Settings, url: &str) -> Result<SeedRestore, RestoreError> {
+async fn read_and_fix_ca(
+    s: &Settings,
+    url: &str,
+    tls: &ClientTls,
+) -> Result<SeedRestore, RestoreError> {
     let fail = |e: etcd_client::Error| {
         RestoreError::Command(format!("reading the restored snapshot with etcd: {e}"))
     };
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let mut client = loop {
         let attempt = async {
-            let mut c = etcd_client::Client::connect([url], None).await?;
+            let mut c = connect(&[url.to_owned()], tls, Duration::from_secs(3)).await?;
             c.get(CA_KEY, None).await?;
             Ok::<_, etcd_client::Error>(c)
         };
