@@ -38,6 +38,8 @@ pub const RETRY: Duration = Duration::from_secs(3);
 /// How often an endpoint is checked with the certificate.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one etcd endpoint has to answer the check.
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The certificate the agent holds.
@@ -373,10 +375,23 @@ impl Keeper {
             cert: held.cert_pem.clone(),
             key: self.key_pem.clone(),
         };
-        let answered = match connect(&self.status.endpoints, &tls, Duration::from_secs(3)).await {
-            Ok(mut c) => c.member_list().await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        // One endpoint at a time: a channel over all of them sends some requests to a member
+        // that is down, and one member down must not make the consumer's files look useless.
+        let mut answered = Err("no endpoint".to_owned());
+        for endpoint in &self.status.endpoints {
+            let attempt = async {
+                let mut c = connect(std::slice::from_ref(endpoint), &tls, ENDPOINT_TIMEOUT).await?;
+                c.member_list().await.map(|_| ())
+            };
+            answered = match tokio::time::timeout(ENDPOINT_TIMEOUT, attempt).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{endpoint}: {e}")),
+                Err(_) => Err(format!("{endpoint}: no answer in {ENDPOINT_TIMEOUT:?}")),
+            };
+            if answered.is_ok() {
+                break;
+            }
+        }
         if let Err(e) = &answered {
             tracing::warn!(error = %e, "no endpoint answered with the client certificate");
             self.next_check = Instant::now() + RETRY;
