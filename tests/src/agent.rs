@@ -225,9 +225,10 @@ impl Drop for Agent {
     }
 }
 
-/// SIGKILLs every process whose command line mentions `path`.
+/// SIGKILLs every process whose command line mentions a file under the directory `path`
+/// (`.../n3/`, so agent n30's processes are not n3's).
 pub fn kill_processes_mentioning(path: &Path) {
-    let needle = path.to_string_lossy().into_owned();
+    let needle = format!("{}/", path.to_string_lossy().trim_end_matches('/'));
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };

@@ -218,8 +218,16 @@ fn a_client_agent_keeps_a_consumer_going_through_rotations_growth_and_replacemen
     }
 
     // A member loses its disk and comes back under its name.
+    // While it is down, the client agent stays ready: its endpoint check (every 10 s) finds
+    // a member that answers.
     c.agents[2].kill9();
     std::fs::remove_dir_all(c.agents[2].state_dir()).unwrap();
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(12) {
+        let s = client_status(&c, client).unwrap();
+        assert!(s.ready, "not ready while one member is down: {}", s.message);
+        std::thread::sleep(Duration::from_millis(250));
+    }
     c.agents[2].start();
     c.wait_voters(2, 5, FORM_TIMEOUT * 2);
 

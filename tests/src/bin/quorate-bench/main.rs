@@ -4,10 +4,12 @@
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- [formation|growth|replace|restore|upgrade|all] [ROUNDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- space [SECONDS] [RETENTION_SECONDS]
 //!   cargo run --release -p quorate-tests --bin quorate-bench -- save [ROUNDS] [MB]
+//!   cargo run --release -p quorate-tests --bin quorate-bench -- clients [ROUNDS] [CLIENTS] [WINDOW_SECONDS] [netns]
 //!
 //! TEST_QUORATE_BIN selects the agent binary (default: target/release/quorate if built, else
 //! target/debug/quorate). See docs/benchmarks.md for results.
 
+mod clients;
 mod formation;
 mod lifecycle;
 mod manual;
@@ -75,7 +77,8 @@ fn report(title: &str, extra: Option<&str>, rounds: &[Round]) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let scenario = args.next().unwrap_or_else(|| "all".into());
-    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds_arg: Option<usize> = args.next().and_then(|a| a.parse().ok());
+    let rounds = rounds_arg.unwrap_or(5);
     if std::env::var_os("TEST_QUORATE_BIN").is_none() {
         let release = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/quorate");
         if release.exists() {
@@ -102,6 +105,25 @@ fn main() {
         let mb: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
         let (r, agent, db_size) = rt.block_on(save::run(mb, rounds));
         save::report(&r, &agent, db_size);
+        return;
+    }
+    if scenario == "clients" {
+        // Here the third argument is the number of client agents, the fourth the length of
+        // the traffic window in seconds; "netns" as the fifth puts every host in a network
+        // namespace of its own (root), instead of on a loopback address.
+        let rounds = rounds_arg.unwrap_or(3);
+        let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50);
+        let window: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
+        let net = match args.next().as_deref() {
+            Some("netns") => clients::Net::Netns,
+            _ => clients::Net::Loopback,
+        };
+        clients::check(n);
+        let window = Duration::from_secs(window);
+        let r: Vec<clients::Round> = (0..rounds)
+            .map(|i| clients::round(n, window, i % 2 == 1, net))
+            .collect();
+        clients::report(&r, n, window, net);
         return;
     }
     let all = scenario == "all";
