@@ -14,7 +14,7 @@ SECONDS=0
 
 # Integration tests whose behaviour depends on the etcd version: run on every version of
 # scripts/deps.sh's ETCD_TEST_VERSIONS as well as on the default one.
-VERSION_TESTS="formation restart growth replacement restore"
+VERSION_TESTS="formation restart growth replacement restore rbac"
 # Of the restore tests, the one that restores with the version's own tool (etcdutl on 3.5,
 # with --bump-revision): the others exercise quorate's side, which the version does not change.
 VERSION_FILTER='not (binary(restore) & not test(restore_on_the_same_hosts_and_every_bad_input_refused))'

@@ -123,10 +123,15 @@ impl Drop for Throwaway {
 }
 
 /// Restores `db` with etcdctl into `dir` and serves it on `ip`; returns the etcd and its URL.
-fn serve_restored(db: &Path, dir: &Path, ip: std::net::IpAddr) -> (Throwaway, String) {
+/// Serves the restored `db` on agent 0's address (port 23790) with its certificate, so that it
+/// can be read as agent 0: the snapshot holds the cluster's etcd users, and authentication is
+/// on in it.
+fn serve_restored(db: &Path, dir: &Path, c: &Cluster) -> (Throwaway, String) {
+    let ip = c.agents[0].addr;
     let data = dir.join("restored.etcd");
-    let peer = format!("http://{ip}:2380");
-    let client = format!("http://{ip}:2379");
+    let peer = format!("http://{ip}:23800");
+    let client = format!("https://{ip}:23790");
+    let tls = c.agent_cert(0);
     ok(
         &Command::new(etcdctl_bin())
             .args(["snapshot", "restore"])
@@ -159,6 +164,10 @@ fn serve_restored(db: &Path, dir: &Path, ip: std::net::IpAddr) -> (Throwaway, St
         ])
         .arg("--initial-cluster")
         .arg(format!("throwaway={peer}"))
+        .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+        .arg(format!("--cert-file={}", tls.cert.display()))
+        .arg(format!("--key-file={}", tls.key.display()))
+        .arg("--client-cert-auth=true")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("throwaway.log")).unwrap())
@@ -358,9 +367,13 @@ fn save_out_encryption_and_bad_input() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["revision"].as_i64(), Some(name.revision), "{status}");
     // Served by a throwaway etcd, it holds every key.
-    let (_etcd, url) = serve_restored(&plain, work.path(), c.subnet.host(200));
+    let (_etcd, url) = serve_restored(&plain, work.path(), &c);
+    let tls = c.agent_cert(0);
     let count = wait_for("the restored etcd serves the keys", FORM_TIMEOUT, || {
         let out = Command::new(etcdctl_bin())
+            .arg(format!("--cacert={}", tls.ca.display()))
+            .arg(format!("--cert={}", tls.cert.display()))
+            .arg(format!("--key={}", tls.key.display()))
             .args([
                 "--endpoints",
                 &url,

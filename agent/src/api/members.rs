@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::sign::Members;
-use crate::etcd::{cluster, EtcdHealth};
+use super::wire::CertKind;
+use crate::etcd::client::connect;
+use crate::etcd::{auth, cluster, EtcdHealth};
 use crate::pki::TlsMaterial;
 
 /// Where the lookup reads from.
@@ -49,4 +51,45 @@ impl MemberSource {
             Err(e) => Members::Unknown(e.to_string()),
         }
     }
+
+    /// Makes the certificate's name an etcd user with the role of its kind (see
+    /// [`crate::etcd::auth`]) before it is handed out; nothing to do before the cluster exists
+    /// (the issuer creates the first members' users when it enables authentication).
+    pub async fn ensure_user(&self, name: &str, kind: CertKind) -> Result<(), String> {
+        let MemberSource::Etcd {
+            health,
+            material,
+            own_url,
+        } = self
+        else {
+            return Ok(());
+        };
+        let health = health.borrow().clone();
+        if health.cluster_id.is_none() && health.members.is_empty() {
+            return Ok(());
+        }
+        let tls = material
+            .borrow()
+            .client()
+            .cloned()
+            .ok_or("this agent has no certificate to ask etcd with")?;
+        let role = match kind {
+            CertKind::Node => auth::ROOT,
+            CertKind::Client => auth::CLIENT_ROLE,
+        };
+        // The issuer's own member: healthy while it holds the issuer lease (a channel over
+        // every member would send some requests to one that is down).
+        let work = async {
+            let mut client = connect(std::slice::from_ref(own_url), &tls, TIMEOUT).await?;
+            auth::ensure_roles(&mut client).await?;
+            auth::ensure_user(&mut client, name, role).await
+        };
+        match tokio::time::timeout(TIMEOUT * 2, work).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot make {name} an etcd user: {e}")),
+            Err(_) => Err(format!("cannot make {name} an etcd user: etcd is slow")),
+        }
+    }
 }
+
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

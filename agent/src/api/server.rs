@@ -312,6 +312,17 @@ async fn sign(
             )
         }
     };
+    // The name becomes an etcd user with its kind's role before the certificate exists.
+    let decision = match (decision, &s.members) {
+        (Ok(grant), Some(source)) => match source.ensure_user(&grant.name, grant.kind).await {
+            Ok(()) => Ok(grant),
+            Err(why) => Err(Refusal::NoEtcdUser {
+                name: grant.name.clone(),
+                why,
+            }),
+        },
+        (decision, _) => decision,
+    };
     let issued = decision.and_then(|grant| {
         let ca = ca.as_deref().ok_or(Refusal::NotIssuer)?;
         let crl = s

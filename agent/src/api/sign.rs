@@ -169,6 +169,9 @@ pub enum Refusal {
     /// The member list could not be read, so the name cannot be checked (503).
     #[error("cannot check whether a member holds the name {name}: {why}; retry shortly")]
     CannotCheck { name: String, why: String },
+    /// The certificate's name could not be made an etcd user yet (503).
+    #[error("cannot give {name} its etcd user yet: {why}; retry shortly")]
+    NoEtcdUser { name: String, why: String },
     /// A client-token holder asked for a node certificate (403).
     #[error(
         "the client token admits client certificates only, never a node certificate: a member \
@@ -197,7 +200,9 @@ impl Refusal {
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }
             | Refusal::ReservedName { .. } => StatusCode::FORBIDDEN,
-            Refusal::CannotCheck { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::CannotCheck { .. } | Refusal::NoEtcdUser { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::Malformed(_)
             | Refusal::ClockSkew { .. }
             | Refusal::InvalidClientName { .. }
@@ -211,7 +216,10 @@ impl Refusal {
     pub fn is_invalid(&self) -> bool {
         !matches!(
             self,
-            Refusal::Unauthenticated | Refusal::NotIssuer | Refusal::CannotCheck { .. }
+            Refusal::Unauthenticated
+                | Refusal::NotIssuer
+                | Refusal::CannotCheck { .. }
+                | Refusal::NoEtcdUser { .. }
         )
     }
 
@@ -219,7 +227,7 @@ impl Refusal {
     pub fn count(&self, counters: &Counters) {
         match self {
             Refusal::Unauthenticated => Counters::inc(&counters.api_rejected_unauthenticated),
-            Refusal::NotIssuer | Refusal::CannotCheck { .. } => {}
+            Refusal::NotIssuer | Refusal::CannotCheck { .. } | Refusal::NoEtcdUser { .. } => {}
             Refusal::WrongAddress { .. }
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }

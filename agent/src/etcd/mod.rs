@@ -4,6 +4,7 @@
 //! Every etcd failure is classified once, in [`error`]; members are [`Member`]s.
 
 pub mod argv;
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod data;

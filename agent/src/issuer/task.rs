@@ -229,6 +229,7 @@ impl IssuerTask {
         // Renewals come every 3.3 s; the heartbeat beats every second in between.
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let mut auth_on = false;
         loop {
             tokio::select! {
                 biased;
@@ -243,6 +244,17 @@ impl IssuerTask {
                     match tokio::time::timeout(TIMEOUT, responses.message()).await {
                         Ok(Ok(Some(r))) if r.ttl() > 0 => {}
                         _ => return Err(IssuerError::LeaseLost),
+                    }
+                    // Authentication goes on once every member has started (until then some
+                    // member's name is unknown, and it would be locked out).
+                    if !auth_on {
+                        let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client));
+                        match beating(&self.heartbeat, cancel, enable).await {
+                            None => return Ok(()),
+                            Some(Ok(Ok(on))) => auth_on = on,
+                            Some(Ok(Err(e))) => tracing::warn!(error = %e, "etcd authentication not enabled yet"),
+                            Some(Err(_)) => tracing::warn!("etcd authentication not enabled yet: etcd is slow"),
+                        }
                     }
                     // Revocation requests become a signed CRL within one renewal period.
                     let reconcile =
@@ -272,6 +284,54 @@ impl IssuerTask {
             }
         }
     }
+}
+
+/// Makes every member's name (and every name a node certificate was recorded for: hosts
+/// joining now) an etcd user with the root role, every recorded client certificate's name one
+/// with the client role, and turns authentication on (see [`crate::etcd::auth`]) once no
+/// member is unstarted; whether it is on. Each term does it again: etcd ignores what is there
+/// already.
+async fn enable_auth(client: &mut Client) -> Result<bool, IssuerError> {
+    use crate::api::CertKind;
+    let members = client.member_list().await.map_err(etcd("member list"))?;
+    let unstarted = members.members().iter().any(|m| m.name().is_empty());
+    let mut agents: std::collections::BTreeSet<String> = members
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let now = crate::clock::unix_now();
+    let mut clients = std::collections::BTreeSet::new();
+    for r in super::issued::list(client)
+        .await
+        .map_err(etcd("read the issued certificates"))?
+        .into_iter()
+        .filter(|r| r.not_after > now)
+    {
+        match r.kind {
+            CertKind::Node => agents.insert(r.name),
+            CertKind::Client => clients.insert(r.name),
+        };
+    }
+    let agents: Vec<String> = agents.into_iter().collect();
+    let clients: Vec<String> = clients.into_iter().collect();
+    crate::etcd::auth::ensure_users(client, &agents, &clients)
+        .await
+        .map_err(etcd("create the etcd users"))?;
+    if unstarted {
+        return Ok(false);
+    }
+    client
+        .auth_enable()
+        .await
+        .map_err(etcd("enable authentication"))?;
+    tracing::info!(
+        agents = agents.len(),
+        clients = clients.len(),
+        "etcd authentication is on (certificate names are etcd users)"
+    );
+    Ok(true)
 }
 
 /// How often the issuer prunes the records of expired certificates.

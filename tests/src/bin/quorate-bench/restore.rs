@@ -115,7 +115,11 @@ fn quorate() -> std::time::Duration {
         c.etcdctl_ok(i % 3, &cert, &["put", &format!("/bench/{i}"), &v]);
     }
     let file = c.root.path().join("snapshot.db");
-    c.etcdctl_ok(0, &cert, &["snapshot", "save", file.to_str().unwrap()]);
+    c.etcdctl_ok(
+        0,
+        &c.agent_cert(0),
+        &["snapshot", "save", file.to_str().unwrap()],
+    );
 
     let start = Instant::now();
     let o = c.agents[0].cli(&["restore", file.to_str().unwrap(), "--yes"]);

@@ -158,16 +158,18 @@ pub async fn run(mb: usize, rounds: usize) -> (Vec<SaveRound>, AgentRss, u64) {
         };
         let quorate = || save(0, &q_out);
         let encrypted = || save(ENCRYPTED, &s_out);
+        // A snapshot needs etcd's root role: the agent's identity, as `quorate env` gives it.
+        let root = c.agent_cert(0);
         let etcdctl = || {
             let mut cmd = Command::new(etcdctl_bin());
             cmd.arg("--endpoints")
                 .arg(c.client_url(0))
                 .arg("--cacert")
-                .arg(&cert.ca)
+                .arg(&root.ca)
                 .arg("--cert")
-                .arg(&cert.cert)
+                .arg(&root.cert)
                 .arg("--key")
-                .arg(&cert.key)
+                .arg(&root.key)
                 .args(["snapshot", "save"])
                 .arg(&e_out)
                 .env("ETCDCTL_API", "3");

@@ -1,0 +1,77 @@
+//! etcd authentication. etcd maps a client certificate's common name to the etcd user of that
+//! name, so every identity quorate hands out is a user without a password (certificate only):
+//! - each agent's node name holds the `root` role (snapshots, defragmentation, membership and
+//!   `/quorate/` need it), and so does the user `root`, which etcd requires before it enables
+//!   authentication;
+//! - every client certificate's name holds [`CLIENT_ROLE`]: read and write everything outside
+//!   `/quorate/`.
+//!
+//! The issuer creates the users: for every member and for the registry's client certificates
+//! before it enables authentication, and for each new certificate before handing it out.
+//! Everything here is idempotent.
+
+use etcd_client::{Client, Permission, UserAddOptions};
+
+/// etcd's administrator role, and the user etcd requires to hold it.
+pub const ROOT: &str = "root";
+/// The role of every client certificate: everything outside `/quorate/`.
+pub const CLIENT_ROLE: &str = "quorate-client";
+
+/// The key ranges of [`CLIENT_ROLE`]: `["\0", "/quorate/")` and `["/quorate0", end)`. (An empty
+/// start key matches nothing on 3.4 and is refused by 3.5: it must be `"\0"`.)
+pub fn client_permissions() -> [Permission; 2] {
+    [
+        Permission::read_write(vec![0u8]).with_range_end("/quorate/"),
+        Permission::read_write("/quorate0").with_from_key(),
+    ]
+}
+
+/// Makes `name` a certificate-only user holding `role`.
+pub async fn ensure_user(
+    client: &mut Client,
+    name: &str,
+    role: &str,
+) -> Result<(), etcd_client::Error> {
+    let users = client.user_list().await?;
+    if !users.users().iter().any(|u| u == name) {
+        client
+            .user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
+            .await?;
+    }
+    // Granting a role the user holds already is accepted and changes nothing.
+    client.user_grant_role(name, role).await?;
+    Ok(())
+}
+
+/// Makes sure the roles exist: `root`, and [`CLIENT_ROLE`] with its ranges.
+pub async fn ensure_roles(client: &mut Client) -> Result<(), etcd_client::Error> {
+    let roles = client.role_list().await?;
+    let have = |r: &str| roles.roles().iter().any(|x| x == r);
+    if !have(ROOT) {
+        client.role_add(ROOT).await?;
+    }
+    if !have(CLIENT_ROLE) {
+        client.role_add(CLIENT_ROLE).await?;
+        for p in client_permissions() {
+            client.role_grant_permission(CLIENT_ROLE, p).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The roles, and users for `root` and `agents` (root role) and `clients` ([`CLIENT_ROLE`]).
+pub async fn ensure_users(
+    client: &mut Client,
+    agents: &[String],
+    clients: &[String],
+) -> Result<(), etcd_client::Error> {
+    ensure_roles(client).await?;
+    ensure_user(client, ROOT, ROOT).await?;
+    for name in agents.iter().filter(|n| !n.is_empty()) {
+        ensure_user(client, name, ROOT).await?;
+    }
+    for name in clients {
+        ensure_user(client, name, CLIENT_ROLE).await?;
+    }
+    Ok(())
+}
