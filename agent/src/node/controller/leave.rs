@@ -126,13 +126,19 @@ impl Controller {
         let serial = self.state.cert()?.info.serial_hex.clone();
         let others = self.cluster_endpoints(view);
         let now = super::actions::unix_now();
-        match crate::issuer::crl::request(&others, tls, &serial, now).await {
-            Ok(_) => Some(serial),
-            Err(e) => {
-                tracing::warn!(serial = %serial, error = %e, "cannot revoke this host's certificate; revoke it by hand (quorate cert revoke --serial on a member)");
-                None
+        // A moment after the removal the others may still be busy with it: a few tries.
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match crate::issuer::crl::request(&others, tls, &serial, now).await {
+                Ok(_) => return Some(serial),
+                Err(e) => last = e,
             }
         }
+        tracing::warn!(serial = %serial, error = %last, "cannot revoke this host's certificate; revoke it by hand (quorate cert revoke --serial on a member)");
+        None
     }
 }
 
