@@ -44,6 +44,18 @@ pub fn wait_listed(c: &Cluster, members: &[usize], serial: &str, within: Duratio
     );
 }
 
+/// Asserts that no agent's list names `serial` (`whose`: whose certificate it is, for the
+/// message).
+pub fn assert_not_listed(c: &Cluster, serial: &str, whose: &str) {
+    for a in &c.agents {
+        assert!(
+            !listed(a).iter().any(|s| s == serial),
+            "{} revoked {whose}'s certificate",
+            a.name
+        );
+    }
+}
+
 /// Waits until the registry of issued certificates (`/quorate/issued/`) holds `serial`, read
 /// through agent `i` as the agents' identity: what revocation by name and of removed members
 /// looks up.

@@ -858,6 +858,15 @@ fn capture_loop(
     Ok((flows, dropped))
 }
 
+/// The round column: the round's number on its first line ("without"), blank on the second.
+fn round_label(i: usize, side: &str) -> String {
+    if side == "without" {
+        format!("{}", i + 1)
+    } else {
+        String::new()
+    }
+}
+
 fn per_sec(n: u64, window: Duration) -> f64 {
     n as f64 / window.as_secs_f64()
 }
@@ -1008,11 +1017,7 @@ pub fn report(rounds: &[Round], clients: usize, window: Duration, net: Net) {
                 .collect();
             println!(
                 "{:>5} {:>8} {:>20} {:>20} {:>20} {:>17} {:>17} {:>17.2}",
-                if label == "without" {
-                    format!("{}", i + 1)
-                } else {
-                    String::new()
-                },
+                round_label(i, label),
                 label,
                 three(&recv, 2),
                 three(&sent, 2),
@@ -1073,11 +1078,7 @@ pub fn report(rounds: &[Round], clients: usize, window: Duration, net: Net) {
                 );
                 println!(
                     "{:>5} {:>8} {:>20} {:>20} {:>20} {:>20} {:>8}",
-                    if label == "without" {
-                        format!("{}", i + 1)
-                    } else {
-                        String::new()
-                    },
+                    round_label(i, label),
                     label,
                     three(&swim_b, 0),
                     three(&swim_d, 2),
