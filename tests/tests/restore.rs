@@ -333,7 +333,7 @@ fn a_host_down_during_the_restore_joins_the_restored_cluster() {
 }
 
 #[test]
-fn three_wiped_hosts_with_restore_from_come_back_with_the_data_and_the_old_ca() {
+fn three_wiped_hosts_with_restore_from_come_back_renamed_with_the_data_and_the_old_ca() {
     let mut c = Cluster::new(3);
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
@@ -344,15 +344,22 @@ fn three_wiped_hosts_with_restore_from_come_back_with_the_data_and_the_old_ca() 
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     let old_id = cluster_id(&c, 0);
 
-    // Every host loses everything; the seed's config names the snapshot.
+    // Every host loses everything and comes back under a new name (the snapshot's etcd users
+    // are the old names); the seed's config names the snapshot.
     c.stop_all();
     for a in &c.agents {
         std::fs::remove_dir_all(a.state_dir()).unwrap();
     }
-    let seed = c
-        .config(0)
-        .with(|cfg| cfg.restore_from = Some(snapshot.display().to_string()));
-    c.agents[0].write_config(&seed);
+    for i in 0..3 {
+        let snapshot = snapshot.clone();
+        let renamed = c.config(i).with(move |cfg| {
+            cfg.node_name = Some(format!("restored-{i}"));
+            if i == 0 {
+                cfg.restore_from = Some(snapshot.display().to_string());
+            }
+        });
+        c.agents[i].write_config(&renamed);
+    }
     c.start_all();
     for i in 0..3 {
         c.wait_voters(i, 3, FORM_TIMEOUT * 2);

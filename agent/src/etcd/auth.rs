@@ -60,18 +60,34 @@ pub async fn ensure_roles(client: &mut Client) -> Result<(), etcd_client::Error>
 }
 
 /// The roles, and users for `root` and `agents` (root role) and `clients` ([`CLIENT_ROLE`]).
+/// With `only_missing`, names that are users already are left as they are (one request in
+/// all when nothing is missing); otherwise every grant is made again.
 pub async fn ensure_users(
     client: &mut Client,
     agents: &[String],
     clients: &[String],
+    only_missing: bool,
 ) -> Result<(), etcd_client::Error> {
-    ensure_roles(client).await?;
-    ensure_user(client, ROOT, ROOT).await?;
-    for name in agents.iter().filter(|n| !n.is_empty()) {
-        ensure_user(client, name, ROOT).await?;
+    let users = client.user_list().await?;
+    let exists = |name: &str| users.users().iter().any(|u| u == name);
+    let wanted = std::iter::once((ROOT, ROOT))
+        .chain(agents.iter().map(|n| (n.as_str(), ROOT)))
+        .chain(clients.iter().map(|n| (n.as_str(), CLIENT_ROLE)))
+        .filter(|(n, _)| !n.is_empty())
+        .filter(|(n, _)| !(only_missing && exists(n)))
+        .collect::<Vec<_>>();
+    if wanted.is_empty() {
+        return Ok(());
     }
-    for name in clients {
-        ensure_user(client, name, CLIENT_ROLE).await?;
+    ensure_roles(client).await?;
+    for (name, role) in wanted {
+        if !exists(name) {
+            client
+                .user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
+                .await?;
+            tracing::info!(user = name, role, "added an etcd user");
+        }
+        client.user_grant_role(name, role).await?;
     }
     Ok(())
 }

@@ -230,6 +230,7 @@ impl IssuerTask {
         let mut beat = tokio::time::interval(Duration::from_secs(1));
         let mut last_prune: Option<tokio::time::Instant> = None;
         let mut auth_on = false;
+        let mut last_users: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
@@ -247,11 +248,14 @@ impl IssuerTask {
                     }
                     // Authentication goes on once every member has started (until then some
                     // member's name is unknown, and it would be locked out).
-                    if !auth_on {
-                        let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client));
+                    // Afterwards, names recorded since (hosts joining a restored cluster got
+                    // their certificates before etcd ran here) become users within USERS_EVERY.
+                    if !auth_on || last_users.is_none_or(|at| at.elapsed() >= USERS_EVERY) {
+                        last_users = Some(tokio::time::Instant::now());
+                        let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client, auth_on));
                         match beating(&self.heartbeat, cancel, enable).await {
                             None => return Ok(()),
-                            Some(Ok(Ok(on))) => auth_on = on,
+                            Some(Ok(Ok(on))) => auth_on = auth_on || on,
                             Some(Ok(Err(e))) => tracing::warn!(error = %e, "etcd authentication not enabled yet"),
                             Some(Err(_)) => tracing::warn!("etcd authentication not enabled yet: etcd is slow"),
                         }
@@ -290,8 +294,8 @@ impl IssuerTask {
 /// joining now) an etcd user with the root role, every recorded client certificate's name one
 /// with the client role, and turns authentication on (see [`crate::etcd::auth`]) once no
 /// member is unstarted; whether it is on. Each term does it again: etcd ignores what is there
-/// already.
-async fn enable_auth(client: &mut Client) -> Result<bool, IssuerError> {
+/// already. Once it is on (`on`), only names that are no user yet are added.
+async fn enable_auth(client: &mut Client, on: bool) -> Result<bool, IssuerError> {
     use crate::api::CertKind;
     let members = client.member_list().await.map_err(etcd("member list"))?;
     let unstarted = members.members().iter().any(|m| m.name().is_empty());
@@ -316,9 +320,12 @@ async fn enable_auth(client: &mut Client) -> Result<bool, IssuerError> {
     }
     let agents: Vec<String> = agents.into_iter().collect();
     let clients: Vec<String> = clients.into_iter().collect();
-    crate::etcd::auth::ensure_users(client, &agents, &clients)
+    crate::etcd::auth::ensure_users(client, &agents, &clients, on)
         .await
         .map_err(etcd("create the etcd users"))?;
+    if on {
+        return Ok(true);
+    }
     if unstarted {
         return Ok(false);
     }
@@ -333,6 +340,9 @@ async fn enable_auth(client: &mut Client) -> Result<bool, IssuerError> {
     );
     Ok(true)
 }
+
+/// How often the issuer makes newly recorded names etcd users once authentication is on.
+const USERS_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the issuer prunes the records of expired certificates.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

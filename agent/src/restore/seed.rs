@@ -6,7 +6,8 @@
 //! plan with that token and the other hosts join as learners through the ordinary growth path.
 //! The one-off etcd serves TLS with a throwaway CA of its own and is read with a client
 //! certificate named `root`: etcd maps it to its root user when the snapshot's cluster had
-//! authentication on, and ignores it otherwise. A CA that cannot be unsealed stops here with the
+//! authentication on, and ignores it otherwise. This host's name becomes an etcd user with the
+//! root role there (the snapshot knows the old hosts' names only). A CA that cannot be unsealed stops here with the
 //! reason, unless `restore_new_ca` is set: then a new CA replaces it in etcd (every client
 //! certificate must be reissued). This helper etcd is not the supervised member: it runs for
 //! seconds, on other ports, before the controller starts etcd for real.
@@ -192,6 +193,14 @@ async fn read_and_fix_ca(
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     };
+    // The snapshot's etcd users are the old cluster's: this host's name may not be one, and
+    // with authentication on it would be locked out of its own cluster.
+    crate::etcd::auth::ensure_roles(&mut client)
+        .await
+        .map_err(fail)?;
+    crate::etcd::auth::ensure_user(&mut client, &s.name, crate::etcd::auth::ROOT)
+        .await
+        .map_err(fail)?;
     let key = s.token.derive(KeyPurpose::CaSeal);
     let stored = client.get(CA_KEY, None).await.map_err(fail)?;
     let unsealed = match stored.kvs().first() {
