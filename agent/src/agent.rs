@@ -43,6 +43,7 @@ use crate::liveness::Liveness;
 use crate::metrics::Counters;
 use crate::node::client_token::ClientTokenSync;
 use crate::node::crl::{CrlStatus, CrlSync};
+use crate::node::roles::{RolesStatus, RolesSync};
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
@@ -256,6 +257,14 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         heartbeat: live.register("revocation list"),
         issued: Some(issued_rx),
     };
+    let (roles_status_tx, roles_status) = watch::channel(RolesStatus::default());
+    let roles_sync = RolesSync {
+        settings: settings.clone(),
+        health: health.clone(),
+        material: material.clone(),
+        published: roles_status_tx,
+        heartbeat: live.register("roles"),
+    };
     let client_token_sync = ClientTokenSync {
         settings: settings.clone(),
         health: health.clone(),
@@ -314,6 +323,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     health_state.rolling = Some(rolling_status.clone());
     health_state.transfer = Some(transfer.clone());
     health_state.crl = Some(crl_status);
+    health_state.roles = Some(roles_status);
     health_state.clients = Some(clients_seen);
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
@@ -332,6 +342,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     tasks.spawn(defrag.run(cancel.clone()));
     tasks.spawn(snapshot.run(cancel.clone()));
     tasks.spawn(crl_sync.run(cancel.clone()));
+    tasks.spawn(roles_sync.run(cancel.clone()));
     tasks.spawn(client_token_sync.run(cancel.clone()));
     tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));

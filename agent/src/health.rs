@@ -51,6 +51,8 @@ pub struct HealthState {
     pub transfer: Option<watch::Receiver<Option<crate::restore::transfer::Transfer>>>,
     /// The revocation list, for /status and /metrics (set by the wiring).
     pub crl: Option<watch::Receiver<crate::node::crl::CrlStatus>>,
+    /// The members' `[[roles]]`, for /status and /metrics (set by the wiring).
+    pub roles: Option<watch::Receiver<crate::node::roles::RolesStatus>>,
     /// The client agents this member answered lately (set by the wiring).
     pub clients: Option<watch::Receiver<Vec<crate::gossip::directory::SeenClient>>>,
 }
@@ -92,6 +94,7 @@ impl HealthState {
             rolling: None,
             transfer: None,
             crl: None,
+            roles: None,
             clients: None,
         }
     }
@@ -110,6 +113,7 @@ impl HealthState {
         report.etcd_restarts = self.rolling.as_ref().map(|r| r.borrow().clone());
         report.restore_transfer = self.transfer.as_ref().and_then(|t| t.borrow().clone());
         report.revocation = self.crl.as_ref().map(|c| c.borrow().clone());
+        report.roles = self.roles.as_ref().map(|r| r.borrow().clone());
         if let Some(seen) = &self.clients {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -188,6 +192,7 @@ async fn metrics(State(s): State<Arc<HealthState>>) -> Response {
         defrag: &s.defrag.borrow(),
         snapshot: &s.snapshot.borrow(),
         crl: s.crl.as_ref().map(|c| c.borrow().clone()).as_ref(),
+        roles: s.roles.as_ref().map(|r| r.borrow().clone()).as_ref(),
     }
     .encode();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()

@@ -115,8 +115,14 @@ fn main() -> ExitCode {
             Command::Restart => cli::agent_restart(&settings).await,
             Command::Restore { source, yes } => cli::restore(&settings, &source, yes).await,
             Command::Cert {
-                command: CertCommand::Client { name, out, force },
-            } => cli::client_cert(&settings, &name, &out, force).await,
+                command:
+                    CertCommand::Client {
+                        name,
+                        out,
+                        force,
+                        role,
+                    },
+            } => cli::client_cert(&settings, &name, &out, force, role.as_deref()).await,
             Command::Cert {
                 command: CertCommand::Revoke { serial, name },
             } => cli::revoke(&settings, serial.as_deref(), name.as_deref()).await,

@@ -88,6 +88,8 @@ pub struct Scrape<'a> {
     pub snapshot: &'a SnapshotStatus,
     /// The revocation list in force here.
     pub crl: Option<&'a crate::node::crl::CrlStatus>,
+    /// The members' `[[roles]]`.
+    pub roles: Option<&'a crate::node::roles::RolesStatus>,
 }
 
 impl Scrape<'_> {
@@ -142,6 +144,13 @@ impl Scrape<'_> {
                 "certificates_revoked",
                 "Certificates the revocation list in force on this member revokes",
                 ConstGauge::new(count(n.revoked)),
+            );
+        }
+        if let Some(roles) = self.roles.filter(|s| s.agreement.is_some()) {
+            r.register(
+                "roles_conflict",
+                "1 while the members' [[roles]] differ (the previous roles stay in force)",
+                ConstGauge::new(i64::from(roles.conflict)),
             );
         }
         self.register_snapshot(&mut r);

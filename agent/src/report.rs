@@ -53,6 +53,9 @@ pub struct StatusReport {
     /// The revocation list in force here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<crate::node::crl::CrlStatus>,
+    /// This member's `[[roles]]` and whether the members agree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<crate::node::roles::RolesStatus>,
     /// Client-mode agents this member answered in the last five minutes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<crate::gossip::directory::SeenClient>,
@@ -176,6 +179,7 @@ impl StatusReport {
             restore: status.restore.clone(),
             restore_transfer: None,
             revocation: None,
+            roles: None,
             clients: Vec::new(),
         }
     }
@@ -325,6 +329,9 @@ impl StatusReport {
             let _ = writeln!(out, "  {}", t.line());
         }
         if let Some(r) = &self.revocation {
+            r.render(&mut out);
+        }
+        if let Some(r) = &self.roles {
             r.render(&mut out);
         }
         if !self.clients.is_empty() {

@@ -15,6 +15,7 @@ use crate::{wait_for, Agent, Subnet};
 pub const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Files of a client certificate made with `quorate cert client`.
+#[derive(Debug, Clone)]
 pub struct ClientCert {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -143,25 +144,41 @@ impl Cluster {
 
     /// Gets a client certificate named `name` through agent `via`.
     pub fn client_cert(&self, via: usize, name: &str) -> ClientCert {
+        self.try_client_cert(via, name, &[])
+            .unwrap_or_else(|e| panic!("quorate cert client failed: {e}"))
+    }
+
+    /// `quorate cert client NAME` through agent `via` with `extra` arguments (`--role R`);
+    /// the command's output when it fails.
+    pub fn try_client_cert(
+        &self,
+        via: usize,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<ClientCert, String> {
         let out = self.root.path().join(format!("client-{name}"));
-        let o = self.agents[via].cli(&[
+        let mut args = vec![
             "cert",
             "client",
             name,
+            "--force",
             "--out",
             out.to_str().expect("utf-8 path"),
-        ]);
-        assert!(
-            o.status.success(),
-            "quorate cert client failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        ClientCert {
+        ];
+        args.extend_from_slice(extra);
+        let o = self.agents[via].cli(&args);
+        if !o.status.success() {
+            return Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        Ok(ClientCert {
             ca: out.join("ca.pem"),
             cert: out.join(format!("{name}.pem")),
             key: out.join(format!("{name}-key.pem")),
-        }
+        })
     }
 
     /// Agent `i`'s own identity (its node certificate, the agents' etcd identity): what a

@@ -68,6 +68,7 @@ pub fn ask(
             key_pem: &key_pem,
             from: Some(from),
             renewing: None,
+            role: None,
         },
         Duration::from_secs(10),
     ));

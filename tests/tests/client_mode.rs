@@ -107,6 +107,7 @@ fn a_client_agent_keeps_a_consumer_going_through_rotations_growth_and_replacemen
                     name: Some(NAME.into()),
                     dir: Some(dir),
                     on_change: Some(on_change),
+                    role: None,
                 });
             })
         }
@@ -156,6 +157,7 @@ fn a_client_agent_keeps_a_consumer_going_through_rotations_growth_and_replacemen
                     name: Some("joiner".into()),
                     dir: Some(join_dir),
                     on_change: None,
+                    role: None,
                 });
             })
         }

@@ -242,6 +242,7 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
             key_pem: &impostor.to_pem(),
             from: None,
             renewing: None,
+            role: None,
         },
         std::time::Duration::from_secs(10),
     ));

@@ -84,6 +84,8 @@ pub struct CsrRequest<'a> {
     /// The current certificate and its key, presented in the TLS handshake to renew a node
     /// certificate whose name a live member (this one) holds. Only with [`ServerTrust::Ca`].
     pub renewing: Option<(&'a str, &'a str)>,
+    /// Client certificates: the etcd role asked for (None: the default client role).
+    pub role: Option<&'a str>,
 }
 
 /// Sends a CSR to the issuer at `addr` and verifies the answer against `expected_ca`.
@@ -103,6 +105,7 @@ pub async fn request_certificate(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default(),
+        role: csr.role.map(str::to_owned),
     };
     let body = serde_json::to_vec(&request).map_err(|e| ApiClientError::Http {
         addr,

@@ -53,9 +53,15 @@ impl MemberSource {
     }
 
     /// Makes the certificate's name an etcd user with the role of its kind (see
-    /// [`crate::etcd::auth`]) before it is handed out; nothing to do before the cluster exists
-    /// (the issuer creates the first members' users when it enables authentication).
-    pub async fn ensure_user(&self, name: &str, kind: CertKind) -> Result<(), String> {
+    /// [`crate::etcd::auth`]), or a client's `role`, before it is handed out; nothing to do
+    /// before the cluster exists (the issuer creates the first members' users when it
+    /// enables authentication). A client name holds exactly its role afterwards.
+    pub async fn ensure_user(
+        &self,
+        name: &str,
+        kind: CertKind,
+        role: Option<&str>,
+    ) -> Result<(), String> {
         let MemberSource::Etcd {
             health,
             material,
@@ -75,14 +81,17 @@ impl MemberSource {
             .ok_or("this agent has no certificate to ask etcd with")?;
         let role = match kind {
             CertKind::Node => auth::ROOT,
-            CertKind::Client => auth::CLIENT_ROLE,
+            CertKind::Client => role.unwrap_or(auth::CLIENT_ROLE),
         };
         // The issuer's own member: healthy while it holds the issuer lease (a channel over
         // every member would send some requests to one that is down).
         let work = async {
             let mut client = connect(std::slice::from_ref(own_url), &tls, TIMEOUT).await?;
             auth::ensure_roles(&mut client).await?;
-            auth::ensure_user(&mut client, name, role).await
+            match kind {
+                CertKind::Node => auth::ensure_user(&mut client, name, role).await,
+                CertKind::Client => auth::set_only_role(&mut client, name, role).await,
+            }
         };
         match tokio::time::timeout(TIMEOUT * 2, work).await {
             Ok(Ok(())) => Ok(()),

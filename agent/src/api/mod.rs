@@ -42,6 +42,7 @@ impl ApiServer {
             members: None,
             crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
             issued: None,
+            roles: settings.roles.iter().map(|r| r.name.clone()).collect(),
         }
     }
 

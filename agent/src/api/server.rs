@@ -63,6 +63,7 @@ struct Shared {
     counters: Arc<Counters>,
     members: Option<MemberSource>,
     crl_file: Option<std::path::PathBuf>,
+    roles: Vec<String>,
 }
 
 impl Shared {
@@ -98,6 +99,7 @@ impl Shared {
             view,
             requester,
             members,
+            roles: &self.roles,
         }
     }
 }
@@ -130,6 +132,8 @@ pub struct ApiServer {
     pub crl_file: Option<std::path::PathBuf>,
     /// Where every certificate it signs is recorded (see [`crate::issuer::issued`]).
     pub issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
+    /// The names of the roles this agent's config defines.
+    pub roles: Vec<String>,
 }
 
 impl ApiServer {
@@ -144,6 +148,7 @@ impl ApiServer {
             counters: self.counters.clone(),
             members: self.members.take(),
             crl_file: self.crl_file.clone(),
+            roles: self.roles.clone(),
         });
         let router = Router::new()
             .route(SIGN_PATH, post(sign))
@@ -314,7 +319,10 @@ async fn sign(
     };
     // The name becomes an etcd user with its kind's role before the certificate exists.
     let decision = match (decision, &s.members) {
-        (Ok(grant), Some(source)) => match source.ensure_user(&grant.name, grant.kind).await {
+        (Ok(grant), Some(source)) => match source
+            .ensure_user(&grant.name, grant.kind, grant.role.as_deref())
+            .await
+        {
             Ok(()) => Ok(grant),
             Err(why) => Err(Refusal::NoEtcdUser {
                 name: grant.name.clone(),
@@ -334,7 +342,8 @@ async fn sign(
     match issued {
         Ok((grant, response)) => {
             Counters::inc(&s.counters.certificates_issued);
-            let record = crate::issuer::issued::Issued::of_cert(&response.cert_pem, grant.kind);
+            let record = crate::issuer::issued::Issued::of_cert(&response.cert_pem, grant.kind)
+                .map(|r| r.with_role(grant.role.clone()));
             if let (Some(log), Some(record)) = (&s.issued, record) {
                 if log.try_send(record).is_err() {
                     tracing::warn!(name = %grant.name, "cannot record the issued certificate (too many waiting)");

@@ -44,6 +44,8 @@ pub struct SignContext<'a> {
     pub requester: Requester<'a>,
     /// The etcd members and whether each answers (looked up for node requests only).
     pub members: &'a Members,
+    /// The roles this agent's config defines (`[[roles]]`), which client requests may ask.
+    pub roles: &'a [String],
 }
 
 /// How long issued certificates live, by kind.
@@ -125,6 +127,8 @@ pub struct Grant {
     pub csr_pem: String,
     /// Everything else the certificate says, from policy and gossip.
     pub spec: CertSpec,
+    /// A client certificate's etcd role (None: the default client role).
+    pub role: Option<String>,
 }
 
 /// Why a signing request is refused. The `Display` text is what the requester is told.
@@ -184,6 +188,16 @@ pub enum Refusal {
     /// A client name outside the allowed characters or length (400).
     #[error("client name {name:?} must be 1-64 letters, digits, '-', '_', '.' or '@'")]
     InvalidClientName { name: String },
+    /// A client certificate asked for a role the members do not define (400).
+    #[error(
+        "role {role:?} is not one of the members' [[roles]] ({}): define it in every member's \
+         config, or ask for one of those",
+        if known.is_empty() { "none is defined".to_owned() } else { known.join(", ") }
+    )]
+    UnknownRole { role: String, known: Vec<String> },
+    /// A node certificate request named a role (400).
+    #[error("a node certificate has no role (agents hold etcd's root role): leave role out")]
+    RoleForNode,
     /// The CA could not sign the CSR (bad PEM, bad signature): the CA's own message (400).
     #[error("{0}")]
     Signing(String),
@@ -206,6 +220,8 @@ impl Refusal {
             Refusal::Malformed(_)
             | Refusal::ClockSkew { .. }
             | Refusal::InvalidClientName { .. }
+            | Refusal::UnknownRole { .. }
+            | Refusal::RoleForNode
             | Refusal::Signing(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -287,12 +303,23 @@ pub fn grant(ctx: &SignContext<'_>, auth: Authenticated) -> Result<Grant, Refusa
     if req.kind == CertKind::Client {
         client_name_allowed(&req.name, ctx.view)?;
     }
+    match (&req.role, req.kind) {
+        (Some(_), CertKind::Node) => return Err(Refusal::RoleForNode),
+        (Some(role), CertKind::Client) if !ctx.roles.contains(role) => {
+            return Err(Refusal::UnknownRole {
+                role: role.clone(),
+                known: ctx.roles.to_vec(),
+            })
+        }
+        _ => {}
+    }
     let profile = profile(&req, ctx)?;
     Ok(Grant {
         spec: cert_spec(&profile, ctx.now, ctx.validity.of(req.kind)),
         name: req.name,
         kind: req.kind,
         csr_pem: req.csr_pem,
+        role: req.role,
     })
 }
 

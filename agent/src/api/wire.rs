@@ -24,6 +24,10 @@ pub struct SignRequest {
     pub csr_pem: String,
     /// Seconds since the Unix epoch when the request was made; stale requests are refused.
     pub sent_at: u64,
+    /// Client certificates: the etcd role of the name (one of the members' `[[roles]]`);
+    /// None: the default client role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 /// A signed certificate and the CA that signed it.

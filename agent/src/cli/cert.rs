@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::local::fetch_report;
-use crate::api::{request_certificate, CertKind, CsrRequest, ServerTrust};
+use crate::api::{request_certificate, ApiClientError, CertKind, CsrRequest, ServerTrust};
 use crate::config::Settings;
 use crate::fsutil;
 use crate::pki::{CaHash, NodeKey, PkiStore};
@@ -41,7 +41,11 @@ pub async fn client_cert(
     name: &str,
     out: &Path,
     force: bool,
+    role: Option<&str>,
 ) -> anyhow::Result<()> {
+    if let Some(problem) = role.and_then(crate::etcd::roles::role_name_problem) {
+        bail!("--role {:?}: {problem}", role.unwrap_or_default());
+    }
     let report = fetch_report(settings).await?;
     let Some(ca_hash) = report.ca_hash else {
         bail!(
@@ -81,22 +85,36 @@ pub async fn client_cert(
     let key = NodeKey::generate()?;
     let key_pem = key.to_pem();
     let csr = key.csr_pem(name)?;
-    let signed = request_certificate(
-        issuer,
-        &trust,
-        ca_hash,
-        &settings.token.derive(KeyPurpose::ApiProof),
-        &CsrRequest {
-            name,
-            kind: CertKind::Client,
-            csr_pem: &csr,
-            key_pem: &key_pem,
-            from: None,
-            renewing: None,
-        },
-        Duration::from_secs(15),
-    )
-    .await?;
+    // A 503 (the name's etcd user or role not there yet) is retried for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let signed = loop {
+        let attempt = request_certificate(
+            issuer,
+            &trust,
+            ca_hash,
+            &settings.token.derive(KeyPurpose::ApiProof),
+            &CsrRequest {
+                name,
+                kind: CertKind::Client,
+                csr_pem: &csr,
+                key_pem: &key_pem,
+                from: None,
+                renewing: None,
+                role,
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+        match attempt {
+            Err(e @ ApiClientError::Refused { status: 503, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                eprintln!("waiting: {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => break other?,
+        }
+    };
     // An existing directory keeps its mode and owner; a new one is made 0755 (the key file
     // itself is 0600).
     fsutil::create_dir_if_missing(out, 0o755)?;

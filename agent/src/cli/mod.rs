@@ -179,6 +179,11 @@ pub enum CertCommand {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// The etcd role NAME gets (one of the members' [[roles]]); without it, read and
+        /// write everything outside /quorate/. NAME holds that role only afterwards, also
+        /// with certificates issued to it before.
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Revoke a certificate of this cluster by its serial number (hex, as `openssl x509
     /// -noout -serial` prints it), or every certificate issued under a name: every member's

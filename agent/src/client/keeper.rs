@@ -276,6 +276,7 @@ impl Keeper {
                 key_pem: &self.key_pem,
                 from: None,
                 renewing: None,
+                role: self.client.role.as_deref(),
             },
             REQUEST_TIMEOUT,
         )

@@ -113,6 +113,10 @@ pub struct Config {
     /// Client mode only: what to keep and where.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientSection>,
+    /// Members: etcd roles that client certificates may be given (`[[roles]]`: name, prefixes,
+    /// access). Every member should have the same; see docs/security.md.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<crate::etcd::roles::RoleDef>,
 }
 
 /// What an agent is on its host.
@@ -138,6 +142,10 @@ pub struct ClientSection {
     /// A shell command run (`sh -c`) after those files change, once per burst of changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_change: Option<String>,
+    /// The etcd role of the certificate (one of the members' `[[roles]]`). Default: read and
+    /// write everything outside /quorate/.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl Default for Config {
@@ -165,6 +173,7 @@ impl Default for Config {
             restore_new_ca: false,
             mode: Mode::Member,
             client: None,
+            roles: Vec::new(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Settings {
     pub restore_new_ca: bool,
     /// Client mode: what the agent keeps on this consumer host (None: a member).
     pub client: Option<ClientSettings>,
+    /// `[[roles]]`, in canonical order (see [`crate::etcd::roles`]).
+    pub roles: Vec<crate::etcd::roles::RoleDef>,
 }
 
 /// A client-mode agent's resolved `[client]` section.
@@ -50,6 +52,8 @@ pub struct ClientSettings {
     pub dir: PathBuf,
     /// Run with `sh -c` after the files change.
     pub on_change: Option<String>,
+    /// The certificate's etcd role (None: the default client role).
+    pub role: Option<String>,
 }
 
 /// Resolved snapshot settings.

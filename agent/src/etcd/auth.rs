@@ -37,9 +37,25 @@ pub async fn ensure_user(
         client
             .user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
             .await?;
+        tracing::info!(user = name, role, "added an etcd user");
     }
     // Granting a role the user holds already is accepted and changes nothing.
     client.user_grant_role(name, role).await?;
+    Ok(())
+}
+
+/// Makes `name` a certificate-only user holding `role` and no other role (a client name
+/// reissued with another role loses the old one).
+pub async fn set_only_role(
+    client: &mut Client,
+    name: &str,
+    role: &str,
+) -> Result<(), etcd_client::Error> {
+    ensure_user(client, name, role).await?;
+    let held = client.user_get(name).await?;
+    for other in held.roles().iter().filter(|r| *r != role) {
+        client.user_revoke_role(name, other.as_str()).await?;
+    }
     Ok(())
 }
 
@@ -59,35 +75,42 @@ pub async fn ensure_roles(client: &mut Client) -> Result<(), etcd_client::Error>
     Ok(())
 }
 
-/// The roles, and users for `root` and `agents` (root role) and `clients` ([`CLIENT_ROLE`]).
-/// With `only_missing`, names that are users already are left as they are (one request in
-/// all when nothing is missing); otherwise every grant is made again.
+/// The roles, and users for `root` and `agents` (root role) and `clients` (name and role: a
+/// client keeps exactly that role). With `only_missing`, names that are users already are
+/// left as they are (one request in all when nothing is missing); otherwise every grant is
+/// made again. A client whose role etcd does not have (not applied yet, or gone from the
+/// members' `[[roles]]`) is left out until it has.
 pub async fn ensure_users(
     client: &mut Client,
     agents: &[String],
-    clients: &[String],
+    clients: &[(String, String)],
     only_missing: bool,
 ) -> Result<(), etcd_client::Error> {
     let users = client.user_list().await?;
     let exists = |name: &str| users.users().iter().any(|u| u == name);
-    let wanted = std::iter::once((ROOT, ROOT))
-        .chain(agents.iter().map(|n| (n.as_str(), ROOT)))
-        .chain(clients.iter().map(|n| (n.as_str(), CLIENT_ROLE)))
-        .filter(|(n, _)| !n.is_empty())
+    let wanted_agents: Vec<&str> = std::iter::once(ROOT)
+        .chain(agents.iter().map(String::as_str))
+        .filter(|n| !n.is_empty())
+        .filter(|n| !(only_missing && exists(n)))
+        .collect();
+    let wanted_clients: Vec<&(String, String)> = clients
+        .iter()
         .filter(|(n, _)| !(only_missing && exists(n)))
-        .collect::<Vec<_>>();
-    if wanted.is_empty() {
+        .collect();
+    if wanted_agents.is_empty() && wanted_clients.is_empty() {
         return Ok(());
     }
     ensure_roles(client).await?;
-    for (name, role) in wanted {
-        if !exists(name) {
-            client
-                .user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
-                .await?;
-            tracing::info!(user = name, role, "added an etcd user");
+    for name in wanted_agents {
+        ensure_user(client, name, ROOT).await?;
+    }
+    let roles = client.role_list().await?;
+    for (name, role) in wanted_clients {
+        if roles.roles().iter().any(|r| r == role) {
+            set_only_role(client, name, role).await?;
+        } else {
+            tracing::debug!(user = %name, role = %role, "etcd user waits for its role");
         }
-        client.user_grant_role(name, role).await?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod logs;
 pub mod member;
 pub mod probe;
 pub mod restore;
+pub mod roles;
 mod supervisor;
 pub mod version;
 

@@ -29,6 +29,9 @@ pub struct Issued {
     /// written before this field existed.
     #[serde(default)]
     pub issued_at: u64,
+    /// A client certificate's etcd role (None: the default client role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl Issued {
@@ -41,7 +44,13 @@ impl Issued {
             kind,
             not_after: unix(info.not_after),
             issued_at: unix(crate::pki::signed_at(info.not_before, info.not_after)),
+            role: None,
         })
+    }
+
+    /// The same record with the role the certificate's name was given.
+    pub fn with_role(self, role: Option<String>) -> Self {
+        Self { role, ..self }
     }
 }
 
@@ -78,6 +87,25 @@ pub fn superseded_node_serials(
     serials.sort();
     serials.dedup();
     serials
+}
+
+/// Each client name with the role of its newest record (the default client role when that
+/// record has none), for the etcd users (pure).
+pub fn client_roles(records: &[Issued]) -> Vec<(String, String)> {
+    let mut newest: std::collections::BTreeMap<&str, &Issued> = Default::default();
+    for r in records.iter().filter(|r| r.kind == CertKind::Client) {
+        let entry = newest.entry(r.name.as_str()).or_insert(r);
+        if (r.issued_at, &r.serial) > (entry.issued_at, &entry.serial) {
+            *entry = r;
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(name, r)| {
+            let role = r.role.as_deref().unwrap_or(crate::etcd::auth::CLIENT_ROLE);
+            (name.to_owned(), role.to_owned())
+        })
+        .collect()
 }
 
 /// Whether a record may be forgotten at `now` (pure).
@@ -134,6 +162,7 @@ mod tests {
             kind: CertKind::Client,
             not_after,
             issued_at: 0,
+            role: None,
         }
     }
 
@@ -143,6 +172,37 @@ mod tests {
             issued_at,
             ..rec(serial, name, not_after)
         }
+    }
+
+    #[test]
+    fn a_client_name_holds_the_role_of_its_newest_certificate() {
+        let with = |serial: &str, name: &str, at: u64, role: Option<&str>| {
+            Issued {
+                issued_at: at,
+                ..rec(serial, name, 100)
+            }
+            .with_role(role.map(str::to_owned))
+        };
+        let records = vec![
+            with("01", "omni", 10, Some("omni")),
+            with("02", "omni", 20, None),
+            with("03", "app", 30, Some("ro")),
+            with("04", "app", 5, None),
+            Issued {
+                kind: CertKind::Node,
+                ..with("05", "n1", 50, None)
+            },
+        ];
+        assert_eq!(
+            client_roles(&records),
+            vec![
+                ("app".to_string(), "ro".to_string()),
+                (
+                    "omni".to_string(),
+                    crate::etcd::auth::CLIENT_ROLE.to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod crl;
 pub mod issued;
 pub mod restored;
+pub mod roles;
 pub mod sealed;
 mod task;
 

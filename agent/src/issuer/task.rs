@@ -252,6 +252,14 @@ impl IssuerTask {
                     // their certificates before etcd ran here) become users within USERS_EVERY.
                     if !auth_on || last_users.is_none_or(|at| at.elapsed() >= USERS_EVERY) {
                         last_users = Some(tokio::time::Instant::now());
+                        // Roles first: new users may hold them.
+                        let roles = tokio::time::timeout(TIMEOUT * 2, super::roles::reconcile(client));
+                        match beating(&self.heartbeat, cancel, roles).await {
+                            None => return Ok(()),
+                            Some(Ok(Err(e))) => tracing::warn!(error = %e, "etcd roles not updated"),
+                            Some(Err(_)) => tracing::warn!("etcd roles not updated: etcd is slow"),
+                            Some(Ok(Ok(()))) => {}
+                        }
                         let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client, auth_on));
                         match beating(&self.heartbeat, cancel, enable).await {
                             None => return Ok(()),
@@ -306,20 +314,20 @@ async fn enable_auth(client: &mut Client, on: bool) -> Result<bool, IssuerError>
         .filter(|n| !n.is_empty())
         .collect();
     let now = crate::clock::unix_now();
-    let mut clients = std::collections::BTreeSet::new();
-    for r in super::issued::list(client)
+    let records: Vec<_> = super::issued::list(client)
         .await
         .map_err(etcd("read the issued certificates"))?
         .into_iter()
         .filter(|r| r.not_after > now)
-    {
-        match r.kind {
-            CertKind::Node => agents.insert(r.name),
-            CertKind::Client => clients.insert(r.name),
-        };
-    }
+        .collect();
+    agents.extend(
+        records
+            .iter()
+            .filter(|r| r.kind == CertKind::Node)
+            .map(|r| r.name.clone()),
+    );
     let agents: Vec<String> = agents.into_iter().collect();
-    let clients: Vec<String> = clients.into_iter().collect();
+    let clients = super::issued::client_roles(&records);
     crate::etcd::auth::ensure_users(client, &agents, &clients, on)
         .await
         .map_err(etcd("create the etcd users"))?;

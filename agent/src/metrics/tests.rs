@@ -38,6 +38,7 @@ fn encode_with(health: &EtcdHealth, view: &GossipView, counters: &Counters) -> S
         defrag: &DefragStatus::default(),
         snapshot: &SnapshotStatus::default(),
         crl: None,
+        roles: None,
     }
     .encode()
 }
@@ -68,6 +69,7 @@ fn the_last_defragmentation_is_exported() {
         defrag: &defrag,
         snapshot: &SnapshotStatus::default(),
         crl: None,
+        roles: None,
     }
     .encode();
     let l = lines(&text);
@@ -107,6 +109,7 @@ fn the_last_snapshot_is_exported_under_the_alerts_names() {
         defrag: &DefragStatus::default(),
         snapshot: &snapshot,
         crl: None,
+        roles: None,
     }
     .encode();
     let l = lines(&text);
@@ -233,6 +236,7 @@ fn unknown_values_are_absent_not_zero() {
         defrag: &DefragStatus::default(),
         snapshot: &SnapshotStatus::default(),
         crl: None,
+        roles: None,
     }
     .encode();
     let l = lines(&text);

@@ -126,6 +126,7 @@ pub async fn request_own(
             csr_pem: &csr,
             key_pem: &key_pem,
             from: Some(settings.advertise),
+            role: None,
             renewing: current.as_deref().map(|cert| (cert, key_pem.as_str())),
         },
         REQUEST_TIMEOUT,

@@ -13,6 +13,7 @@ pub mod leave;
 pub mod maintenance;
 pub mod membership;
 pub mod policy;
+pub mod roles;
 pub mod state;
 mod status;
 pub mod step;

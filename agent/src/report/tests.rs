@@ -148,6 +148,7 @@ fn healthy_issuer() -> StatusReport {
         restore: None,
         restore_transfer: None,
         revocation: None,
+        roles: None,
         clients: Vec::new(),
     }
 }
@@ -234,6 +235,7 @@ fn waiting_for_peers() -> StatusReport {
         restore: None,
         restore_transfer: None,
         revocation: None,
+        roles: None,
         clients: Vec::new(),
     }
 }

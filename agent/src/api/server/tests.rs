@@ -77,6 +77,7 @@ async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::Path
         members: members.map(MemberSource::Fixed),
         crl_file: crl,
         issued: None,
+        roles: vec!["app".into()],
     };
     tracker.spawn(server.run(cancel.clone()));
     Issuer {
@@ -124,6 +125,7 @@ impl Issuer {
             key_pem: &key_pem,
             from: Some(from),
             renewing,
+            role: None,
         };
         let response =
             request_certificate(self.addr, &trust, self.ca.hash(), proof_key, &csr, TIMEOUT)

@@ -40,6 +40,7 @@ fn request(name: &str, kind: CertKind) -> SignRequest {
         kind,
         csr_pem: "CSR".into(),
         sent_at: NOW,
+        role: None,
     }
 }
 
@@ -60,8 +61,12 @@ fn ctx(view: &GossipView) -> SignContext<'_> {
             node_cert: None,
         },
         members: &NOT_FORMED,
+        roles: ROLES,
     }
 }
+
+/// The roles the issuer's config defines.
+const ROLES: &[String] = &[];
 
 /// `ctx` with the requester at `addr`.
 fn from<'a>(ctx: &SignContext<'a>, addr: &str) -> SignContext<'a> {
@@ -103,6 +108,7 @@ fn node_grant_has_its_name_gossip_address_and_loopback() {
             name: "etcd-2".into(),
             kind: CertKind::Node,
             csr_pem: "CSR".into(),
+            role: None,
             spec: CertSpec {
                 common_name: "etcd-2".into(),
                 dns_names: vec!["etcd-2".into(), "localhost".into()],
@@ -156,6 +162,7 @@ fn client_grant_has_no_sans_and_client_auth_only() {
             name: "ops@example.com".into(),
             kind: CertKind::Client,
             csr_pem: "CSR".into(),
+            role: None,
             spec: CertSpec {
                 common_name: "ops@example.com".into(),
                 dns_names: Vec::new(),
@@ -183,6 +190,50 @@ fn no_client_certificate_carries_an_agents_name_or_roots() {
     let grant = decide_req(&ctx(&v), &request("app", CertKind::Client)).unwrap();
     assert!(grant.spec.ips.is_empty() && grant.spec.dns_names.is_empty());
     assert!(!grant.spec.server_auth);
+}
+
+#[test]
+fn a_client_may_ask_a_defined_role_and_a_node_none() {
+    let v = three_nodes();
+    let roles = vec!["app".to_string(), "ro".to_string()];
+    let with_roles = SignContext {
+        roles: &roles,
+        ..ctx(&v)
+    };
+    let ask = |name: &str, kind: CertKind, role: Option<&str>| {
+        let req = SignRequest {
+            role: role.map(str::to_owned),
+            ..request(name, kind)
+        };
+        decide_req(&with_roles, &req)
+    };
+    let granted = ask("omni", CertKind::Client, Some("ro")).unwrap();
+    assert_eq!(granted.role.as_deref(), Some("ro"));
+    assert_eq!(ask("omni", CertKind::Client, None).unwrap().role, None);
+    let unknown = ask("omni", CertKind::Client, Some("admin")).unwrap_err();
+    assert_eq!(
+        unknown,
+        Refusal::UnknownRole {
+            role: "admin".into(),
+            known: roles.clone(),
+        }
+    );
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown.to_string().contains("(app, ro)"), "{unknown}");
+    assert_eq!(
+        ask("etcd-2", CertKind::Node, Some("app")).unwrap_err(),
+        Refusal::RoleForNode
+    );
+    // With no roles defined, every role is unknown, and the answer says so.
+    let none = decide_req(
+        &ctx(&v),
+        &SignRequest {
+            role: Some("app".into()),
+            ..request("omni", CertKind::Client)
+        },
+    )
+    .unwrap_err();
+    assert!(none.to_string().contains("none is defined"), "{none}");
 }
 
 #[test]

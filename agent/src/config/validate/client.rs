@@ -4,6 +4,7 @@
 use super::super::settings::ClientSettings;
 use super::super::{Config, Mode};
 use super::ConfigError;
+use crate::etcd::roles::role_name_problem;
 
 /// The resolved `[client]` section in client mode (None for a member, or on errors).
 pub(super) fn resolve_client(
@@ -72,6 +73,15 @@ pub(super) fn resolve_client(
             ));
         }
     }
+    if let Some(problem) = section.role.as_deref().and_then(role_name_problem) {
+        errors.push(ConfigError::invalid(
+            "client.role",
+            format!("{:?}", section.role.as_deref().unwrap_or_default()),
+            problem,
+            "set client.role to one of the members' [[roles]] names, or remove it for the \
+             default role (everything outside /quorate/)",
+        ));
+    }
     if matches!(&section.on_change, Some(c) if c.trim().is_empty()) {
         errors.push(ConfigError::invalid(
             "client.on_change",
@@ -85,6 +95,7 @@ pub(super) fn resolve_client(
             name,
             dir,
             on_change: section.on_change,
+            role: section.role,
         }),
         _ => None,
     }

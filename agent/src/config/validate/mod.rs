@@ -14,6 +14,7 @@ use crate::token::JoinToken;
 
 mod client;
 mod etcd;
+mod roles;
 mod s3;
 
 pub use etcd::{parse_etcd_version, MIN_ETCD_VERSION};
@@ -133,6 +134,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
         ));
     }
     let client = client::resolve_client(config, name.as_deref(), &mut errors);
+    let roles = roles::resolve_roles(config, &mut errors);
     // A client host runs no etcd, so it needs no binary.
     let etcd = if config.mode == super::Mode::Client {
         Some(super::EtcdSettings::not_run())
@@ -183,6 +185,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     restore_from: config.restore_from.clone(),
                     restore_new_ca: config.restore_new_ca,
                     client,
+                    roles,
                 },
                 warnings,
             })
@@ -556,5 +559,7 @@ mod tests;
 mod tests_client;
 #[cfg(test)]
 mod tests_etcd;
+#[cfg(test)]
+mod tests_roles;
 #[cfg(test)]
 mod tests_s3;

@@ -95,3 +95,28 @@ fn a_member_with_a_client_section_is_told_to_pick_one() {
         ["client"]
     );
 }
+
+#[test]
+fn a_client_role_must_be_a_role_name_and_roles_belong_to_members() {
+    let mut with_role = client(Some("/etc/quorate/client"));
+    with_role.client.as_mut().unwrap().role = Some("dashboard".into());
+    let v = validate(&with_role, &ConsumerHost).unwrap();
+    assert_eq!(
+        v.settings.client.unwrap().role.as_deref(),
+        Some("dashboard")
+    );
+    for bad in ["root", "quorate-client", "", "a b"] {
+        let mut c = client(Some("/etc/quorate/client"));
+        c.client.as_mut().unwrap().role = Some(bad.into());
+        assert_eq!(subjects(&c), ["client.role"], "{bad:?}");
+    }
+    let defining = Config {
+        roles: vec![crate::etcd::roles::RoleDef {
+            name: "app".into(),
+            prefixes: vec!["/app/".into()],
+            access: crate::etcd::roles::Access::Read,
+        }],
+        ..client(Some("/etc/quorate/client"))
+    };
+    assert_eq!(subjects(&defining), ["roles"]);
+}

@@ -192,6 +192,7 @@ fn client_config(
                 name: Some(format!("bench-client-{i}")),
                 dir: Some(dir),
                 on_change: None,
+                role: None,
             });
         })
 }
