@@ -164,4 +164,23 @@ fn cert_client_leaves_existing_directories_alone_refuses_reserved_names_and_fail
         "{stderr}"
     );
     assert!(!c.root.path().join("blind-out/blind.pem").exists());
+
+    // A host named like a client certificate ("app", issued above) gets no node certificate:
+    // the node's root role would reach the client's certificates too.
+    let host = c.add_agent(|_, b| b);
+    let config = c
+        .config(host)
+        .with(|cfg| cfg.node_name = Some("app".into()));
+    c.agents[host].write_config(&config);
+    c.agents[host].start();
+    wait_for("the host named app to be refused", FORM_TIMEOUT, || {
+        let log = c.agents[host].log();
+        if log.contains("is a client's etcd user (role quorate-client)") {
+            Ok(())
+        } else {
+            Err(c.agents[host].log_tail(3))
+        }
+    });
+    assert!(!c.agents[host].state_dir().join("pki/node.pem").exists());
+    c.agents[host].stop();
 }

@@ -56,12 +56,14 @@ impl MemberSource {
     /// [`crate::etcd::auth`]), or a client's `role`, before it is handed out; nothing to do
     /// before the cluster exists (the issuer creates the first members' users when it
     /// enables authentication). A client name holds exactly its role afterwards.
+    /// A node name whose user holds a client role (a client certificate of that name exists)
+    /// is refused: the node's root role would reach that certificate too.
     pub async fn ensure_user(
         &self,
         name: &str,
         kind: CertKind,
         role: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), UserProblem> {
         let MemberSource::Etcd {
             health,
             material,
@@ -74,11 +76,9 @@ impl MemberSource {
         if health.cluster_id.is_none() && health.members.is_empty() {
             return Ok(());
         }
-        let tls = material
-            .borrow()
-            .client()
-            .cloned()
-            .ok_or("this agent has no certificate to ask etcd with")?;
+        let tls = material.borrow().client().cloned().ok_or_else(|| {
+            UserProblem::Unavailable("this agent has no certificate to ask etcd with".into())
+        })?;
         let role = match kind {
             CertKind::Node => auth::ROOT,
             CertKind::Client => role.unwrap_or(auth::CLIENT_ROLE),
@@ -88,17 +88,37 @@ impl MemberSource {
         let work = async {
             let mut client = connect(std::slice::from_ref(own_url), &tls, TIMEOUT).await?;
             auth::ensure_roles(&mut client).await?;
-            match kind {
-                CertKind::Node => auth::ensure_user(&mut client, name, role).await,
-                CertKind::Client => auth::set_only_role(&mut client, name, role).await,
+            if kind == CertKind::Node {
+                if let Some(other) = auth::client_role_of(&mut client, name).await? {
+                    return Ok::<_, etcd_client::Error>(Some(other));
+                }
             }
+            match kind {
+                CertKind::Node => auth::ensure_user(&mut client, name, role).await?,
+                CertKind::Client => auth::set_only_role(&mut client, name, role).await?,
+            }
+            Ok(None)
         };
         match tokio::time::timeout(TIMEOUT * 2, work).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("cannot make {name} an etcd user: {e}")),
-            Err(_) => Err(format!("cannot make {name} an etcd user: etcd is slow")),
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(role))) => Err(UserProblem::ClientName { role }),
+            Ok(Err(e)) => Err(UserProblem::Unavailable(format!(
+                "cannot make {name} an etcd user: {e}"
+            ))),
+            Err(_) => Err(UserProblem::Unavailable(format!(
+                "cannot make {name} an etcd user: etcd is slow"
+            ))),
         }
     }
+}
+
+/// Why a certificate's name could not be made its etcd user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserProblem {
+    /// etcd could not be asked or refused (retry).
+    Unavailable(String),
+    /// A node certificate was asked for a name whose user holds this client role.
+    ClientName { role: String },
 }
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::limit::{Admit, Limiter, MAX_CONNECTIONS};
-use super::members::MemberSource;
+use super::members::{MemberSource, UserProblem};
 use super::proof::PROOF_HEADER;
 use super::sign::{
     authenticate, grant, issue, Credential, Lifetimes, Members, Refusal, Requester, SignContext,
@@ -324,9 +324,13 @@ async fn sign(
             .await
         {
             Ok(()) => Ok(grant),
-            Err(why) => Err(Refusal::NoEtcdUser {
+            Err(UserProblem::Unavailable(why)) => Err(Refusal::NoEtcdUser {
                 name: grant.name.clone(),
                 why,
+            }),
+            Err(UserProblem::ClientName { role }) => Err(Refusal::NameIsClient {
+                name: grant.name.clone(),
+                role,
             }),
         },
         (decision, _) => decision,

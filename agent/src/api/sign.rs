@@ -176,6 +176,13 @@ pub enum Refusal {
     /// The certificate's name could not be made an etcd user yet (503).
     #[error("cannot give {name} its etcd user yet: {why}; retry shortly")]
     NoEtcdUser { name: String, why: String },
+    /// A node certificate for a name that client certificates were issued under (403).
+    #[error(
+        "node name {name} is a client's etcd user (role {role}): its client certificates would \
+         hold the node's root role; give this host another name, or revoke them first (quorate \
+         cert revoke --name {name})"
+    )]
+    NameIsClient { name: String, role: String },
     /// A client-token holder asked for a node certificate (403).
     #[error(
         "the client token admits client certificates only, never a node certificate: a member \
@@ -213,6 +220,7 @@ impl Refusal {
             Refusal::WrongAddress { .. }
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }
+            | Refusal::NameIsClient { .. }
             | Refusal::ReservedName { .. } => StatusCode::FORBIDDEN,
             Refusal::CannotCheck { .. } | Refusal::NoEtcdUser { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -247,6 +255,7 @@ impl Refusal {
             Refusal::WrongAddress { .. }
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }
+            | Refusal::NameIsClient { .. }
             | Refusal::ReservedName { .. } => Counters::inc(&counters.api_rejected_identity),
             _ => Counters::inc(&counters.api_rejected_invalid),
         }

@@ -59,6 +59,20 @@ pub async fn set_only_role(
     Ok(())
 }
 
+/// The first role other than root that the user `name` holds, if the user exists: a name
+/// client certificates were issued under.
+pub async fn client_role_of(
+    client: &mut Client,
+    name: &str,
+) -> Result<Option<String>, etcd_client::Error> {
+    let users = client.user_list().await?;
+    if !users.users().iter().any(|u| u == name) {
+        return Ok(None);
+    }
+    let held = client.user_get(name).await?;
+    Ok(held.roles().iter().find(|r| *r != ROOT).cloned())
+}
+
 /// Makes sure the roles exist: `root`, and [`CLIENT_ROLE`] with its ranges.
 pub async fn ensure_roles(client: &mut Client) -> Result<(), etcd_client::Error> {
     let roles = client.role_list().await?;
