@@ -14,6 +14,7 @@ const ALERTS: &[&str] = &[
     "QuorateGossipMemberDown",
     "QuorateSnapshotMissing",
     "QuorateSnapshotUploadFailing",
+    "QuorateRolesConflict",
 ];
 
 fn ok(what: &str, o: std::process::Output) -> String {
