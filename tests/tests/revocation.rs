@@ -137,6 +137,16 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
                 .serial_hex
         })
         .collect();
+    // A connection opened before the revocation, kept open across it.
+    let rt = quorate_tests::space::runtime();
+    let mut open = rt.block_on(async {
+        let tls = quorate_tests::space::tls(&twice_a);
+        quorate::etcd::client::connect(&[c.client_url(1)], &tls, Duration::from_secs(10))
+            .await
+            .unwrap()
+    });
+    rt.block_on(open.get("/keep/0", None))
+        .expect("the open connection reads before the revocation");
     let o = wait_for(
         "the certificates of \"twice\" to be recorded",
         FORM_TIMEOUT,
@@ -151,6 +161,17 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
         },
     );
     assert!(o.contains("2 certificate(s) of twice revoked"), "{o}");
+    // Its user is gone, so the connection opened before is refused at its next request
+    // (etcd takes the user from the certificate at every request).
+    assert!(o.contains("Its etcd user twice is deleted"), "{o}");
+    let err = rt
+        .block_on(open.get("/keep/0", None))
+        .expect_err("the connection opened before the revocation still reads");
+    assert!(
+        err.to_string().contains("user name not found")
+            || err.to_string().contains("permission denied"),
+        "{err}"
+    );
     wait_for("every member to refuse both", REVOKED_WITHIN, || {
         for i in 0..3 {
             for t in [&twice_a, &twice_b] {

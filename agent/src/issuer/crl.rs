@@ -154,13 +154,76 @@ pub async fn request_name(
         ));
     }
     tracing::warn!(name, serials = ?serials, "certificate revocation requested by name");
+    let open = match delete_user(endpoints, tls, name).await {
+        Ok(true) => format!(
+            "Its etcd user {name} is deleted: connections open now are refused at their next \
+             request"
+        ),
+        Ok(false) => format!(
+            "{name} is a member of the cluster, so its etcd user stays: remove the member \
+             (`quorate leave` on it) to cut off connections open now"
+        ),
+        Err(e) => format!(
+            "Its etcd user could not be deleted ({e}): connections open now stay open until \
+             they close; run the command again to retry"
+        ),
+    };
     Ok(format!(
         "{} certificate(s) of {name} revoked (serials {}): the issuer signs them into the \
          revocation list within seconds, and every member's etcd refuses new connections with \
-         them once its list is updated. Connections open now stay open until they close",
+         them once its list is updated. {open}",
         serials.len(),
         serials.join(", ")
     ))
+}
+
+/// Deletes the etcd user `name` unless it is `root` or an etcd member's name: every
+/// certificate of the name is revoked, and etcd takes the user from the certificate at every
+/// request, so connections already open lose their access too. False when it was kept.
+async fn delete_user(
+    endpoints: &[String],
+    tls: &crate::etcd::client::ClientTls,
+    name: &str,
+) -> Result<bool, String> {
+    let mut client =
+        crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach etcd: {e}"))?;
+    let members = client
+        .member_list()
+        .await
+        .map_err(|e| format!("cannot list the members: {e}"))?;
+    if name == crate::etcd::auth::ROOT || members.members().iter().any(|m| m.name() == name) {
+        return Ok(false);
+    }
+    let users = client.user_list().await.map_err(|e| e.to_string())?;
+    if users.users().iter().any(|u| u == name) {
+        client.user_delete(name).await.map_err(|e| e.to_string())?;
+        tracing::warn!(user = name, "deleted the etcd user of revoked certificates");
+    }
+    Ok(true)
+}
+
+/// The serials revocation was asked for (the requests stay after the list carries them).
+pub async fn revoked_serials(
+    client: &mut Client,
+) -> Result<std::collections::BTreeSet<String>, etcd_client::Error> {
+    let got = client
+        .get(
+            REVOKE_PREFIX,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    Ok(got
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            kv.key_str()
+                .ok()?
+                .strip_prefix(REVOKE_PREFIX)
+                .map(str::to_owned)
+        })
+        .collect())
 }
 
 /// Revokes the node certificates a removed member leaves behind: those of `name` signed

@@ -314,11 +314,15 @@ async fn enable_auth(client: &mut Client, on: bool) -> Result<bool, IssuerError>
         .filter(|n| !n.is_empty())
         .collect();
     let now = crate::clock::unix_now();
+    // Revoked certificates make no users (`cert revoke --name` deletes the user).
+    let revoked = super::crl::revoked_serials(client)
+        .await
+        .map_err(etcd("read the revocation requests"))?;
     let records: Vec<_> = super::issued::list(client)
         .await
         .map_err(etcd("read the issued certificates"))?
         .into_iter()
-        .filter(|r| r.not_after > now)
+        .filter(|r| r.not_after > now && !revoked.contains(&r.serial))
         .collect();
     agents.extend(
         records
