@@ -17,6 +17,7 @@
 //!   snapshot save (control socket) ──SaveReport──▶ snapshot
 //!   issuer election: /quorate/revoke/* ──signed CRL──▶ /quorate/crl ──▶ revocation list (crl.pem)
 //!   agent API ──members of a name?──▶ etcd (node certificates go to their holder only)
+//!   roles: every member's [[roles]] ──/quorate/roles/member/*──▶ issuer applies an agreed one
 //! ```
 
 use std::net::SocketAddr;
