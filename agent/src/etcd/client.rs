@@ -43,6 +43,26 @@ pub async fn connect(
     Client::connect(endpoints, Some(options)).await
 }
 
+/// A client of this node's cluster with its own certificate (`material`), its own member's
+/// URL `own_url` first; None while it has no certificate or no member yet (`health`).
+pub async fn member_client(
+    material: &crate::pki::TlsMaterial,
+    health: &super::EtcdHealth,
+    own_url: String,
+    timeout: Duration,
+) -> Result<Option<Client>, String> {
+    let Some(tls) = material.client() else {
+        return Ok(None);
+    };
+    if health.member_id.is_none() {
+        return Ok(None);
+    }
+    connect(&health.endpoints(own_url), tls, timeout)
+        .await
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 /// Runs `op` on a client of `urls` (connecting included) within `timeout`, its failure
 /// classified by [`EtcdError`].
 pub async fn with_client<T, F, Fut>(

@@ -152,24 +152,10 @@ impl Agreement {
     pub fn describe(&self) -> String {
         match self {
             Agreement::Agreed(roles) if roles.is_empty() => "none defined".into(),
-            Agreement::Agreed(roles) => format!(
-                "{} in force ({})",
-                roles.len(),
-                roles
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Agreement::Applying(roles) => format!(
-                "{} agreed, being applied ({})",
-                roles.len(),
-                roles
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Agreement::Agreed(roles) => format!("{} in force ({})", roles.len(), names(roles)),
+            Agreement::Applying(roles) => {
+                format!("{} agreed, being applied ({})", roles.len(), names(roles))
+            }
             Agreement::Waiting(names) => {
                 format!("waiting for {} to publish theirs", names.join(", "))
             }
@@ -180,6 +166,14 @@ impl Agreement {
             ),
         }
     }
+}
+
+fn names(roles: &[RoleDef]) -> String {
+    roles
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// [`agree`], and whether an agreed definition is the one `applied` (pure).
@@ -213,10 +207,7 @@ pub fn agree(members: &[String], published: &BTreeMap<String, Vec<RoleDef>>) -> 
         return Agreement::Conflict(
             by_def
                 .iter()
-                .map(|(def, names)| {
-                    let roles: Vec<&str> = def.iter().map(|r| r.name.as_str()).collect();
-                    format!("{}: {}", names.join(", "), summary(def, &roles))
-                })
+                .map(|(def, members)| format!("{}: {}", members.join(", "), summary(def)))
                 .collect(),
         );
     }
@@ -226,11 +217,11 @@ pub fn agree(members: &[String], published: &BTreeMap<String, Vec<RoleDef>>) -> 
     Agreement::Agreed(by_def.into_keys().next().unwrap_or_default())
 }
 
-fn summary(def: &[RoleDef], names: &[&str]) -> String {
+fn summary(def: &[RoleDef]) -> String {
     if def.is_empty() {
         return "no roles".into();
     }
-    format!("roles {} ({})", names.join(", "), fingerprint(def))
+    format!("roles {} ({})", names(def), fingerprint(def))
 }
 
 /// A short fingerprint of a definition (the first 8 hex digits of its JSON's SHA-256).

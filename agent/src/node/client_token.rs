@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client_token::{self, ClientKeys, STATE_FILE};
 use crate::config::Settings;
-use crate::etcd::client::connect;
+use crate::etcd::client::member_client;
 use crate::etcd::EtcdHealth;
 use crate::fsutil;
 use crate::liveness::{beating, Heartbeat, Turns};
@@ -88,17 +88,11 @@ impl ClientTokenSync {
     /// Reads the token in etcd, when this node has a member and a certificate.
     async fn look(&self) -> Result<Option<JoinToken>, String> {
         let material = self.material.borrow().clone();
-        let Some(tls) = material.client() else {
+        let health = self.health.borrow().clone();
+        let own_url = self.settings.client_url();
+        let Some(mut client) = member_client(&material, &health, own_url, TIMEOUT).await? else {
             return Ok(None);
         };
-        let health = self.health.borrow().clone();
-        if health.member_id.is_none() {
-            return Ok(None);
-        }
-        let endpoints = health.endpoints(self.settings.client_url());
-        let mut client = connect(&endpoints, tls, TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
         client_token::read(&mut client, &self.settings.token).await
     }
 }

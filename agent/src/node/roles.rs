@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::etcd::client::connect;
+use crate::etcd::client::member_client;
 use crate::etcd::roles::{self, Agreement};
 use crate::etcd::EtcdHealth;
 use crate::liveness::{beating, Heartbeat, Turns};
@@ -118,17 +118,11 @@ impl RolesSync {
     /// while this node has no member or certificate.
     async fn look(&self) -> Result<Option<Agreement>, String> {
         let material = self.material.borrow().clone();
-        let Some(tls) = material.client() else {
+        let health = self.health.borrow().clone();
+        let own_url = self.settings.client_url();
+        let Some(mut client) = member_client(&material, &health, own_url, TIMEOUT).await? else {
             return Ok(None);
         };
-        let health = self.health.borrow().clone();
-        if health.member_id.is_none() {
-            return Ok(None);
-        }
-        let endpoints = health.endpoints(self.settings.client_url());
-        let mut client = connect(&endpoints, tls, TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
         let mut published = roles::published(&mut client)
             .await
             .map_err(|e| e.to_string())?;
