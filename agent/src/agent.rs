@@ -266,6 +266,13 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         published: roles_status_tx,
         heartbeat: live.register("roles"),
     };
+    let seal_keeper = crate::node::seal::SealKeeper {
+        settings: settings.clone(),
+        health: health.clone(),
+        material: material.clone(),
+        view: view.clone(),
+        heartbeat: live.register("CA seal secret"),
+    };
     let client_token_sync = ClientTokenSync {
         settings: settings.clone(),
         health: health.clone(),
@@ -344,6 +351,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     tasks.spawn(snapshot.run(cancel.clone()));
     tasks.spawn(crl_sync.run(cancel.clone()));
     tasks.spawn(roles_sync.run(cancel.clone()));
+    tasks.spawn(seal_keeper.run(cancel.clone()));
     tasks.spawn(client_token_sync.run(cancel.clone()));
     tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));

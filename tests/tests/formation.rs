@@ -114,6 +114,75 @@ fn three_empty_agents_form_one_mtls_cluster() {
         std::fs::metadata(&ca_key).unwrap().permissions().mode() & 0o777,
         0o600
     );
+
+    // The CA seal secret: every voter comes to hold the one whose fingerprint etcd records
+    // (0600, handed over the agent API to voters only); etcd never holds the secret itself.
+    let admin = c.agent_cert(0);
+    let id = wait_for(
+        "the seal secret's fingerprint in etcd",
+        FORM_TIMEOUT,
+        || {
+            let o = c.etcdctl(
+                0,
+                Some(&admin),
+                &["get", "/quorate/seal/id", "--print-value-only"],
+            );
+            let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            if id.len() == 32 {
+                Ok(id)
+            } else {
+                Err(format!("{id:?}"))
+            }
+        },
+    );
+    let secret = wait_for("every voter to hold the seal secret", FORM_TIMEOUT, || {
+        let held: Vec<_> = c
+            .agents
+            .iter()
+            .map(|a| quorate::issuer::seal_secret::load(&a.state_dir().join("pki")))
+            .collect();
+        match held.first() {
+            Some(Some(s)) if s.id() == id && held.iter().all(|h| h.as_ref() == Some(s)) => {
+                Ok(s.clone())
+            }
+            _ => Err(format!("{held:?}")),
+        }
+    });
+    for a in &c.agents {
+        let path = a.state_dir().join("pki/ca-seal-secret");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let everything = c.etcdctl_ok(0, &admin, &["get", "", "--prefix"]);
+    assert!(
+        !everything.contains(&secret.to_text()),
+        "the seal secret is in etcd"
+    );
+    // Nobody else gets it: a client certificate is no node's, and a node's certificate
+    // counts only from that node's address.
+    let rt = quorate_tests::space::runtime();
+    let api = std::net::SocketAddr::new(c.agents[0].addr, 7946);
+    let ask = |cert: &quorate_tests::cluster::ClientCert, from: std::net::IpAddr| {
+        let tls = quorate_tests::space::tls(cert);
+        rt.block_on(quorate::api::seal::fetch(
+            api,
+            from,
+            &tls.ca,
+            &tls.cert,
+            &tls.key,
+            std::time::Duration::from_secs(10),
+        ))
+    };
+    let client = c.client_cert(1, "probe");
+    let err = ask(&client, c.agents[1].addr).expect_err("a client certificate got the secret");
+    assert!(err.contains("answered 401"), "{err}");
+    let err = ask(&c.agent_cert(1), c.agents[2].addr).expect_err("n2's certificate from n3");
+    assert!(
+        err.contains("answered 403") && err.contains("goes only to"),
+        "{err}"
+    );
+    let got = ask(&c.agent_cert(1), c.agents[1].addr).expect("n2 from its own address");
+    assert_eq!(got, secret);
 }
 
 /// Whether any file under `dir` contains `needle`.

@@ -143,7 +143,10 @@ fn verify_response(
 
 /// Connects to `addr` from `from` when that address is this host's; otherwise from whatever
 /// address the system picks (the issuer then names both in its refusal).
-async fn connect_from(addr: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
     if let Some(ip) = from.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?

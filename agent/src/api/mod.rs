@@ -8,6 +8,7 @@ pub mod members;
 pub mod proof;
 pub mod restore;
 pub mod restore_client;
+pub mod seal;
 pub mod server;
 pub mod sign;
 pub mod wire;
@@ -43,6 +44,7 @@ impl ApiServer {
             crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
             issued: None,
             roles: settings.roles.iter().map(|r| r.name.clone()).collect(),
+            pki_dir: Some(settings.pki_dir()),
         }
     }
 

@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use super::limit::{Admit, Limiter, MAX_CONNECTIONS};
 use super::members::{MemberSource, UserProblem};
 use super::proof::PROOF_HEADER;
+use super::seal::{may_hold, SealAnswer, SealRefusal, SEAL_PATH};
 use super::sign::{
     authenticate, grant, issue, Credential, Lifetimes, Members, Refusal, Requester, SignContext,
 };
@@ -64,6 +65,7 @@ struct Shared {
     members: Option<MemberSource>,
     crl_file: Option<std::path::PathBuf>,
     roles: Vec<String>,
+    pki_dir: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -134,6 +136,8 @@ pub struct ApiServer {
     pub issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
     /// The names of the roles this agent's config defines.
     pub roles: Vec<String>,
+    /// This node's PKI directory: the CA seal secret it may hand to voters ([`super::seal`]).
+    pub pki_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiServer {
@@ -149,9 +153,11 @@ impl ApiServer {
             members: self.members.take(),
             crl_file: self.crl_file.clone(),
             roles: self.roles.clone(),
+            pki_dir: self.pki_dir.clone(),
         });
         let router = Router::new()
             .route(SIGN_PATH, post(sign))
+            .route(SEAL_PATH, post(seal_secret))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(shared);
         let router = match self.restore.take() {
@@ -233,6 +239,62 @@ async fn serve_connection(
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
     let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+}
+
+/// The CA seal secret, to a voter that presents its node certificate (see [`super::seal`]).
+async fn seal_secret(State(s): State<Arc<Shared>>, Extension(peer): Extension<Peer>) -> Response {
+    Counters::inc(&s.counters.api_requests);
+    let refuse = |r: SealRefusal| {
+        if r.is_identity() {
+            Counters::inc(&s.counters.api_rejected_identity);
+            tracing::info!(peer = %peer.addr, message = %r, "refused the CA seal secret");
+        }
+        (
+            r.status(),
+            Json(ErrorBody {
+                error: r.to_string(),
+            }),
+        )
+            .into_response()
+    };
+    let Some(dir) = s.pki_dir.as_deref() else {
+        return refuse(SealRefusal::NotHeld);
+    };
+    let Some(secret) = crate::issuer::seal_secret::load(dir) else {
+        return refuse(SealRefusal::NotHeld);
+    };
+    let name = peer
+        .node_cert
+        .as_ref()
+        .filter(|(_, serial)| !revoked_on_disk(dir, serial))
+        .map(|(name, _)| name.clone());
+    let members = match (&s.members, &name) {
+        (Some(source), Some(_)) => source.members().await,
+        _ => Members::NotFormed,
+    };
+    let decision = {
+        let view = s.view.borrow();
+        may_hold(name.as_deref(), peer.addr, &view, &members)
+    };
+    match decision {
+        Ok(()) => {
+            tracing::info!(node = ?name, peer = %peer.addr, "handed the CA seal secret to a voter");
+            Json(SealAnswer {
+                secret: secret.to_text(),
+            })
+            .into_response()
+        }
+        Err(r) => refuse(r),
+    }
+}
+
+/// Whether this node's revocation list (in `pki_dir`, signed by its CA) lists `serial`.
+fn revoked_on_disk(pki_dir: &std::path::Path, serial: &str) -> bool {
+    let store = crate::pki::PkiStore::new(pki_dir.to_path_buf());
+    let (Ok(Some(crl)), Ok(Some(ca))) = (store.load_crl(), store.load_ca_cert()) else {
+        return false;
+    };
+    crate::pki::crl::crl_serials(&crl, &ca).is_ok_and(|listed| listed.iter().any(|s| s == serial))
 }
 
 fn reject(refusal: &Refusal) -> Response {

@@ -6,6 +6,7 @@ pub mod crl;
 pub mod issued;
 pub mod restored;
 pub mod roles;
+pub mod seal_secret;
 pub mod sealed;
 mod task;
 

@@ -252,6 +252,18 @@ impl IssuerTask {
                     // their certificates before etcd ran here) become users within USERS_EVERY.
                     if !auth_on || last_users.is_none_or(|at| at.elapsed() >= USERS_EVERY) {
                         last_users = Some(tokio::time::Instant::now());
+                        // The CA seal secret exists once an issuer has run (`seal_secret`).
+                        let pki_dir = self.settings.pki_dir();
+                        let seal = tokio::time::timeout(
+                            TIMEOUT,
+                            super::seal_secret::ensure_created(client, &pki_dir),
+                        );
+                        match beating(&self.heartbeat, cancel, seal).await {
+                            None => return Ok(()),
+                            Some(Ok(Err(e))) => tracing::warn!(error = %e, "CA seal secret not made"),
+                            Some(Err(_)) => tracing::warn!("CA seal secret not made: etcd is slow"),
+                            Some(Ok(Ok(_))) => {}
+                        }
                         // Roles first: new users may hold them.
                         let roles = tokio::time::timeout(TIMEOUT * 2, super::roles::reconcile(client));
                         match beating(&self.heartbeat, cancel, roles).await {

@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod membership;
 pub mod policy;
 pub mod roles;
+pub mod seal;
 pub mod state;
 mod status;
 pub mod step;
