@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use quorate_tests::Cluster;
+use quorate_tests::cluster::FORM_TIMEOUT;
+use quorate_tests::{wait_for, Cluster};
 
 #[test]
 fn three_grow_to_five_with_concurrent_joins() {
@@ -51,4 +52,16 @@ fn three_grow_to_five_with_concurrent_joins() {
     c.etcdctl_ok(4, &cert, &["put", "/growth/after", "five"]);
     let v = c.etcdctl_ok(0, &cert, &["get", "/growth/after", "--print-value-only"]);
     assert_eq!(v.trim(), "five");
+    // The hosts that joined as learners get the CA seal secret once they are voters.
+    let seed_secret = quorate::issuer::seal_secret::load(&c.agents[0].state_dir().join("pki"))
+        .expect("the seed holds the CA seal secret");
+    wait_for("n4 and n5 to hold the CA seal secret", FORM_TIMEOUT, || {
+        for i in [d, e] {
+            let held = quorate::issuer::seal_secret::load(&c.agents[i].state_dir().join("pki"));
+            if held.as_ref() != Some(&seed_secret) {
+                return Err(format!("{}: {held:?}", c.agents[i].name));
+            }
+        }
+        Ok(())
+    });
 }
