@@ -241,5 +241,18 @@ async fn read_and_fix_ca(
     };
     // The snapshot's issuer lock belongs to an agent of the old cluster.
     client.delete(ISSUER_KEY, None).await.map_err(fail)?;
+    // The snapshot's CA seal secret: when this host does not hold it (new hosts), nobody in the
+    // restored cluster does, so its fingerprint goes and the first issuer makes a new one.
+    let id = crate::issuer::seal_secret::cluster_id(&mut client)
+        .await
+        .map_err(fail)?;
+    let held = crate::issuer::seal_secret::load(&s.pki_dir());
+    if id.is_some() && held.map(|h| h.id()) != id {
+        client
+            .delete(crate::issuer::seal_secret::ID_KEY, None)
+            .await
+            .map_err(fail)?;
+        tracing::info!("the snapshot's CA seal secret is not held here: a new one will be made");
+    }
     Ok(outcome)
 }
