@@ -193,6 +193,23 @@ impl Cluster {
         }
     }
 
+    /// The CA seal secret's fingerprint in etcd, read through agent `via` as the agents'
+    /// identity (None when there is none or it cannot be read).
+    pub fn seal_id(&self, via: usize) -> Option<String> {
+        let o = self.etcdctl(
+            via,
+            Some(&self.agent_cert(via)),
+            &["get", "/quorate/seal/id", "--print-value-only"],
+        );
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        (o.status.success() && !id.is_empty()).then_some(id)
+    }
+
+    /// The CA seal secret agent `i` holds, if any.
+    pub fn seal_secret(&self, i: usize) -> Option<quorate::issuer::seal_secret::SealSecret> {
+        quorate::issuer::seal_secret::load(&self.agents[i].state_dir().join("pki"))
+    }
+
     /// The client URL of agent `i`.
     pub fn client_url(&self, i: usize) -> String {
         quorate::config::https_url(self.agents[i].addr, 2379)

@@ -121,26 +121,10 @@ fn three_empty_agents_form_one_mtls_cluster() {
     let id = wait_for(
         "the seal secret's fingerprint in etcd",
         FORM_TIMEOUT,
-        || {
-            let o = c.etcdctl(
-                0,
-                Some(&admin),
-                &["get", "/quorate/seal/id", "--print-value-only"],
-            );
-            let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-            if id.len() == 32 {
-                Ok(id)
-            } else {
-                Err(format!("{id:?}"))
-            }
-        },
+        || c.seal_id(0).ok_or_else(|| "none yet".to_owned()),
     );
     let secret = wait_for("every voter to hold the seal secret", FORM_TIMEOUT, || {
-        let held: Vec<_> = c
-            .agents
-            .iter()
-            .map(|a| quorate::issuer::seal_secret::load(&a.state_dir().join("pki")))
-            .collect();
+        let held: Vec<_> = (0..c.agents.len()).map(|i| c.seal_secret(i)).collect();
         match held.first() {
             Some(Some(s)) if s.id() == id && held.iter().all(|h| h.as_ref() == Some(s)) => {
                 Ok(s.clone())

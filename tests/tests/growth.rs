@@ -53,11 +53,10 @@ fn three_grow_to_five_with_concurrent_joins() {
     let v = c.etcdctl_ok(0, &cert, &["get", "/growth/after", "--print-value-only"]);
     assert_eq!(v.trim(), "five");
     // The hosts that joined as learners get the CA seal secret once they are voters.
-    let seed_secret = quorate::issuer::seal_secret::load(&c.agents[0].state_dir().join("pki"))
-        .expect("the seed holds the CA seal secret");
+    let seed_secret = c.seal_secret(0).expect("the seed holds the CA seal secret");
     wait_for("n4 and n5 to hold the CA seal secret", FORM_TIMEOUT, || {
         for i in [d, e] {
-            let held = quorate::issuer::seal_secret::load(&c.agents[i].state_dir().join("pki"));
+            let held = c.seal_secret(i);
             if held.as_ref() != Some(&seed_secret) {
                 return Err(format!("{}: {held:?}", c.agents[i].name));
             }

@@ -385,21 +385,16 @@ fn three_wiped_hosts_with_restore_from_come_back_renamed_with_the_data_and_the_o
     let new = client_cert_eventually(&c, 2, "new");
     c.etcdctl_eventually(0, &new, &["put", "/after/restore-from", "ok"]);
     // Nobody held the snapshot's CA seal secret: a new one is made, and every voter gets it.
-    let admin = c.agent_cert(0);
     wait_for(
         "every voter to hold the new CA seal secret",
         FORM_TIMEOUT,
         || {
-            let o = c.etcdctl(
-                0,
-                Some(&admin),
-                &["get", "/quorate/seal/id", "--print-value-only"],
-            );
-            let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-            for a in &c.agents {
-                let held = quorate::issuer::seal_secret::load(&a.state_dir().join("pki"));
-                if held.map(|h| h.id()) != Some(id.clone()) {
-                    return Err(format!("{} does not hold {id:?}", a.name));
+            let id = c
+                .seal_id(0)
+                .ok_or_else(|| "no seal secret in etcd".to_owned())?;
+            for i in 0..c.agents.len() {
+                if c.seal_secret(i).map(|h| h.id()).as_ref() != Some(&id) {
+                    return Err(format!("{} does not hold {id}", c.agents[i].name));
                 }
             }
             Ok(())

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::CertKind;
 use crate::config::Settings;
-use crate::etcd::client::connect;
+use crate::etcd::client::{connect, member_client};
 use crate::etcd::EtcdHealth;
 use crate::issuer::crl::{CrlRecord, CRL_KEY};
 use crate::issuer::issued::{self, Issued};
@@ -132,17 +132,14 @@ impl CrlSync {
     /// Reads the list and writes it when it differs from the file.
     async fn look(&self, pki: &PkiStore) -> Result<(), String> {
         let material = self.material.borrow().clone();
-        let (Some(tls), Some(ca_pem)) = (material.client(), material.ca_pem.as_deref()) else {
+        let Some(ca_pem) = material.ca_pem.as_deref() else {
             return Ok(());
         };
         let health = self.health.borrow().clone();
-        if health.member_id.is_none() {
+        let own_url = self.settings.client_url();
+        let Some(mut client) = member_client(&material, &health, own_url, TIMEOUT).await? else {
             return Ok(());
-        }
-        let endpoints = health.endpoints(self.settings.client_url());
-        let mut client = connect(&endpoints, tls, TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
+        };
         let got = client.get(CRL_KEY, None).await.map_err(|e| e.to_string())?;
         let Some(kv) = got.kvs().first() else {
             return Ok(());
