@@ -296,9 +296,18 @@ fn snapshots_go_off_site_with_remote_retention_and_survive_an_outage() {
     );
     assert!(last.is_some_and(|t| t > 1.0e9), "{last:?}");
 
-    // Listing the local files needs no running agent.
+    // Listing the local files needs no running agent. Any member may have held the job lock,
+    // so the listing is asked of one that took snapshots.
     c.stop_all();
-    let out = c.agents[0].cli(&["snapshot", "list", "--json"]);
+    let taker = (0..c.agents.len())
+        .max_by_key(|&i| {
+            c.agents[i]
+                .log()
+                .matches("snapshot taken and verified")
+                .count()
+        })
+        .unwrap();
+    let out = c.agents[taker].cli(&["snapshot", "list", "--json"]);
     assert!(
         out.status.success(),
         "{}",
