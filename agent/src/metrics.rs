@@ -57,6 +57,7 @@ counters! {
     api_rejected_invalid: "Authenticated agent API requests rejected as invalid.",
     api_rejected_identity: "Certificate requests refused for who asks: a name another live member holds, an address that is not the name's, or the client token asking for a node certificate or a reserved name.",
     certificates_issued: "Certificates this agent signed as the issuer.",
+    ca_seal_secret_handed: "Times this agent handed the CA seal secret to another voter (a new voter, or one whose copy was lost).",
     etcd_starts: "Times the etcd child process was started.",
     etcd_unexpected_exits: "Times the etcd child exited without being asked to.",
 }

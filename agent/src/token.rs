@@ -38,6 +38,9 @@ pub enum KeyPurpose {
     CaSeal,
     /// Seals the client token stored in etcd (derived from the join token: members read it).
     ClientTokenSeal,
+    /// Seals the copy of the CA seal secret in a snapshot's manifest, so that whoever restores
+    /// the snapshot with the cluster's token can open the CA in it, and nobody else.
+    SnapshotSeal,
 }
 
 impl KeyPurpose {
@@ -47,6 +50,7 @@ impl KeyPurpose {
             KeyPurpose::ApiProof => b"quorate api proof",
             KeyPurpose::CaSeal => b"quorate ca seal",
             KeyPurpose::ClientTokenSeal => b"quorate client token seal",
+            KeyPurpose::SnapshotSeal => b"quorate snapshot seal secret",
         }
     }
 }
@@ -312,6 +316,10 @@ mod tests {
         assert_eq!(g, t.derive(KeyPurpose::Gossip));
         assert_ne!(g, t.derive(KeyPurpose::ApiProof));
         assert_ne!(g, t.derive(KeyPurpose::CaSeal));
+        assert_ne!(
+            t.derive(KeyPurpose::CaSeal),
+            t.derive(KeyPurpose::SnapshotSeal)
+        );
         let other = JoinToken::parse("qrt1_0123456789abcdefghijklmnopqrstuw").unwrap();
         assert_ne!(g, other.derive(KeyPurpose::Gossip));
         assert_ne!(g, [0u8; 32]);

@@ -159,6 +159,20 @@ impl Agent {
         http_get(self.health_addr(), path)
     }
 
+    /// The value of the agent's metric `name` (an unlabelled line of /metrics).
+    pub fn metric(&self, name: &str) -> Result<f64, String> {
+        let (code, body) = self.get("/metrics")?;
+        if code != 200 {
+            return Err(format!("/metrics answered {code}"));
+        }
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .ok_or_else(|| format!("no {name} in /metrics"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{name}: {e}"))
+    }
+
     /// The agent's status report.
     pub fn status(&self) -> Result<StatusReport, String> {
         let (code, body) = self.get("/status")?;

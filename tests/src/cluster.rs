@@ -205,6 +205,62 @@ impl Cluster {
         (o.status.success() && !id.is_empty()).then_some(id)
     }
 
+    /// The sealed CA stored in etcd, read through agent `via` as the agents' identity.
+    pub fn stored_ca(&self, via: usize) -> Option<quorate::issuer::SealedCa> {
+        let o = self.etcdctl(
+            via,
+            Some(&self.agent_cert(via)),
+            &["get", quorate::issuer::CA_KEY, "--print-value-only"],
+        );
+        let text = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        quorate::issuer::SealedCa::from_json(text.as_bytes()).ok()
+    }
+
+    /// Waits until the CA in etcd is sealed with the CA seal secret etcd records, which every
+    /// voter then holds (`issuer::reseal`); returns that secret. Checks that the join token's
+    /// key opens it no longer, even with the fingerprint stripped, and that the secret does.
+    pub fn wait_ca_sealed_with_secret(
+        &self,
+        via: usize,
+        timeout: std::time::Duration,
+    ) -> quorate::issuer::seal_secret::SealSecret {
+        let (sealed, id) = crate::wait_for(
+            "the CA in etcd sealed with the seal secret",
+            timeout,
+            || {
+                let sealed = self.stored_ca(via).ok_or("no readable CA in etcd")?;
+                let id = self.seal_id(via).ok_or("no seal secret fingerprint")?;
+                match &sealed.seal_id {
+                    Some(s) if *s == id => Ok((sealed, id)),
+                    other => Err(format!(
+                        "sealed with {other:?}, the cluster's secret is {id}"
+                    )),
+                }
+            },
+        );
+        let secret = (0..self.agents.len())
+            .filter_map(|i| self.seal_secret(i))
+            .find(|s| s.id() == id)
+            .expect("no agent holds the secret the CA is sealed with");
+        let token = JoinToken::parse(&self.token).unwrap();
+        let token_key = token.derive(quorate::token::KeyPurpose::CaSeal);
+        let opened = sealed
+            .open(&token_key, Some(&secret))
+            .expect("the secret opens the CA");
+        assert!(
+            sealed.open(&token_key, None).is_err(),
+            "the join token alone opens the CA"
+        );
+        let mut stripped = sealed.clone();
+        stripped.seal_id = None;
+        assert!(
+            stripped.open(&token_key, None).is_err(),
+            "the join token opens the CA with the fingerprint stripped"
+        );
+        assert_eq!(opened.cert_pem(), sealed.cert_pem);
+        secret
+    }
+
     /// The CA seal secret agent `i` holds, if any.
     pub fn seal_secret(&self, i: usize) -> Option<quorate::issuer::seal_secret::SealSecret> {
         quorate::issuer::seal_secret::load(&self.agents[i].state_dir().join("pki"))

@@ -15,6 +15,7 @@ const ALERTS: &[&str] = &[
     "QuorateSnapshotMissing",
     "QuorateSnapshotUploadFailing",
     "QuorateRolesConflict",
+    "QuorateNewVoter",
 ];
 
 fn ok(what: &str, o: std::process::Output) -> String {

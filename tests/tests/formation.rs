@@ -167,6 +167,22 @@ fn three_empty_agents_form_one_mtls_cluster() {
     );
     let got = ask(&c.agent_cert(1), c.agents[1].addr).expect("n2 from its own address");
     assert_eq!(got, secret);
+
+    // Every voter holds it, so the issuer seals the CA in etcd with it: the join token alone
+    // opens it no longer.
+    let sealed_with = c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
+    assert_eq!(sealed_with, secret);
+    let handed: u64 = (0..c.agents.len())
+        .map(|i| {
+            c.agents[i]
+                .metric("quorate_ca_seal_secret_handed_total")
+                .unwrap() as u64
+        })
+        .sum();
+    assert!(
+        handed >= 2,
+        "the two other voters were handed it: counted {handed}"
+    );
 }
 
 /// Whether any file under `dir` contains `needle`.

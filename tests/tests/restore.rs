@@ -338,9 +338,14 @@ fn three_wiped_hosts_with_restore_from_come_back_renamed_with_the_data_and_the_o
     let mut c = Cluster::new(3);
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
+    // The CA in etcd is sealed with the CA seal secret, which the new hosts will not hold: the
+    // snapshot quorate saves carries it in its manifest, sealed with the join token.
+    let old_secret = c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
     let old = c.client_cert(0, "old");
     c.put_keys(&old, "/a", KEYS);
-    let snapshot = save_snapshot(&c, 0);
+    let snapshot = c.root.path().join("saved.db");
+    let saved = c.agents[0].cli(&["snapshot", "save", "--out", snapshot.to_str().unwrap()]);
+    assert!(saved.status.success(), "{}", text(&saved));
     c.put_keys(&old, "/b", KEYS);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     let old_id = cluster_id(&c, 0);
@@ -384,7 +389,8 @@ fn three_wiped_hosts_with_restore_from_come_back_renamed_with_the_data_and_the_o
     assert!(keys(&c, 1, &old, "/b/").is_empty());
     let new = client_cert_eventually(&c, 2, "new");
     c.etcdctl_eventually(0, &new, &["put", "/after/restore-from", "ok"]);
-    // Nobody held the snapshot's CA seal secret: a new one is made, and every voter gets it.
+    // Nobody held the snapshot's CA seal secret: a new one is made, every voter gets it, and
+    // the CA is sealed with it again.
     wait_for(
         "every voter to hold the new CA seal secret",
         FORM_TIMEOUT,
@@ -400,35 +406,69 @@ fn three_wiped_hosts_with_restore_from_come_back_renamed_with_the_data_and_the_o
             Ok(())
         },
     );
+    let new_secret = c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
+    assert_ne!(
+        new_secret, old_secret,
+        "the restored cluster kept the old secret"
+    );
 }
 
 #[test]
 fn a_snapshot_whose_ca_cannot_be_unsealed_stops_until_restore_new_ca() {
     let mut c = Cluster::new(1);
     c.start_and_wait();
+    let secret = c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
     let old = c.client_cert(0, "old");
     c.put_keys(&old, "/a", KEYS);
+    // etcdctl's snapshot has no manifest, so no copy of the CA seal secret.
     let snapshot = save_snapshot(&c, 0);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     c.stop_all();
+    let conflict = |c: &Cluster| {
+        wait_for("the seed to refuse the snapshot's CA", FORM_TIMEOUT, || {
+            let s = c.agents[0].status()?;
+            if s.phase == quorate::phase::Phase::Conflict {
+                Ok(s.message)
+            } else {
+                Err(format!("{}: {}", s.phase, s.message))
+            }
+        })
+    };
+    let restore_from =
+        |cfg: &mut quorate::config::Config| cfg.restore_from = Some(snapshot.display().to_string());
+
+    // A new host with the cluster's token but not the secret: refused, naming the secret and
+    // where to put it.
+    std::fs::remove_dir_all(c.agents[0].state_dir()).unwrap();
+    c.agents[0].write_config(&c.config(0).with(restore_from));
+    c.agents[0].start();
+    let message = conflict(&c);
+    assert!(
+        message.contains("cannot be unsealed")
+            && message.contains(&secret.id())
+            && message.contains("pki/ca-seal-secret"),
+        "{message}"
+    );
+    assert!(c.agents[0].ready().is_err());
+    // With the secret copied from an old member, it restores under the old CA.
+    c.agents[0].stop();
+    std::fs::remove_dir_all(c.agents[0].state_dir()).unwrap();
+    let pki = c.agents[0].state_dir().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    quorate::issuer::seal_secret::save(&pki, &secret).unwrap();
+    c.agents[0].start();
+    c.wait_voters(0, 1, FORM_TIMEOUT);
+    assert_eq!(c.agents[0].status().unwrap().ca_hash, ca_hash);
+    assert_eq!(keys(&c, 0, &old, "/a/").len(), KEYS);
+    c.agents[0].stop();
 
     // A new host with another token: the CA sealed in the snapshot does not open.
     std::fs::remove_dir_all(c.agents[0].state_dir()).unwrap();
     let other = JoinToken::generate().expose().to_owned();
-    let seed = c
-        .config(0)
-        .token(&other)
-        .with(|cfg| cfg.restore_from = Some(snapshot.display().to_string()));
+    let seed = c.config(0).token(&other).with(restore_from);
     c.agents[0].write_config(&seed);
     c.agents[0].start();
-    let message = wait_for("the seed to refuse the snapshot's CA", FORM_TIMEOUT, || {
-        let s = c.agents[0].status()?;
-        if s.phase == quorate::phase::Phase::Conflict {
-            Ok(s.message)
-        } else {
-            Err(format!("{}: {}", s.phase, s.message))
-        }
-    });
+    let message = conflict(&c);
     assert!(
         message.contains("cannot be unsealed") && message.contains("restore_new_ca"),
         "{message}"

@@ -2,7 +2,8 @@
 //! etcd, is taken over by another member, a new host still gets a certificate and joins (once
 //! the dead member is removed: etcd accepts no new member while a voter is down, and the
 //! cluster runs with remove_dead_after), and a seed host rebuilt with an empty disk joins the
-//! existing cluster instead of making a new CA or plan. The removed seed's certificate is
+//! existing cluster instead of making a new CA or plan. The CA is sealed with the CA seal
+//! secret by then, so the member taking over opens it with its copy of the secret. The removed seed's certificate is
 //! revoked; the rebuilt seed's new one is not.
 
 use std::time::Duration;
@@ -48,6 +49,9 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
             }
         },
     );
+    // Before the seed goes, the CA in etcd is sealed with the CA seal secret: the member that
+    // takes over must open it with its own copy, not with the join token.
+    c.wait_ca_sealed_with_secret(1, FORM_TIMEOUT);
     let plan = c.agents[0].status().unwrap().plan.unwrap().id;
     let seed_serial = revocation::node_serial(&c, 0);
     revocation::wait_recorded(&c, 1, &seed_serial);

@@ -396,6 +396,7 @@ fn fake_snapshot(
         sha256: sha_override.unwrap_or(&sha).to_owned(),
         encrypted: false,
         plaintext_sha256: None,
+        ca_seal_secret: None,
     };
     let manifest_path = dir.join(name.manifest_name().unwrap());
     std::fs::write(&manifest_path, manifest.to_json()).unwrap();

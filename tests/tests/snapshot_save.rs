@@ -224,6 +224,8 @@ fn save_out_encryption_and_bad_input() {
     });
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
+    // Every voter holds the CA seal secret (the manifests carry it).
+    c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
     let cert = c.client_cert(0, "save");
     c.put_keys(&cert, "/save", 30);
     // About 2 MiB of values, so the snapshot cannot fit a 1 MiB tmpfs.
@@ -297,6 +299,17 @@ fn save_out_encryption_and_bad_input() {
     assert_eq!(m.sha256, sha256_hex(&std::fs::read(&out_file).unwrap()));
     assert_eq!(m.size, std::fs::metadata(&out_file).unwrap().len());
     assert!(!m.encrypted);
+    // It carries the member's CA seal secret, which only the cluster's join token opens.
+    let copy = m
+        .ca_seal_secret
+        .as_ref()
+        .expect("the manifest carries no CA seal secret");
+    let token = quorate::token::JoinToken::parse(&c.token).unwrap();
+    assert_eq!(copy.open(&token), c.seal_secret(PLAIN));
+    assert!(copy.open(&quorate::token::JoinToken::generate()).is_none());
+    assert!(!std::fs::read_to_string(work.path().join("out.json"))
+        .unwrap()
+        .contains(&c.seal_secret(PLAIN).unwrap().to_text()));
     // Three saves so far (the directory, --out, --out --force; the refused one never reached
     // the agent): counted like scheduled snapshots although the schedule is off.
     wait_for("the saves in /status", FORM_TIMEOUT, || {

@@ -278,6 +278,7 @@ async fn seal_secret(State(s): State<Arc<Shared>>, Extension(peer): Extension<Pe
     };
     match decision {
         Ok(()) => {
+            Counters::inc(&s.counters.ca_seal_secret_handed);
             tracing::info!(node = ?name, peer = %peer.addr, "handed the CA seal secret to a voter");
             Json(SealAnswer {
                 secret: secret.to_text(),

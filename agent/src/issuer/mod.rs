@@ -4,6 +4,7 @@
 
 pub mod crl;
 pub mod issued;
+pub mod reseal;
 pub mod restored;
 pub mod roles;
 pub mod seal_secret;

@@ -1,9 +1,11 @@
-//! The CA seal secret (least-privilege item 3, first stage): 32 random bytes that only the
-//! voting members' agents hold, in `pki/ca-seal-secret` (0600), never in etcd. etcd keeps only
-//! its fingerprint ([`ID_KEY`]), so every holder can check it has the cluster's. The first
-//! issuer creates it; a voter without it asks a holder over the agent API with its node
-//! certificate (`api::seal`), and gets it only while etcd lists it as a started voter. The
-//! next stage seals the CA in etcd with a key derived from it instead of the join token.
+//! The CA seal secret: 32 random bytes that only the voting members' agents hold, in
+//! `pki/ca-seal-secret` (0600), never in etcd. etcd keeps only its fingerprint ([`ID_KEY`]), so
+//! every holder can check it has the cluster's. The first issuer creates it; a voter without
+//! it asks a holder over the agent API with its node certificate (`api::seal`), and gets it
+//! only while etcd lists it as a started voter. Once every voter holds it, the CA in etcd is
+//! sealed with a key derived from it instead of the join token ([`super::reseal`]).
+//! Snapshot manifests carry a copy sealed with the join token's snapshot key, so a restore
+//! onto new hosts (which hold no secret) can still open the CA.
 
 use std::path::Path;
 
@@ -11,7 +13,9 @@ use base64::Engine;
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use ring::rand::SecureRandom;
 
+use crate::aead::Aead;
 use crate::fsutil::{self, MODE_PRIVATE};
+use crate::token::{JoinToken, KeyPurpose};
 
 /// The secret's fingerprint in etcd.
 pub const ID_KEY: &str = "/quorate/seal/id";
@@ -55,6 +59,60 @@ impl SealSecret {
             .ok()?;
         Some(Self(bytes.try_into().ok()?))
     }
+
+    /// The key the CA in etcd is sealed with (HKDF-SHA256 of the secret).
+    pub fn ca_key(&self) -> [u8; 32] {
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"quorate ca seal secret v1");
+        let prk = salt.extract(&self.0);
+        let mut out = [0u8; 32];
+        // expand() and fill() only fail when the requested length exceeds 255 * hash length.
+        if let Ok(okm) = prk.expand(&[b"quorate ca seal v2"], ring::hkdf::HKDF_SHA256) {
+            let _ = okm.fill(&mut out);
+        }
+        out
+    }
+
+    /// The copy for a snapshot's manifest: base64 of the secret sealed with the join token's
+    /// snapshot key, its fingerprint as associated data.
+    pub fn seal_for_snapshot(&self, token: &JoinToken) -> String {
+        let aead = Aead::new(&token.derive(KeyPurpose::SnapshotSeal));
+        base64::engine::general_purpose::STANDARD.encode(aead.seal(self.id().as_bytes(), &self.0))
+    }
+
+    /// Opens a manifest's copy (see [`Self::seal_for_snapshot`]) of the secret `id`; None with
+    /// another token, another id or a damaged copy.
+    pub fn open_from_snapshot(token: &JoinToken, id: &str, sealed: &str) -> Option<Self> {
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(sealed.trim())
+            .ok()?;
+        let aead = Aead::new(&token.derive(KeyPurpose::SnapshotSeal));
+        let bytes = aead.open(id.as_bytes(), &sealed).ok()?;
+        Some(Self(bytes.try_into().ok()?)).filter(|s| s.id() == id)
+    }
+}
+
+/// The copy of the secret in a snapshot's manifest (see [`SealSecret::seal_for_snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedCopy {
+    /// The secret's fingerprint.
+    pub id: String,
+    /// The secret sealed with the join token's snapshot key, base64.
+    pub sealed: String,
+}
+
+impl SealedCopy {
+    /// Opens it with `token`; None with another token or a damaged copy.
+    pub fn open(&self, token: &JoinToken) -> Option<SealSecret> {
+        SealSecret::open_from_snapshot(token, &self.id, &self.sealed)
+    }
+}
+
+/// The manifest's copy of the secret this host holds, if any.
+pub fn for_manifest(pki_dir: &Path, token: &JoinToken) -> Option<SealedCopy> {
+    load(pki_dir).map(|s| SealedCopy {
+        id: s.id(),
+        sealed: s.seal_for_snapshot(token),
+    })
 }
 
 /// The secret this host holds, if any (a file that does not parse counts as none).
@@ -84,14 +142,16 @@ pub async fn cluster_id(client: &mut Client) -> Result<Option<String>, etcd_clie
 }
 
 /// The issuer's part: when the cluster has no secret yet, makes one (or takes the one this host
-/// holds) and records its fingerprint, first writer wins. Returns whether this host holds the
-/// cluster's secret afterwards.
-pub async fn ensure_created(client: &mut Client, pki_dir: &Path) -> Result<bool, String> {
+/// holds) and records its fingerprint, first writer wins. Returns the cluster's secret when this
+/// host holds it afterwards.
+pub async fn ensure_created(
+    client: &mut Client,
+    pki_dir: &Path,
+) -> Result<Option<SealSecret>, String> {
     let held = load(pki_dir);
     let id = cluster_id(client).await.map_err(|e| e.to_string())?;
     match (id, held) {
-        (Some(id), Some(held)) => Ok(held.id() == id),
-        (Some(_), None) => Ok(false),
+        (Some(id), held) => Ok(held.filter(|h| h.id() == id)),
         (None, held) => {
             let secret = held.unwrap_or_else(SealSecret::generate);
             save(pki_dir, &secret).map_err(|e| e.to_string())?;
@@ -106,9 +166,47 @@ pub async fn ensure_created(client: &mut Client, pki_dir: &Path) -> Result<bool,
             if won {
                 tracing::info!(id = %secret.id(), "made the cluster's CA seal secret");
             }
-            Ok(won)
+            Ok(won.then_some(secret))
         }
     }
+}
+
+/// After a live restore of a snapshot (of another cluster, or of before the secret changed),
+/// `/quorate/seal/id` names a secret no member may hold, while the CA put back (`restored`) is
+/// ours. When `stored` (the CA in etcd now) is sealed with the secret this host holds, that
+/// secret is the cluster's again and its fingerprint goes back. A host that merely has not
+/// fetched the secret yet holds none, and changes nothing. Returns whether it changed it.
+pub async fn adopt_after_restore(
+    client: &mut Client,
+    pki_dir: &Path,
+    stored: &super::SealedCa,
+) -> Result<bool, etcd_client::Error> {
+    let Some(held) = load(pki_dir).filter(|h| stored.sealed_with(&h.id())) else {
+        return Ok(false);
+    };
+    let got = client.get(ID_KEY, None).await?;
+    let Some(kv) = got.kvs().first() else {
+        return Ok(false);
+    };
+    if kv.value() == held.id().as_bytes() {
+        return Ok(false);
+    }
+    let swap = Txn::new()
+        .when([Compare::mod_revision(
+            ID_KEY,
+            CompareOp::Equal,
+            kv.mod_revision(),
+        )])
+        .and_then([TxnOp::put(ID_KEY, held.id(), None)]);
+    let done = client.txn(swap).await?.succeeded();
+    if done {
+        tracing::warn!(
+            id = %held.id(),
+            snapshot = %kv.value_str().unwrap_or_default(),
+            "the restored snapshot named another CA seal secret; the cluster's goes back"
+        );
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -124,6 +222,32 @@ mod tests {
         assert_ne!(SealSecret::generate(), s);
         assert_eq!(s.id().len(), 32);
         assert!(!format!("{s:?}").contains(&s.to_text()));
+    }
+
+    #[test]
+    fn the_snapshot_copy_opens_with_the_token_and_id_only() {
+        let token = JoinToken::generate();
+        let s = SealSecret::generate();
+        let copy = s.seal_for_snapshot(&token);
+        assert!(!copy.contains(&s.to_text()));
+        assert_eq!(
+            SealSecret::open_from_snapshot(&token, &s.id(), &copy),
+            Some(s.clone())
+        );
+        assert_eq!(
+            SealSecret::open_from_snapshot(&JoinToken::generate(), &s.id(), &copy),
+            None
+        );
+        let other = SealSecret::generate();
+        assert_eq!(
+            SealSecret::open_from_snapshot(&token, &other.id(), &copy),
+            None
+        );
+        assert_eq!(SealSecret::open_from_snapshot(&token, &s.id(), "%%"), None);
+        // The CA key is the secret's own, and not the secret.
+        assert_eq!(s.ca_key(), s.clone().ca_key());
+        assert_ne!(s.ca_key(), other.ca_key());
+        assert_ne!(s.ca_key(), s.0);
     }
 
     #[test]

@@ -165,10 +165,38 @@ impl IssuerTask {
             super::restored::remove_stale_held(&mut client, plan)
                 .await
                 .map_err(etcd("remove the snapshot's stale lease-held keys"))?;
+            if let Some(stored) = read_ca(&mut client).await? {
+                super::seal_secret::adopt_after_restore(
+                    &mut client,
+                    &self.settings.pki_dir(),
+                    &stored,
+                )
+                .await
+                .map_err(etcd("put the CA seal secret's fingerprint back"))?;
+            }
         }
         if let Some(ca) = &disk_ca {
             store_ca(&mut client, ca, &seal_key).await?;
         }
+        // Only an agent that can open the CA campaigns: once it is sealed with the CA seal
+        // secret, a voter that has not got the secret yet leaves the issuing to one that has.
+        let ca = match disk_ca {
+            Some(ca) => ca,
+            None => {
+                let held = super::seal_secret::load(&self.settings.pki_dir());
+                let stored = read_ca(&mut client)
+                    .await?
+                    .ok_or(IssuerError::CaNotStored)?;
+                match stored.open(&seal_key, held.as_ref()) {
+                    Ok(ca) => Arc::new(ca),
+                    Err(UnsealError::SecretNotHeld { id }) => {
+                        tracing::debug!(id = %id, "not campaigning for issuer: the CA seal secret is not here yet");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
         let lease = client
             .lease_grant(LEASE_TTL, None)
             .await
@@ -192,12 +220,7 @@ impl IssuerTask {
             let _ = client.lease_revoke(lease).await;
             return Ok(());
         }
-        let ca = match disk_ca {
-            Some(ca) => Ok(ca),
-            None => load_ca(&mut client, &seal_key).await.map(Arc::new),
-        }
-        .and_then(|ca| check_trusted(material.ca_hash, ca));
-        let ca = match ca {
+        let ca = match check_trusted(material.ca_hash, ca) {
             Ok(ca) => ca,
             Err(e) => {
                 // Let another member take over at once instead of holding the lease idle.
@@ -253,15 +276,19 @@ impl IssuerTask {
                     if !auth_on || last_users.is_none_or(|at| at.elapsed() >= USERS_EVERY) {
                         last_users = Some(tokio::time::Instant::now());
                         // The CA seal secret exists once an issuer has run (`seal_secret`).
+                        // Once every voter holds it, the CA in etcd is sealed with it (`reseal`).
                         let pki_dir = self.settings.pki_dir();
-                        let seal = tokio::time::timeout(
-                            TIMEOUT,
-                            super::seal_secret::ensure_created(client, &pki_dir),
-                        );
+                        let token_key = self.settings.token.derive(KeyPurpose::CaSeal);
+                        let seal = tokio::time::timeout(TIMEOUT * 2, async {
+                            match super::seal_secret::ensure_created(client, &pki_dir).await? {
+                                Some(secret) => super::reseal::reseal(client, &secret, &token_key).await.map(Some),
+                                None => Ok(None),
+                            }
+                        });
                         match beating(&self.heartbeat, cancel, seal).await {
                             None => return Ok(()),
-                            Some(Ok(Err(e))) => tracing::warn!(error = %e, "CA seal secret not made"),
-                            Some(Err(_)) => tracing::warn!("CA seal secret not made: etcd is slow"),
+                            Some(Ok(Err(e))) => tracing::warn!(error = %e, "CA seal secret not made or used"),
+                            Some(Err(_)) => tracing::warn!("CA seal secret not made or used: etcd is slow"),
                             Some(Ok(Ok(_))) => {}
                         }
                         // Roles first: new users may hold them.
@@ -414,15 +441,13 @@ fn check_trusted(
     Ok(ca)
 }
 
-/// Reads and unseals the CA from etcd.
-async fn load_ca(client: &mut Client, key: &[u8; 32]) -> Result<CertificateAuthority, IssuerError> {
+/// The sealed CA in etcd, if one is stored.
+async fn read_ca(client: &mut Client) -> Result<Option<SealedCa>, IssuerError> {
     let resp = client.get(CA_KEY, None).await.map_err(etcd("read CA"))?;
-    let value = resp
-        .kvs()
-        .first()
-        .map(|kv| kv.value().to_vec())
-        .ok_or(IssuerError::CaNotStored)?;
-    Ok(SealedCa::from_json(&value)?.unseal(key)?)
+    match resp.kvs().first() {
+        None => Ok(None),
+        Some(kv) => Ok(Some(SealedCa::from_json(kv.value())?)),
+    }
 }
 
 fn stored_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {

@@ -2,7 +2,8 @@
 //! member is a started voter and the cluster has a secret it does not hold, it asks the other
 //! members' agents for it (presenting its node certificate, `api::seal`), checks it against
 //! the fingerprint in etcd and keeps it in the PKI directory. It never asks before it is a
-//! voter: the holders would refuse.
+//! voter: the holders would refuse. Holding it, it records so in etcd
+//! (`/quorate/seal/holders/<name>`): the issuer re-seals the CA once every voter has.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::config::Settings;
 use crate::etcd::client::member_client;
 use crate::etcd::EtcdHealth;
 use crate::gossip::GossipView;
+use crate::issuer::reseal;
 use crate::issuer::seal_secret::{self, SealSecret};
 use crate::liveness::{beating, Heartbeat, Turns};
 use crate::pki::TlsMaterial;
@@ -79,6 +81,10 @@ impl SealKeeper {
             return Ok(false);
         };
         if seal_secret::load(&pki_dir).is_some_and(|held| held.id() == id) {
+            // The issuer seals the CA with it once every voter has recorded it (`reseal`).
+            reseal::record_holder(&mut client, &self.settings.name, &id)
+                .await
+                .map_err(|e| format!("recording that this member holds it: {e}"))?;
             return Ok(true);
         }
         let voter = health
@@ -111,7 +117,13 @@ impl SealKeeper {
             )
             .await;
             match got {
-                Ok(secret) if secret.id() == id => return self.keep(&pki_dir, &secret),
+                Ok(secret) if secret.id() == id => {
+                    self.keep(&pki_dir, &secret)?;
+                    reseal::record_holder(&mut client, &self.settings.name, &id)
+                        .await
+                        .map_err(|e| format!("recording that this member holds it: {e}"))?;
+                    return Ok(true);
+                }
                 Ok(secret) => failures.push(format!(
                     "{addr} handed a secret with fingerprint {}, and etcd records {id}",
                     secret.id()
@@ -126,9 +138,9 @@ impl SealKeeper {
         }
     }
 
-    fn keep(&self, pki_dir: &std::path::Path, secret: &SealSecret) -> Result<bool, String> {
+    fn keep(&self, pki_dir: &std::path::Path, secret: &SealSecret) -> Result<(), String> {
         seal_secret::save(pki_dir, secret).map_err(|e| e.to_string())?;
         tracing::info!(id = %secret.id(), "obtained the CA seal secret (this member is a voter)");
-        Ok(true)
+        Ok(())
     }
 }

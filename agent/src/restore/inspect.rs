@@ -162,6 +162,7 @@ mod tests {
             sha256: crate::snapshot::file::sha256_hex(&bytes),
             encrypted: false,
             plaintext_sha256: None,
+            ca_seal_secret: None,
         };
         std::fs::write(dir.path().join("s.json"), manifest.to_json()).unwrap();
         let read = manifest_beside(&path).unwrap();

@@ -1,8 +1,9 @@
 //! Restore onto brand-new hosts: the seed, configured with `restore_from`, forms the cluster
 //! from a snapshot instead of empty. It restores the snapshot as a one-member cluster (its own
 //! name and peer URL, a new cluster token), starts that etcd once on loopback on free ports to
-//! recover the CA sealed in `/quorate/ca` (the seal key derives from the join token, which the
-//! operator keeps), and removes the snapshot's issuer lock. Then the seed decides a one-member
+//! recover the CA sealed in `/quorate/ca` (with the join token's key, which the operator keeps,
+//! or with the CA seal secret: this host's copy, or the manifest's, sealed with the token),
+//! and removes the snapshot's issuer lock. Then the seed decides a one-member
 //! plan with that token and the other hosts join as learners through the ordinary growth path.
 //! The one-off etcd serves TLS with a throwaway CA of its own and is read with a client
 //! certificate named `root`: etcd maps it to its root user when the snapshot's cluster had
@@ -24,7 +25,8 @@ use super::RestoreError;
 use crate::config::Settings;
 use crate::etcd::client::{connect, ClientTls};
 use crate::etcd::restore::RestoreArgs;
-use crate::issuer::{SealedCa, CA_KEY, ISSUER_KEY};
+use crate::issuer::seal_secret::{self, SealSecret, SealedCopy};
+use crate::issuer::{SealedCa, UnsealError, CA_KEY, ISSUER_KEY};
 use crate::pki::{cert_spec, CertProfile, CertificateAuthority, NodeKey};
 use crate::token::KeyPurpose;
 
@@ -67,7 +69,11 @@ pub async fn restore_seed(
         },
     )
     .await?;
-    recover_ca(s, &data_dir).await
+    let copy = snapshot
+        .manifest
+        .as_ref()
+        .and_then(|m| m.ca_seal_secret.clone());
+    recover_ca(s, &data_dir, copy).await
 }
 
 fn free_port() -> Result<u16, RestoreError> {
@@ -119,8 +125,13 @@ fn one_off_tls(dir: &Path) -> Result<ClientTls, RestoreError> {
     })
 }
 
-/// Starts etcd once on the restored data (loopback, TLS), takes the CA out of it.
-async fn recover_ca(s: &Settings, data_dir: &Path) -> Result<SeedRestore, RestoreError> {
+/// Starts etcd once on the restored data (loopback, TLS), takes the CA out of it; `copy` is
+/// the manifest's copy of the CA seal secret.
+async fn recover_ca(
+    s: &Settings,
+    data_dir: &Path,
+    copy: Option<SealedCopy>,
+) -> Result<SeedRestore, RestoreError> {
     let (client_port, peer_port) = (free_port()?, free_port()?);
     let url = format!("https://127.0.0.1:{client_port}");
     let tls_dir = s.state_dir.join("restore-tls");
@@ -150,7 +161,7 @@ async fn recover_ca(s: &Settings, data_dir: &Path) -> Result<SeedRestore, Restor
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| RestoreError::Command(format!("{}: {e}", s.etcd.binary.display())))?;
-    let result = read_and_fix_ca(s, &url, &tls).await;
+    let result = read_and_fix_ca(s, &url, &tls, copy).await;
     if let Some(pid) = child.id() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -171,6 +182,7 @@ async fn read_and_fix_ca(
     s: &Settings,
     url: &str,
     tls: &ClientTls,
+    copy: Option<SealedCopy>,
 ) -> Result<SeedRestore, RestoreError> {
     let fail = |e: etcd_client::Error| {
         RestoreError::Command(format!("reading the restored snapshot with etcd: {e}"))
@@ -202,17 +214,51 @@ async fn read_and_fix_ca(
         .await
         .map_err(fail)?;
     let key = s.token.derive(KeyPurpose::CaSeal);
+    let pki_dir = s.pki_dir();
+    // A CA sealed with the CA seal secret opens with this host's copy (the same hosts) or the
+    // manifest's (sealed with the token; `quorate snapshot save` and scheduled snapshots).
+    let secrets: Vec<SealSecret> = seal_secret::load(&pki_dir)
+        .into_iter()
+        .chain(copy.and_then(|c| c.open(&s.token)))
+        .collect();
     let stored = client.get(CA_KEY, None).await.map_err(fail)?;
     let unsealed = match stored.kvs().first() {
         None => Err(format!("the snapshot holds no sealed CA ({CA_KEY})")),
         Some(kv) => SealedCa::from_json(kv.value())
-            .and_then(|sealed| sealed.unseal(&key))
-            .map_err(|e| {
-                format!(
+            .and_then(|sealed| {
+                let secret = secrets.iter().find(|x| sealed.sealed_with(&x.id()));
+                let ca = sealed.open(&key, secret)?;
+                Ok((ca, sealed.seal_id.is_some()))
+            })
+            .map_err(|e| match e {
+                UnsealError::SecretNotHeld { id } => format!(
+                    "the CA sealed in the snapshot cannot be unsealed: it is sealed with the CA \
+                     seal secret {id}, and neither this host ({}) nor the snapshot's manifest \
+                     holds it (a snapshot taken with etcdctl has no manifest). Copy pki/{} from \
+                     one of the old cluster's members to {} (mode 0600), or restore a snapshot \
+                     quorate took (its .json manifest beside it)",
+                    pki_dir.join(seal_secret::FILE).display(),
+                    seal_secret::FILE,
+                    pki_dir.join(seal_secret::FILE).display(),
+                ),
+                e => format!(
                     "the CA sealed in the snapshot cannot be unsealed: {e} (the seal key derives \
                      from the join token: use the cluster's original token)"
-                )
+                ),
             }),
+    };
+    // Opened with the secret: written back sealed with the token, as a new cluster's CA is;
+    // the restored cluster's issuer seals it with its own secret once every voter holds it.
+    let unsealed = match unsealed {
+        Ok((ca, true)) => {
+            client
+                .put(CA_KEY, SealedCa::seal(&ca, &key).to_json(), None)
+                .await
+                .map_err(fail)?;
+            Ok(ca)
+        }
+        Ok((ca, false)) => Ok(ca),
+        Err(why) => Err(why),
     };
     let outcome = match unsealed {
         Ok(ca) => SeedRestore { ca, new_ca: false },
@@ -243,13 +289,11 @@ async fn read_and_fix_ca(
     client.delete(ISSUER_KEY, None).await.map_err(fail)?;
     // The snapshot's CA seal secret: when this host does not hold it (new hosts), nobody in the
     // restored cluster does, so its fingerprint goes and the first issuer makes a new one.
-    let id = crate::issuer::seal_secret::cluster_id(&mut client)
-        .await
-        .map_err(fail)?;
-    let held = crate::issuer::seal_secret::load(&s.pki_dir());
+    let id = seal_secret::cluster_id(&mut client).await.map_err(fail)?;
+    let held = seal_secret::load(&pki_dir);
     if id.is_some() && held.map(|h| h.id()) != id {
         client
-            .delete(crate::issuer::seal_secret::ID_KEY, None)
+            .delete(seal_secret::ID_KEY, None)
             .await
             .map_err(fail)?;
         tracing::info!("the snapshot's CA seal secret is not held here: a new one will be made");

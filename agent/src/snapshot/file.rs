@@ -235,6 +235,10 @@ pub struct Manifest {
     /// encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plaintext_sha256: Option<String>,
+    /// The CA seal secret of the member that took it, sealed with the join token's snapshot
+    /// key: a restore onto new hosts opens the CA in the snapshot with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_seal_secret: Option<crate::issuer::seal_secret::SealedCopy>,
 }
 
 impl Manifest {
@@ -467,6 +471,7 @@ mod tests {
             sha256: sha256_hex(b""),
             encrypted: false,
             plaintext_sha256: None,
+            ca_seal_secret: None,
         };
         assert_eq!(m.time, "2023-11-14T22:13:20Z");
         assert_eq!(

@@ -252,6 +252,7 @@ mod tests {
                 sha256: sha.into(),
                 encrypted: false,
                 plaintext_sha256: None,
+                ca_seal_secret: None,
             };
             std::fs::write(dir.join(name.manifest_name().unwrap()), m.to_json()).unwrap();
         }

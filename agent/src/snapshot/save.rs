@@ -144,6 +144,10 @@ impl OnDemand {
                 .map(|h| h.to_string())
                 .unwrap_or_default(),
             node: &self.settings.name,
+            ca_seal_secret: crate::issuer::seal_secret::for_manifest(
+                &self.settings.pki_dir(),
+                &self.settings.token,
+            ),
         };
         tracing::info!(?target, "taking an on-demand snapshot");
         let result = match target {

@@ -182,6 +182,8 @@ pub struct Naming<'a> {
     pub time: u64,
     pub ca_hash: String,
     pub node: &'a str,
+    /// The manifest's copy of the CA seal secret (`seal_secret::for_manifest`).
+    pub ca_seal_secret: Option<crate::issuer::seal_secret::SealedCopy>,
 }
 
 /// Takes one verified snapshot into the snapshot directory: temporary file, fsync, final name
@@ -271,6 +273,7 @@ pub fn manifest(streamed: &Streamed, naming: &Naming<'_>) -> Manifest {
         sha256: streamed.sha256.clone(),
         encrypted: streamed.encrypted,
         plaintext_sha256: Some(streamed.plaintext_sha256.clone()),
+        ca_seal_secret: naming.ca_seal_secret.clone(),
     }
 }
 

@@ -322,6 +322,10 @@ impl SnapshotTask {
             time: slot,
             ca_hash: self.ca_hash(),
             node: &self.settings.name,
+            ca_seal_secret: crate::issuer::seal_secret::for_manifest(
+                &self.settings.pki_dir(),
+                &self.settings.token,
+            ),
         };
         let saved = save_to_dir(
             &self.settings,

@@ -145,6 +145,7 @@ mod tests {
             sha256: "aa".into(),
             encrypted: true,
             plaintext_sha256: Some("bb".into()),
+            ca_seal_secret: None,
         }
     }
 
