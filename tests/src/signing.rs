@@ -43,6 +43,18 @@ pub fn ask(
     kind: CertKind,
     from: IpAddr,
 ) -> Result<Issued, (u16, String)> {
+    ask_with_role(c, token, name, kind, from, None)
+}
+
+/// [`ask`], for a certificate of etcd role `role`.
+pub fn ask_with_role(
+    c: &Cluster,
+    token: &str,
+    name: &str,
+    kind: CertKind,
+    from: IpAddr,
+    role: Option<&str>,
+) -> Result<Issued, (u16, String)> {
     let ca_pem = std::fs::read_to_string(c.agents[0].state_dir().join("pki/ca.pem")).unwrap();
     let issuer = c
         .agents
@@ -68,7 +80,7 @@ pub fn ask(
             key_pem: &key_pem,
             from: Some(from),
             renewing: None,
-            role: None,
+            role,
         },
         Duration::from_secs(10),
     ));

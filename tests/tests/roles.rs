@@ -16,6 +16,7 @@ fn role(name: &str, prefix: &str, access: Access) -> RoleDef {
         name: name.into(),
         prefixes: vec![prefix.into()],
         access,
+        client_agents: false,
     }
 }
 

@@ -4,16 +4,18 @@
 //!
 //! The client token (`quorate token create --client`): every member learns it, its holder gets
 //! client certificates that etcd accepts, but never a node certificate nor an agent's or
-//! root's name; `--replace` retires the old one. One cluster for both, to keep the suite short.
+//! root's name, and only the roles marked `client_agents = true`; `--replace` retires the old
+//! one. One cluster for both, to keep the suite short.
 
 use quorate::api::CertKind;
+use quorate::etcd::roles::{Access, RoleDef};
 use quorate_tests::cluster::FORM_TIMEOUT;
 use quorate_tests::signing::{self, Issued};
 use quorate_tests::{wait_for, Cluster};
 
 #[test]
 fn pinned_join_token_and_client_token() {
-    let mut c = Cluster::new(3);
+    let mut c = Cluster::with(3, |_, b| b.with(|cfg| cfg.roles = roles()));
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let o = c.agents[0].cli(&["token", "show"]);
@@ -25,7 +27,7 @@ fn pinned_join_token_and_client_token() {
     // A new host with the pinned form only: it joins, and its CA is the pinned one.
     let newcomer = c.add_agent({
         let pinned = pinned.clone();
-        move |_, b| b.token(&pinned)
+        move |_, b| b.token(&pinned).with(|cfg| cfg.roles = roles())
     });
     c.agents[newcomer].start();
     c.wait_voters(newcomer, 4, FORM_TIMEOUT);
@@ -56,6 +58,24 @@ fn pinned_join_token_and_client_token() {
     c.agents[stranger].stop();
 
     client_token(&c, &ca_hash.to_string());
+}
+
+/// Every member's `[[roles]]`: role ro is open to client agents, app is not.
+fn roles() -> Vec<RoleDef> {
+    vec![
+        RoleDef {
+            name: "app".into(),
+            prefixes: vec!["/app/".into()],
+            access: Access::ReadWrite,
+            client_agents: false,
+        },
+        RoleDef {
+            name: "ro".into(),
+            prefixes: vec!["/app/".into()],
+            access: Access::Read,
+            client_agents: true,
+        },
+    ]
 }
 
 /// The client token's half of the test, on the same cluster.
@@ -130,6 +150,16 @@ fn client_token(c: &Cluster, ca_hash: &str) {
         assert_eq!(status, 403, "{message}");
         assert!(message.contains("is reserved"), "{message}");
     }
+    // Roles: only those open to client agents (client_agents = true).
+    let (status, message) =
+        signing::ask_with_role(c, &first, "dash", CertKind::Client, host, Some("app"))
+            .err()
+            .expect("the client token got role app, which is not open to client agents");
+    assert_eq!(status, 403, "{message}");
+    assert!(
+        message.contains("client_agents = true") && message.contains("open: ro"),
+        "{message}"
+    );
     let rejected = c
         .agents
         .iter()
@@ -137,9 +167,20 @@ fn client_token(c: &Cluster, ca_hash: &str) {
         .sum::<u64>();
     assert_eq!(
         rejected - rejected_before,
-        5,
+        6,
         "refusals counted as identity refusals"
     );
+    let reader: Issued = wait_for("a certificate of role ro", FORM_TIMEOUT, || {
+        signing::ask_with_role(c, &first, "dash", CertKind::Client, host, Some("ro"))
+            .map_err(|(s, m)| format!("{s} {m}"))
+    });
+    let reader = reader.write(&c.root.path().join("client-token-dash"), "dash");
+    c.etcdctl_ok(0, &cert, &["put", "/app/k", "v"]);
+    assert!(c.etcdctl_ok(1, &reader, &["get", "/app/k"]).contains('v'));
+    assert!(!c
+        .etcdctl(1, Some(&reader), &["put", "/app/k", "w"])
+        .status
+        .success());
 
     // Replacing it: the old one stops working, the new one works.
     let o = c.agents[2].cli(&["token", "create", "--client", "--replace"]);

@@ -44,6 +44,12 @@ impl ApiServer {
             crl_file: Some(crate::pki::PkiStore::new(settings.pki_dir()).crl_path()),
             issued: None,
             roles: settings.roles.iter().map(|r| r.name.clone()).collect(),
+            client_agent_roles: settings
+                .roles
+                .iter()
+                .filter(|r| r.client_agents)
+                .map(|r| r.name.clone())
+                .collect(),
             pki_dir: Some(settings.pki_dir()),
         }
     }

@@ -65,6 +65,7 @@ struct Shared {
     members: Option<MemberSource>,
     crl_file: Option<std::path::PathBuf>,
     roles: Vec<String>,
+    client_agent_roles: Vec<String>,
     pki_dir: Option<std::path::PathBuf>,
 }
 
@@ -102,6 +103,7 @@ impl Shared {
             requester,
             members,
             roles: &self.roles,
+            client_agent_roles: &self.client_agent_roles,
         }
     }
 }
@@ -136,6 +138,8 @@ pub struct ApiServer {
     pub issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
     /// The names of the roles this agent's config defines.
     pub roles: Vec<String>,
+    /// Those the client token may ask for (`client_agents = true`).
+    pub client_agent_roles: Vec<String>,
     /// This node's PKI directory: the CA seal secret it may hand to voters ([`super::seal`]).
     pub pki_dir: Option<std::path::PathBuf>,
 }
@@ -153,6 +157,7 @@ impl ApiServer {
             members: self.members.take(),
             crl_file: self.crl_file.clone(),
             roles: self.roles.clone(),
+            client_agent_roles: self.client_agent_roles.clone(),
             pki_dir: self.pki_dir.clone(),
         });
         let router = Router::new()

@@ -46,6 +46,8 @@ pub struct SignContext<'a> {
     pub members: &'a Members,
     /// The roles this agent's config defines (`[[roles]]`), which client requests may ask.
     pub roles: &'a [String],
+    /// Those of them that client-token holders may ask (`client_agents = true`).
+    pub client_agent_roles: &'a [String],
 }
 
 /// How long issued certificates live, by kind.
@@ -202,6 +204,13 @@ pub enum Refusal {
         if known.is_empty() { "none is defined".to_owned() } else { known.join(", ") }
     )]
     UnknownRole { role: String, known: Vec<String> },
+    /// The client token asked for a role that is not open to client agents (403).
+    #[error(
+        "role {role:?} is not open to client-mode hosts holding the client token ({}): set \
+         client_agents = true in that role's [[roles]] entry on every member, or use another role",
+        if allowed.is_empty() { "none is".to_owned() } else { format!("open: {}", allowed.join(", ")) }
+    )]
+    RoleNotForClientAgents { role: String, allowed: Vec<String> },
     /// A node certificate request named a role (400).
     #[error("a node certificate has no role (agents hold etcd's root role): leave role out")]
     RoleForNode,
@@ -221,7 +230,8 @@ impl Refusal {
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }
             | Refusal::NameIsClient { .. }
-            | Refusal::ReservedName { .. } => StatusCode::FORBIDDEN,
+            | Refusal::ReservedName { .. }
+            | Refusal::RoleNotForClientAgents { .. } => StatusCode::FORBIDDEN,
             Refusal::CannotCheck { .. } | Refusal::NoEtcdUser { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -256,7 +266,10 @@ impl Refusal {
             | Refusal::NameHeld { .. }
             | Refusal::NodeWithClientToken { .. }
             | Refusal::NameIsClient { .. }
-            | Refusal::ReservedName { .. } => Counters::inc(&counters.api_rejected_identity),
+            | Refusal::ReservedName { .. }
+            | Refusal::RoleNotForClientAgents { .. } => {
+                Counters::inc(&counters.api_rejected_identity)
+            }
             _ => Counters::inc(&counters.api_rejected_invalid),
         }
     }
@@ -318,6 +331,14 @@ pub fn grant(ctx: &SignContext<'_>, auth: Authenticated) -> Result<Grant, Refusa
             return Err(Refusal::UnknownRole {
                 role: role.clone(),
                 known: ctx.roles.to_vec(),
+            })
+        }
+        (Some(role), CertKind::Client)
+            if auth.credential == Credential::Client && !ctx.client_agent_roles.contains(role) =>
+        {
+            return Err(Refusal::RoleNotForClientAgents {
+                role: role.clone(),
+                allowed: ctx.client_agent_roles.to_vec(),
             })
         }
         _ => {}

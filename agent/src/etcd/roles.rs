@@ -28,6 +28,12 @@ pub struct RoleDef {
     pub prefixes: Vec<String>,
     /// `read` or `readwrite`.
     pub access: Access,
+    /// Whether client-mode hosts holding the client token may ask for it (`client.role`).
+    /// Members' `quorate cert client --role` may always; the client token only gets the roles
+    /// that say so (and the default role). Left out of the published JSON when false, so
+    /// definitions without it read the same to every version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_agents: bool,
 }
 
 /// What a role may do under its prefixes.

@@ -78,6 +78,7 @@ async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::Path
         crl_file: crl,
         issued: None,
         roles: vec!["app".into()],
+        client_agent_roles: vec![],
         pki_dir: None,
     };
     tracker.spawn(server.run(cancel.clone()));

@@ -62,6 +62,7 @@ fn ctx(view: &GossipView) -> SignContext<'_> {
         },
         members: &NOT_FORMED,
         roles: ROLES,
+        client_agent_roles: &[],
     }
 }
 

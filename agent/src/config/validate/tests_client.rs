@@ -115,6 +115,7 @@ fn a_client_role_must_be_a_role_name_and_roles_belong_to_members() {
             name: "app".into(),
             prefixes: vec!["/app/".into()],
             access: crate::etcd::roles::Access::Read,
+            client_agents: false,
         }],
         ..client(Some("/etc/quorate/client"))
     };

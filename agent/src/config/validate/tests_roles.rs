@@ -34,11 +34,13 @@ fn roles_from_toml_come_out_in_canonical_order() {
                 name: "audit".into(),
                 prefixes: vec!["/omni/".into()],
                 access: Access::Read,
+                client_agents: false,
             },
             RoleDef {
                 name: "omni".into(),
                 prefixes: vec!["/omni/".into(), "/talos/".into()],
                 access: Access::ReadWrite,
+                client_agents: false,
             },
         ]
     );
@@ -50,6 +52,7 @@ fn bad_roles_are_refused_naming_the_field() {
         name: name.into(),
         prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
         access: Access::Read,
+        client_agents: false,
     };
     for (roles, want) in [
         (vec![role("root", &["/a/"])], vec!["roles.name"]),

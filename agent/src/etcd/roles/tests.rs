@@ -5,6 +5,7 @@ fn role(name: &str, prefixes: &[&str], access: Access) -> RoleDef {
         name: name.into(),
         prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
         access,
+        client_agents: false,
     }
 }
 

@@ -99,3 +99,63 @@ fn without_a_client_token_in_the_cluster_its_proof_proves_nothing() {
         Err(Refusal::Unauthenticated)
     );
 }
+
+#[test]
+fn the_client_token_gets_only_the_roles_open_to_client_agents() {
+    let v = three_nodes();
+    let roles = vec!["app".to_string(), "ro".to_string()];
+    let open = vec!["ro".to_string()];
+    let base = ctx(&v);
+    let ctx = SignContext {
+        roles: &roles,
+        client_agent_roles: &open,
+        ..with_client_token(&base)
+    };
+    let with_role = |role: Option<&str>| SignRequest {
+        role: role.map(str::to_owned),
+        ..request("dashboard", CertKind::Client)
+    };
+    assert_eq!(
+        by_client(&ctx, &with_role(Some("ro")))
+            .unwrap()
+            .role
+            .as_deref(),
+        Some("ro")
+    );
+    // The default role stays open to it, as to `quorate cert client`.
+    assert_eq!(by_client(&ctx, &with_role(None)).unwrap().role, None);
+    let refusal = by_client(&ctx, &with_role(Some("app"))).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal::RoleNotForClientAgents {
+            role: "app".into(),
+            allowed: open.clone(),
+        }
+    );
+    assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+    let message = refusal.to_string();
+    assert!(
+        message.contains("client_agents = true") && message.contains("open: ro"),
+        "{message}"
+    );
+    let counters = Counters::default();
+    refusal.count(&counters);
+    assert_eq!(
+        counters
+            .api_rejected_identity
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // An undefined role is unknown whoever asks; the join token gets every defined role.
+    assert!(matches!(
+        by_client(&ctx, &with_role(Some("admin"))),
+        Err(Refusal::UnknownRole { .. })
+    ));
+    assert_eq!(
+        decide_req(&ctx, &with_role(Some("app")))
+            .unwrap()
+            .role
+            .as_deref(),
+        Some("app")
+    );
+}
