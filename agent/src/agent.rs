@@ -266,11 +266,13 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         published: roles_status_tx,
         heartbeat: live.register("roles"),
     };
+    let (seal_status_tx, seal_status) = watch::channel(crate::node::seal::SealStatus::default());
     let seal_keeper = crate::node::seal::SealKeeper {
         settings: settings.clone(),
         health: health.clone(),
         material: material.clone(),
         view: view.clone(),
+        published: seal_status_tx,
         heartbeat: live.register("CA seal secret"),
     };
     let client_token_sync = ClientTokenSync {
@@ -332,6 +334,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     health_state.transfer = Some(transfer.clone());
     health_state.crl = Some(crl_status);
     health_state.roles = Some(roles_status);
+    health_state.ca_seal = Some(seal_status);
     health_state.clients = Some(clients_seen);
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)

@@ -53,6 +53,8 @@ pub struct HealthState {
     pub crl: Option<watch::Receiver<crate::node::crl::CrlStatus>>,
     /// The members' `[[roles]]`, for /status and /metrics (set by the wiring).
     pub roles: Option<watch::Receiver<crate::node::roles::RolesStatus>>,
+    /// The CA seal, for /status (set by the wiring).
+    pub ca_seal: Option<watch::Receiver<crate::node::seal::SealStatus>>,
     /// The client agents this member answered lately (set by the wiring).
     pub clients: Option<watch::Receiver<Vec<crate::gossip::directory::SeenClient>>>,
 }
@@ -95,6 +97,7 @@ impl HealthState {
             transfer: None,
             crl: None,
             roles: None,
+            ca_seal: None,
             clients: None,
         }
     }
@@ -114,6 +117,7 @@ impl HealthState {
         report.restore_transfer = self.transfer.as_ref().and_then(|t| t.borrow().clone());
         report.revocation = self.crl.as_ref().map(|c| c.borrow().clone());
         report.roles = self.roles.as_ref().map(|r| r.borrow().clone());
+        report.ca_seal = self.ca_seal.as_ref().map(|r| r.borrow().clone());
         if let Some(seen) = &self.clients {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -56,6 +56,9 @@ pub struct StatusReport {
     /// This member's `[[roles]]` and whether the members agree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<crate::node::roles::RolesStatus>,
+    /// What seals the CA in etcd, and whether this host holds the CA seal secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_seal: Option<crate::node::seal::SealStatus>,
     /// Client-mode agents this member answered in the last five minutes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<crate::gossip::directory::SeenClient>,
@@ -180,6 +183,7 @@ impl StatusReport {
             restore_transfer: None,
             revocation: None,
             roles: None,
+            ca_seal: None,
             clients: Vec::new(),
         }
     }
@@ -333,6 +337,9 @@ impl StatusReport {
         }
         if let Some(r) = &self.roles {
             r.render(&mut out);
+        }
+        if let Some(s) = &self.ca_seal {
+            s.render(&mut out);
         }
         if !self.clients.is_empty() {
             let names: Vec<String> = self

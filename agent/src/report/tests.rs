@@ -149,6 +149,13 @@ fn healthy_issuer() -> StatusReport {
         restore_transfer: None,
         revocation: None,
         roles: None,
+        ca_seal: Some(crate::node::seal::SealStatus {
+            secret: Some("5f0c2a9e8b7d6c5f4e3d2c1b0a998877".into()),
+            held: true,
+            ca_sealed: true,
+            looked: true,
+            error: None,
+        }),
         clients: Vec::new(),
     }
 }
@@ -236,6 +243,7 @@ fn waiting_for_peers() -> StatusReport {
         restore_transfer: None,
         revocation: None,
         roles: None,
+        ca_seal: None,
         clients: Vec::new(),
     }
 }
