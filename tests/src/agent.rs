@@ -161,16 +161,7 @@ impl Agent {
 
     /// The value of the agent's metric `name` (an unlabelled line of /metrics).
     pub fn metric(&self, name: &str) -> Result<f64, String> {
-        let (code, body) = self.get("/metrics")?;
-        if code != 200 {
-            return Err(format!("/metrics answered {code}"));
-        }
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .ok_or_else(|| format!("no {name} in /metrics"))?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{name}: {e}"))
+        metric_at(self.health_addr(), name)
     }
 
     /// The agent's status report.
@@ -267,6 +258,21 @@ pub fn process_alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// The value of metric `name` (an unlabelled line) on the /metrics endpoint at `addr`, plain
+/// HTTP (an agent's health endpoint, or etcd's metrics listener).
+pub fn metric_at(addr: SocketAddr, name: &str) -> Result<f64, String> {
+    let (code, body) = http_get(addr, "/metrics")?;
+    if code != 200 {
+        return Err(format!("/metrics answered {code}"));
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .ok_or_else(|| format!("no {name} in /metrics"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// A minimal HTTP/1.0 GET.

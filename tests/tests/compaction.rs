@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quorate_tests::agent::http_get;
 use quorate_tests::cluster::FORM_TIMEOUT;
 use quorate_tests::{wait_for, Agent, Cluster};
 
@@ -21,16 +20,7 @@ fn etcd_cmdline(agent: &Agent) -> Vec<String> {
 
 /// The value of `metric` (without labels) on etcd's plain-HTTP metrics listener.
 fn etcd_metric(addr: SocketAddr, metric: &str) -> Result<f64, String> {
-    let (code, body) = http_get(addr, "/metrics")?;
-    if code != 200 {
-        return Err(format!("/metrics answered {code}"));
-    }
-    body.lines()
-        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' '))
-        .ok_or_else(|| format!("no {metric} in /metrics"))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("{metric}: {e}"))
+    quorate_tests::agent::metric_at(addr, metric)
 }
 
 #[test]

@@ -10,6 +10,21 @@ fn with_client_token<'a>(ctx: &SignContext<'a>) -> SignContext<'a> {
     }
 }
 
+/// A refusal answered 403 and counted in `api_rejected_identity`.
+#[track_caller]
+fn assert_forbidden_and_counted_as_identity(refusal: &Refusal) {
+    assert_eq!(refusal.status(), StatusCode::FORBIDDEN, "{refusal:?}");
+    let counters = Counters::default();
+    refusal.count(&counters);
+    assert_eq!(
+        counters
+            .api_rejected_identity
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "{refusal:?}"
+    );
+}
+
 /// Decides `req` proved with the client token.
 fn by_client(ctx: &SignContext<'_>, req: &SignRequest) -> Result<Grant, Refusal> {
     let body = serde_json::to_vec(req).unwrap();
@@ -65,15 +80,7 @@ fn the_client_token_cannot_take_the_agents_names() {
             matches!(&refusal, Refusal::ReservedName { name: n, .. } if n == name),
             "{name}: {refusal:?}"
         );
-        assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
-        let counters = Counters::default();
-        refusal.count(&counters);
-        assert_eq!(
-            counters
-                .api_rejected_identity
-                .load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_forbidden_and_counted_as_identity(&refusal);
     }
     // Names that only contain those words are fine.
     assert!(by_client(&ctx, &request("app-quorate", CertKind::Client)).is_ok());
@@ -132,19 +139,11 @@ fn the_client_token_gets_only_the_roles_open_to_client_agents() {
             allowed: open.clone(),
         }
     );
-    assert_eq!(refusal.status(), StatusCode::FORBIDDEN);
+    assert_forbidden_and_counted_as_identity(&refusal);
     let message = refusal.to_string();
     assert!(
         message.contains("client_agents = true") && message.contains("open: ro"),
         "{message}"
-    );
-    let counters = Counters::default();
-    refusal.count(&counters);
-    assert_eq!(
-        counters
-            .api_rejected_identity
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
     );
     // An undefined role is unknown whoever asks; the join token gets every defined role.
     assert!(matches!(
