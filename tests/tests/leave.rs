@@ -53,6 +53,17 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
         },
     );
 
+    // Its etcd user is gone as well (connections it held open are refused at their next
+    // request).
+    wait_for("n3's etcd user deleted", FORM_TIMEOUT, || {
+        let users = c.etcdctl_ok(0, &c.agent_cert(0), &["user", "list"]);
+        if users.lines().any(|u| u.trim() == "n3") {
+            Err(users)
+        } else {
+            Ok(())
+        }
+    });
+
     // With n2 down, n1 leaving would leave n2 alone and unreachable: refused.
     c.agents[1].stop();
     let o = c.agents[0].cli(&["leave"]);
@@ -78,4 +89,6 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     );
     let v = c.etcdctl_ok(2, &cert, &["get", "/leave/key", "--print-value-only"]);
     assert_eq!(v.trim(), "kept");
+    // Its name is an etcd user again, and its own identity works.
+    c.etcdctl_ok(2, &c.agent_cert(2), &["get", "/quorate/ca", "--keys-only"]);
 }

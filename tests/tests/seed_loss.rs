@@ -116,6 +116,15 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     assert_eq!(ca_hash_on_disk(&c, d), ca);
     // The removed seed's certificate is revoked by the leader's agent that removed it.
     revocation::wait_listed(&c, &[1, 2, d], &seed_serial, Duration::from_secs(60));
+    // And its etcd user is deleted (the rebuilt seed becomes the user again below).
+    wait_for("the removed seed's etcd user deleted", FORM_TIMEOUT, || {
+        let users = c.etcdctl_ok(1, &c.agent_cert(1), &["user", "list"]);
+        if users.lines().any(|u| u.trim() == "n1") {
+            Err(users)
+        } else {
+            Ok(())
+        }
+    });
 
     // The seed host is rebuilt with an empty disk and its original (seed) configuration.
     let log_mark = c.agents[0].log().len();
@@ -137,4 +146,6 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     let new_serial = revocation::node_serial(&c, 0);
     assert_ne!(new_serial, seed_serial);
     revocation::assert_not_listed(&c, &new_serial, "the rebuilt seed");
+    let users = c.etcdctl_ok(1, &c.agent_cert(1), &["user", "list"]);
+    assert!(users.lines().any(|u| u.trim() == "n1"), "{users}");
 }

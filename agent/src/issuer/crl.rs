@@ -180,7 +180,9 @@ pub async fn request_name(
 /// Deletes the etcd user `name` unless it is `root` or an etcd member's name: every
 /// certificate of the name is revoked, and etcd takes the user from the certificate at every
 /// request, so connections already open lose their access too. False when it was kept.
-async fn delete_user(
+/// Also used once a member is removed (leave, remove_dead_after): a host that comes back under
+/// the name becomes its user again when it is given its new certificate.
+pub async fn delete_user(
     endpoints: &[String],
     tls: &crate::etcd::client::ClientTls,
     name: &str,

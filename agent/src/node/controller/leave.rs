@@ -120,8 +120,8 @@ impl Controller {
         ))
     }
 
-    /// Asks the remaining members to revoke this host's node certificate (a host that left
-    /// keeps no access); the serial when the request was stored.
+    /// Asks the remaining members to revoke this host's node certificate and delete its etcd
+    /// user (a host that left keeps no access); the serial when the request was stored.
     async fn revoke_own(&self, tls: &ClientTls, view: &GossipView) -> Option<String> {
         let serial = self.state.cert()?.info.serial_hex.clone();
         let others = self.cluster_endpoints(view);
@@ -133,12 +133,33 @@ impl Controller {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             match crate::issuer::crl::request(&others, tls, &serial, now).await {
-                Ok(_) => return Some(serial),
+                Ok(_) => {
+                    self.forget_name(&others, tls, &serial, now).await;
+                    return Some(serial);
+                }
                 Err(e) => last = e,
             }
         }
         tracing::warn!(serial = %serial, error = %last, "cannot revoke this host's certificate; revoke it by hand (quorate cert revoke --serial on a member)");
         None
+    }
+
+    /// After the revocation of `serial`: the node certificates this name held before it
+    /// (renewals) are revoked too, and its etcd user is deleted, so that nothing of the name
+    /// stays (the issuer makes users only for members and unrevoked certificates). A host coming
+    /// back under the name gets the user again with its new certificate. Failures are only
+    /// logged: the certificate in use is revoked already.
+    async fn forget_name(&self, others: &[String], tls: &ClientTls, serial: &str, now: u64) {
+        let name = &self.settings.name;
+        let older =
+            crate::issuer::crl::request_superseded(others, tls, name, Some(serial), now + 1, now)
+                .await;
+        if let Err(e) = older {
+            tracing::info!(error = %e, "this host's earlier certificates are not revoked; run `quorate cert revoke --name {name}` on a member");
+        }
+        if let Err(e) = crate::issuer::crl::delete_user(others, tls, name).await {
+            tracing::info!(error = %e, "this host's etcd user stays");
+        }
     }
 }
 

@@ -188,6 +188,12 @@ impl MaintenanceTask {
             if let Err(e) = asked {
                 tracing::warn!(member = %name, error = %e, "cannot revoke a removed member's certificates yet");
                 left.push((name, before));
+                continue;
+            }
+            // Its etcd user goes too (open connections of the old host lose access); a failure
+            // is harmless, its certificates are revoked.
+            if let Err(e) = crate::issuer::crl::delete_user(&endpoints, tls, &name).await {
+                tracing::info!(member = %name, error = %e, "the removed member's etcd user stays");
             }
         }
         self.to_revoke = left;
