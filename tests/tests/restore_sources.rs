@@ -196,6 +196,7 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
     let ours = c.client_cert(0, "ours");
     c.put_keys(&ours, "/a", KEYS);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
+    let secret = c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT);
 
     // Another cluster made with the same token (so its sealed CA opens), saved with plain
     // etcdctl: no manifest tells the restore that its CA is another one.
@@ -206,6 +207,8 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
     let theirs = other.client_cert(0, "theirs");
     other.put_keys(&theirs, "/other", KEYS);
     assert_ne!(other.agents[0].status().unwrap().ca_hash, ca_hash);
+    // Its CA is sealed with its own CA seal secret, which none of our hosts holds.
+    assert_ne!(other.wait_ca_sealed_with_secret(0, FORM_TIMEOUT), secret);
     let file = other.root.path().join("other.db");
     other.etcdctl_ok(
         0,
@@ -224,9 +227,11 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
     for i in 0..3 {
         c.wait_voters(i, 3, FORM_TIMEOUT);
     }
-    // The other cluster's data, this cluster's CA: old certificates work, and new ones are
-    // issued (the issuer put this cluster's CA back in place of the snapshot's).
-    let mut got = keys(&c, 2, &ours, "/other/");
+    // The other cluster's data, this cluster's CA: new certificates are issued (the issuer put
+    // this cluster's CA back in place of the snapshot's) and read it. (The etcd users are the
+    // snapshot's: "ours", recorded only in this cluster's registry, is no user there.)
+    let reader = client_cert_eventually(&c, 0, "reader");
+    let mut got = keys(&c, 2, &reader, "/other/");
     got.sort();
     assert_eq!(got.len(), KEYS, "{got:?}");
     // /quorate/ca holds this cluster's CA again (not the snapshot's).
@@ -259,4 +264,7 @@ fn a_snapshot_holding_another_ca_gets_this_clusters_ca_put_back() {
         "{}",
         c.logs(40)
     );
+    // The snapshot named the other cluster's seal secret: ours is the cluster's again, and the
+    // CA in etcd is sealed with it (the join token alone does not open it).
+    assert_eq!(c.wait_ca_sealed_with_secret(0, FORM_TIMEOUT), secret);
 }

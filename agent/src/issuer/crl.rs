@@ -203,6 +203,13 @@ pub async fn delete_user(
         client.user_delete(name).await.map_err(|e| e.to_string())?;
         tracing::warn!(user = name, "deleted the etcd user of revoked certificates");
     }
+    // Nor does the name count as holding the CA seal secret any more (a host coming back
+    // under it records so again once it holds it).
+    let holder = format!("{}{name}", super::reseal::HOLDERS_PREFIX);
+    client
+        .delete(holder, None)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(true)
 }
 

@@ -7,13 +7,16 @@
 //! gets the secret from another voter's agent.
 //!
 //! It waits for every voter so that no voter is left that could never become the issuer, and
-//! so that losing any one member cannot lose the only copy of the secret. Learners get the
+//! so that losing any one member cannot lose the only copy of the secret. Right after the
+//! switch it compacts etcd's history up to it, so that the token-sealed value cannot be read
+//! back with `get --rev` (once in the cluster's life; watchers of older revisions are told the
+//! history is compacted, as after any compaction). Learners get the
 //! secret once promoted. The switch is one way: an agent older than the seal secret cannot
 //! open the CA afterwards (downgrades below it are not supported).
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, CompactionOptions, Compare, CompareOp, GetOptions, Txn, TxnOp};
 
 use super::seal_secret::SealSecret;
 use super::{SealedCa, UnsealError, CA_KEY};
@@ -112,12 +115,23 @@ pub async fn reseal(
             SealedCa::seal_with_secret(&ca, secret).to_json(),
             None,
         )]);
-    if client.txn(swap).await.map_err(e)?.succeeded() {
-        tracing::info!(id = %id, voters = members.len(), "the CA in etcd is now sealed with the CA seal secret (the join token alone no longer opens it)");
-        Ok(Resealed::Done)
-    } else {
-        Ok(Resealed::Waiting)
+    let done = client.txn(swap).await.map_err(e)?;
+    if !done.succeeded() {
+        return Ok(Resealed::Waiting);
     }
+    tracing::info!(id = %id, voters = members.len(), "the CA in etcd is now sealed with the CA seal secret (the join token alone no longer opens it)");
+    // The token-sealed value stays readable in etcd's history (`get --rev`) until compaction:
+    // compact up to the re-seal now, once in the cluster's life.
+    if let Some(revision) = done.header().map(|h| h.revision()) {
+        let options = CompactionOptions::new().with_physical();
+        match client.compact(revision, Some(options)).await {
+            Ok(_) => tracing::info!(revision, "compacted etcd's history up to the re-seal"),
+            Err(err) => {
+                tracing::warn!(revision, error = %err, "etcd's history keeps the token-sealed CA until its next compaction")
+            }
+        }
+    }
+    Ok(Resealed::Done)
 }
 
 #[cfg(test)]

@@ -21,8 +21,11 @@ use crate::pki::{CaHash, CertificateAuthority};
 use crate::restore::RestorePlan;
 
 /// The sealed CA to put in place of `stored`, if any: only when the newest restore plan was
-/// decided under the CA this agent trusts, `stored` is another CA, and a sealed copy of the
-/// trusted one is at hand (the seed's own CA, else the plan's copy).
+/// decided under the CA this agent trusts, and `stored` is another CA, or the trusted one
+/// sealed otherwise than the plan's copy (a snapshot from before the CA seal secret changed:
+/// nobody may hold the secret it is sealed with). What goes back is the plan's copy (sealed as
+/// the cluster's CA was when the restore was decided), else the seed's own CA sealed with the
+/// join token's key `seal_key` (the issuer seals it with the secret again, `reseal`).
 pub fn replacement(
     plan: Option<&RestorePlan>,
     trusted: Option<CaHash>,
@@ -34,18 +37,24 @@ pub fn replacement(
     if plan.ca_hash != trusted {
         return None;
     }
-    let stored_hash = SealedCa::from_json(stored).and_then(|s| s.hash()).ok();
-    if stored_hash == Some(trusted) {
+    let copy = plan
+        .sealed_ca
+        .as_deref()
+        .and_then(|c| SealedCa::from_json(c.as_bytes()).ok())
+        .filter(|c| c.hash().ok() == Some(trusted));
+    let stored = SealedCa::from_json(stored).ok();
+    let stored_is_ours = stored.as_ref().is_some_and(|s| {
+        s.hash().ok() == Some(trusted) && copy.as_ref().is_none_or(|c| c.seal_id == s.seal_id)
+    });
+    if stored_is_ours {
         return None;
     }
-    if let Some(ca) = disk_ca.filter(|ca| ca.hash() == trusted) {
-        return Some(SealedCa::seal(ca, seal_key).to_json());
+    if let Some(copy) = copy {
+        return Some(copy.to_json());
     }
-    let copy = plan.sealed_ca.as_deref()?;
-    let copy_hash = SealedCa::from_json(copy.as_bytes())
-        .and_then(|s| s.hash())
-        .ok();
-    (copy_hash == Some(trusted)).then(|| copy.to_owned())
+    disk_ca
+        .filter(|ca| ca.hash() == trusted)
+        .map(|ca| SealedCa::seal(ca, seal_key).to_json())
 }
 
 /// Puts the trusted CA back when [`replacement`] says so; true when it did.
@@ -191,12 +200,19 @@ mod tests {
         plan.sealed_ca = Some(ours_sealed.clone());
         let trusted = Some(ours.hash());
         let stale = Some(theirs_sealed.as_bytes());
-        // The snapshot's CA is another one: the plan's copy goes back (or the seed's own).
+        // The snapshot's CA is another one: the plan's copy goes back, also on the seed.
         assert_eq!(
             replacement(Some(&plan), trusted, stale, None, &key),
             Some(ours_sealed.clone())
         );
-        let from_disk = replacement(Some(&plan), trusted, stale, Some(&ours), &key).unwrap();
+        assert_eq!(
+            replacement(Some(&plan), trusted, stale, Some(&ours), &key),
+            Some(ours_sealed.clone())
+        );
+        // Without a copy in the plan, the seed seals its own.
+        let mut bare = plan.clone();
+        bare.sealed_ca = None;
+        let from_disk = replacement(Some(&bare), trusted, stale, Some(&ours), &key).unwrap();
         assert_eq!(
             SealedCa::from_json(from_disk.as_bytes())
                 .unwrap()
@@ -204,8 +220,9 @@ mod tests {
                 .unwrap(),
             ours.hash()
         );
-        // Nothing when the stored CA is the trusted one, without a plan, or when the plan was
-        // decided under another CA, or when no copy of the trusted CA is at hand.
+        // Nothing when the stored CA is the trusted one sealed as the copy is, without a plan,
+        // or when the plan was decided under another CA, or when no copy of the trusted CA is
+        // at hand.
         let current = Some(ours_sealed.as_bytes());
         assert_eq!(replacement(Some(&plan), trusted, current, None, &key), None);
         assert_eq!(replacement(None, trusted, stale, None, &key), None);
@@ -213,10 +230,57 @@ mod tests {
             replacement(Some(&plan), Some(theirs.hash()), stale, None, &key),
             None
         );
-        let mut bare = plan.clone();
-        bare.sealed_ca = None;
         assert_eq!(replacement(Some(&bare), trusted, stale, None, &key), None);
+        assert_eq!(replacement(Some(&bare), trusted, current, None, &key), None);
         bare.sealed_ca = Some(theirs_sealed.clone());
         assert_eq!(replacement(Some(&bare), trusted, stale, None, &key), None);
+    }
+
+    #[test]
+    fn our_ca_sealed_with_another_secret_is_replaced_by_the_plans_copy() {
+        use crate::issuer::seal_secret::SealSecret;
+        let key = [7u8; 32];
+        let ours = ca("ours");
+        let (old, now) = (SealSecret::generate(), SealSecret::generate());
+        let old_sealed = SealedCa::seal_with_secret(&ours, &old).to_json();
+        let now_sealed = SealedCa::seal_with_secret(&ours, &now).to_json();
+        let mut plan = crate::restore::tests::example_plan(1);
+        plan.ca_hash = ours.hash();
+        plan.sealed_ca = Some(now_sealed.clone());
+        let trusted = Some(ours.hash());
+        // A snapshot from before the secret changed: the copy sealed with today's goes back.
+        assert_eq!(
+            replacement(
+                Some(&plan),
+                trusted,
+                Some(old_sealed.as_bytes()),
+                None,
+                &key
+            ),
+            Some(now_sealed.clone())
+        );
+        // Sealed with the token in the snapshot, with the secret now: the same.
+        let token_sealed = SealedCa::seal(&ours, &key).to_json();
+        assert_eq!(
+            replacement(
+                Some(&plan),
+                trusted,
+                Some(token_sealed.as_bytes()),
+                None,
+                &key
+            ),
+            Some(now_sealed.clone())
+        );
+        // Already sealed as the copy is: nothing.
+        assert_eq!(
+            replacement(
+                Some(&plan),
+                trusted,
+                Some(now_sealed.as_bytes()),
+                None,
+                &key
+            ),
+            None
+        );
     }
 }

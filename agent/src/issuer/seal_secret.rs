@@ -173,15 +173,20 @@ pub async fn ensure_created(
 
 /// After a live restore of a snapshot (of another cluster, or of before the secret changed),
 /// `/quorate/seal/id` names a secret no member may hold, while the CA put back (`restored`) is
-/// ours. When `stored` (the CA in etcd now) is sealed with the secret this host holds, that
-/// secret is the cluster's again and its fingerprint goes back. A host that merely has not
-/// fetched the secret yet holds none, and changes nothing. Returns whether it changed it.
+/// ours. When `stored` (the CA in etcd now) is sealed with the secret this host holds, or with
+/// the join token, this host's secret becomes the cluster's again (the keepers fetch it, and the
+/// issuer seals the CA with it once every voter holds it). A host that has not fetched the
+/// secret yet holds none and changes nothing; a CA sealed with a third secret is left alone.
+/// Returns whether it changed the fingerprint.
 pub async fn adopt_after_restore(
     client: &mut Client,
     pki_dir: &Path,
     stored: &super::SealedCa,
 ) -> Result<bool, etcd_client::Error> {
-    let Some(held) = load(pki_dir).filter(|h| stored.sealed_with(&h.id())) else {
+    let Some(held) = load(pki_dir).filter(|h| match &stored.seal_id {
+        None => true,
+        Some(id) => *id == h.id(),
+    }) else {
         return Ok(false);
     };
     let got = client.get(ID_KEY, None).await?;

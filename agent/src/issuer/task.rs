@@ -184,9 +184,11 @@ impl IssuerTask {
             Some(ca) => ca,
             None => {
                 let held = super::seal_secret::load(&self.settings.pki_dir());
-                let stored = read_ca(&mut client)
-                    .await?
-                    .ok_or(IssuerError::CaNotStored)?;
+                let Some(stored) = read_ca(&mut client).await? else {
+                    // The seed stores it before it campaigns: nothing to issue with yet.
+                    tracing::debug!("not campaigning for issuer: {}", IssuerError::CaNotStored);
+                    return Ok(());
+                };
                 match stored.open(&seal_key, held.as_ref()) {
                     Ok(ca) => Arc::new(ca),
                     Err(UnsealError::SecretNotHeld { id }) => {

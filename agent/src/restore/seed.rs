@@ -296,6 +296,14 @@ async fn read_and_fix_ca(
             .delete(seal_secret::ID_KEY, None)
             .await
             .map_err(fail)?;
+        // The old hosts' records of holding it go too.
+        client
+            .delete(
+                crate::issuer::reseal::HOLDERS_PREFIX,
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(fail)?;
         tracing::info!("the snapshot's CA seal secret is not held here: a new one will be made");
     }
     Ok(outcome)
