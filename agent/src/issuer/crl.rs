@@ -198,19 +198,36 @@ pub async fn delete_user(
     if name == crate::etcd::auth::ROOT || members.members().iter().any(|m| m.name() == name) {
         return Ok(false);
     }
-    let users = client.user_list().await.map_err(|e| e.to_string())?;
-    if users.users().iter().any(|u| u == name) {
-        client.user_delete(name).await.map_err(|e| e.to_string())?;
-        tracing::warn!(user = name, "deleted the etcd user of revoked certificates");
-    }
-    // Nor does the name count as holding the CA seal secret any more (a host coming back
-    // under it records so again once it holds it).
+    // The name no longer counts as holding the CA seal secret either (a host coming back under
+    // it records so again once it holds it): deleted first, as a request right after an auth
+    // change may be refused. A member that has not applied an auth change yet (the issuer adds
+    // users every 10 s) refuses with "revision of auth store is old": tried again a moment later.
     let holder = format!("{}{name}", super::reseal::HOLDERS_PREFIX);
-    client
-        .delete(holder, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(true)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let deleted = async {
+            client.delete(holder.as_str(), None).await?;
+            let users = client.user_list().await?;
+            if users.users().iter().any(|u| u == name) {
+                client.user_delete(name).await?;
+                return Ok(true);
+            }
+            Ok::<_, etcd_client::Error>(false)
+        }
+        .await;
+        match deleted {
+            Ok(true) => {
+                tracing::warn!(user = name, "deleted the etcd user of revoked certificates");
+                return Ok(true);
+            }
+            Ok(false) => return Ok(true),
+            Err(e) if attempt < 5 && e.to_string().contains("revision of auth store is old") => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// The serials revocation was asked for (the requests stay after the list carries them).
