@@ -95,18 +95,50 @@ pub fn open_value(join: &JoinToken, value: &[u8]) -> Result<JoinToken, ClientTok
     open(join, &record)
 }
 
-/// Reads the stored client token, if there is one.
-pub async fn read(client: &mut Client, join: &JoinToken) -> Result<Option<JoinToken>, String> {
+/// Reads the stored client token, if there is one, opening it with any token of `ring`. One
+/// sealed with another token than the primary (a join token rotation, see
+/// [`crate::rotation`]) is sealed again with the primary, by compare-and-swap: this member
+/// uses the primary only once every member accepts it, so every member still opens it.
+pub async fn read(
+    client: &mut Client,
+    ring: &crate::keyring::Keyring,
+) -> Result<Option<JoinToken>, String> {
     let got = client
         .get(CLIENT_TOKEN_KEY, None)
         .await
         .map_err(|e| format!("cannot read {CLIENT_TOKEN_KEY}: {e}"))?;
-    match got.kvs().first() {
-        None => Ok(None),
-        Some(kv) => open_value(join, kv.value())
-            .map(Some)
-            .map_err(|e| e.to_string()),
+    let Some(kv) = got.kvs().first() else {
+        return Ok(None);
+    };
+    let record: ClientTokenRecord = serde_json::from_slice(kv.value())
+        .map_err(|e| ClientTokenError::Malformed(e.to_string()).to_string())?;
+    let mut last = ClientTokenError::WrongSeal;
+    for (i, join) in ring.accepted().enumerate() {
+        match open(join, &record) {
+            Ok(token) if i == 0 => return Ok(Some(token)),
+            Ok(token) => {
+                let value = serde_json::to_vec(&seal(ring.primary(), &token, record.created_at))
+                    .map_err(|e| e.to_string())?;
+                let txn = Txn::new()
+                    .when(vec![Compare::mod_revision(
+                        CLIENT_TOKEN_KEY,
+                        CompareOp::Equal,
+                        kv.mod_revision(),
+                    )])
+                    .and_then(vec![TxnOp::put(CLIENT_TOKEN_KEY, value, None)]);
+                client
+                    .txn(txn)
+                    .await
+                    .map_err(|e| format!("cannot seal the client token again: {e}"))?;
+                tracing::info!(
+                    "the client token in etcd is now sealed with the join token in force"
+                );
+                return Ok(Some(token));
+            }
+            Err(e) => last = e,
+        }
     }
+    Err(last.to_string())
 }
 
 /// `quorate token create --client`: makes and stores a new client token and returns it. Only

@@ -324,8 +324,14 @@ async fn create_client_token(
         return (StatusCode::CONFLICT, "this node trusts no CA yet\n".into());
     };
     let token = &routes.settings.token;
-    let created =
-        crate::client_token::create(&a.endpoints, &a.tls, token, params.replace, a.now).await;
+    let created = crate::client_token::create(
+        &a.endpoints,
+        &a.tls,
+        &token.primary(),
+        params.replace,
+        a.now,
+    )
+    .await;
     answer(created.map(|t| t.pinned(&ca)))
 }
 

@@ -41,6 +41,11 @@ pub enum KeyPurpose {
     /// Seals the copy of the CA seal secret in a snapshot's manifest, so that whoever restores
     /// the snapshot with the cluster's token can open the CA in it, and nobody else.
     SnapshotSeal,
+    /// Seals the next join token for holders of this one during a rotation
+    /// (see [`crate::rotation`]).
+    RotationSeal,
+    /// Names the token in logs, status and etcd records without revealing it.
+    Fingerprint,
 }
 
 impl KeyPurpose {
@@ -51,6 +56,8 @@ impl KeyPurpose {
             KeyPurpose::CaSeal => b"quorate ca seal",
             KeyPurpose::ClientTokenSeal => b"quorate client token seal",
             KeyPurpose::SnapshotSeal => b"quorate snapshot seal secret",
+            KeyPurpose::RotationSeal => b"quorate token rotation seal",
+            KeyPurpose::Fingerprint => b"quorate token fingerprint",
         }
     }
 }
@@ -195,6 +202,15 @@ impl JoinToken {
         &self.0
     }
 
+    /// A public name of this token: 12 hex digits of a key derived for the purpose. It says
+    /// which token is in force without revealing anything of it.
+    pub fn fingerprint(&self) -> String {
+        self.derive(KeyPurpose::Fingerprint)[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Derives the 256-bit key for `purpose`.
     pub fn derive(&self, purpose: KeyPurpose) -> [u8; 32] {
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT);
@@ -316,12 +332,22 @@ mod tests {
         assert_eq!(g, t.derive(KeyPurpose::Gossip));
         assert_ne!(g, t.derive(KeyPurpose::ApiProof));
         assert_ne!(g, t.derive(KeyPurpose::CaSeal));
-        assert_ne!(
-            t.derive(KeyPurpose::CaSeal),
-            t.derive(KeyPurpose::SnapshotSeal)
-        );
+        let all = [
+            KeyPurpose::Gossip,
+            KeyPurpose::ApiProof,
+            KeyPurpose::CaSeal,
+            KeyPurpose::ClientTokenSeal,
+            KeyPurpose::SnapshotSeal,
+            KeyPurpose::RotationSeal,
+            KeyPurpose::Fingerprint,
+        ];
+        let keys: std::collections::HashSet<[u8; 32]> = all.iter().map(|p| t.derive(*p)).collect();
+        assert_eq!(keys.len(), all.len(), "every purpose has its own key");
+        assert_eq!(t.fingerprint().len(), 12);
+        assert_eq!(t.fingerprint(), t.fingerprint());
         let other = JoinToken::parse("qrt1_0123456789abcdefghijklmnopqrstuw").unwrap();
         assert_ne!(g, other.derive(KeyPurpose::Gossip));
+        assert_ne!(t.fingerprint(), other.fingerprint());
         assert_ne!(g, [0u8; 32]);
     }
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::{LogSection, PkiSection, Ports, DEFAULT_AGENT_PORT};
 use crate::etcd::argv::EtcdTuning;
+use crate::keyring::TokenKeys;
 use crate::pki::CaHash;
-use crate::token::JoinToken;
 
 /// Resolved, validated configuration.
 #[derive(Debug, Clone)]
@@ -22,7 +22,10 @@ pub struct Settings {
     pub seed: bool,
     pub bootstrap_expect: u32,
     pub join: Vec<JoinTarget>,
-    pub token: JoinToken,
+    /// The join tokens in force: the config's, or the ring kept in the state directory once
+    /// rotated ([`Settings::apply_kept_ring`]). Seal and sign with `token.derive`, check with
+    /// `token.accepted_keys`.
+    pub token: TokenKeys,
     pub ca_pin: Option<CaHash>,
     pub state_dir: PathBuf,
     pub remove_dead_after: Option<Duration>,
@@ -114,6 +117,17 @@ pub fn https_url(ip: IpAddr, port: u16) -> String {
 }
 
 impl Settings {
+    /// Puts the join token ring kept in the state directory (a rotated token) in force in place
+    /// of the config's token, and says where the ring came from.
+    pub fn apply_kept_ring(
+        &mut self,
+    ) -> Result<crate::keyring::Origin, crate::keyring::KeyringError> {
+        let config_token = self.token.primary();
+        let (ring, origin) = crate::keyring::resolve(&config_token, &self.state_dir)?;
+        self.token = TokenKeys::fixed(ring);
+        Ok(origin)
+    }
+
     /// This member's etcd peer URL.
     pub fn peer_url(&self) -> String {
         https_url(self.advertise, self.ports.peer)

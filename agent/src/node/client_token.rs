@@ -93,7 +93,7 @@ impl ClientTokenSync {
         let Some(mut client) = member_client(&material, &health, own_url, TIMEOUT).await? else {
             return Ok(None);
         };
-        client_token::read(&mut client, &self.settings.token).await
+        client_token::read(&mut client, &self.settings.token.ring()).await
     }
 }
 

@@ -219,7 +219,7 @@ async fn read_and_fix_ca(
     // manifest's (sealed with the token; `quorate snapshot save` and scheduled snapshots).
     let secrets: Vec<SealSecret> = seal_secret::load(&pki_dir)
         .into_iter()
-        .chain(copy.and_then(|c| c.open(&s.token)))
+        .chain(copy.and_then(|c| s.token.ring().accepted().find_map(|t| c.open(t))))
         .collect();
     let stored = client.get(CA_KEY, None).await.map_err(fail)?;
     let unsealed = match stored.kvs().first() {

@@ -146,7 +146,7 @@ impl OnDemand {
             node: &self.settings.name,
             ca_seal_secret: crate::issuer::seal_secret::for_manifest(
                 &self.settings.pki_dir(),
-                &self.settings.token,
+                &self.settings.token.primary(),
             ),
         };
         tracing::info!(?target, "taking an on-demand snapshot");

@@ -324,7 +324,7 @@ impl SnapshotTask {
             node: &self.settings.name,
             ca_seal_secret: crate::issuer::seal_secret::for_manifest(
                 &self.settings.pki_dir(),
-                &self.settings.token,
+                &self.settings.token.primary(),
             ),
         };
         let saved = save_to_dir(

@@ -171,7 +171,7 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     seed: config.seed,
                     bootstrap_expect: config.bootstrap_expect,
                     join,
-                    token,
+                    token: crate::keyring::TokenKeys::fixed(crate::keyring::Keyring::single(token)),
                     ca_pin,
                     state_dir: config.state_dir.clone(),
                     remove_dead_after: config.remove_dead_after,
