@@ -45,6 +45,7 @@ use crate::metrics::Counters;
 use crate::node::client_token::ClientTokenSync;
 use crate::node::crl::{CrlStatus, CrlSync};
 use crate::node::roles::{RolesStatus, RolesSync};
+use crate::node::token::{TokenFollower, TokenStatus};
 use crate::node::{Controller, ControllerIo, MaintenanceTask, NodeError, NodeStatus};
 use crate::notify::Notifier;
 use crate::pki::TlsMaterial;
@@ -52,7 +53,6 @@ use crate::restore::transfer::Transfers;
 use crate::restore::RestoreStore;
 use crate::rolling::{RollingStatus, RollingTask};
 use crate::snapshot::{OnDemand, SnapshotStatus, SnapshotTask};
-use crate::token::KeyPurpose;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,11 @@ pub enum Exit {
 }
 
 /// Runs the agent until SIGTERM or SIGINT, or until it is to restart on its new binary.
-pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
+pub async fn run(mut settings: Settings) -> Result<Exit, AgentError> {
+    // The join token follower owns the ring; everyone else reads it through settings.token.
+    let config_token = settings.config_token.fingerprint();
+    let (ring_tx, keys) = crate::keyring::TokenKeys::owned((*settings.token.ring()).clone());
+    settings.token = keys;
     let settings = Arc::new(settings);
     fsutil::ensure_dir(&settings.state_dir, fsutil::MODE_DIR)?;
     let counters = Arc::new(Counters::default());
@@ -212,7 +216,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     .with_client_keys(client_keys)
     .with_issued_log(issued_tx);
     api_server.restore = Some(RestoreRoutes {
-        proof_key: settings.token.derive(KeyPurpose::ApiProof),
+        join_keys: settings.token.clone(),
         controller: control_tx.clone(),
         plan: restore_plan.clone(),
         store: RestoreStore::new(&settings.state_dir),
@@ -275,6 +279,16 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
         published: seal_status_tx,
         heartbeat: live.register("CA seal secret"),
     };
+    let (token_status_tx, token_status) = watch::channel(TokenStatus::default());
+    let token_follower = TokenFollower {
+        settings: settings.clone(),
+        health: health.clone(),
+        material: material.clone(),
+        ring: ring_tx,
+        config_token,
+        published: token_status_tx,
+        heartbeat: live.register("join token"),
+    };
     let client_token_sync = ClientTokenSync {
         settings: settings.clone(),
         health: health.clone(),
@@ -335,6 +349,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     health_state.crl = Some(crl_status);
     health_state.roles = Some(roles_status);
     health_state.ca_seal = Some(seal_status);
+    health_state.join_token = Some(token_status);
     health_state.clients = Some(clients_seen);
     let notifier = Notifier::new(status, live)
         .with_snapshot_progress(snapshot_progress)
@@ -356,6 +371,7 @@ pub async fn run(settings: Settings) -> Result<Exit, AgentError> {
     tasks.spawn(roles_sync.run(cancel.clone()));
     tasks.spawn(seal_keeper.run(cancel.clone()));
     tasks.spawn(client_token_sync.run(cancel.clone()));
+    tasks.spawn(token_follower.run(cancel.clone()));
     tasks.spawn(rolling.run(cancel.clone()));
     tasks.spawn(control::serve(control_listener, control, cancel.clone()));
     tasks.spawn(health::serve(health_listener, health_state, cancel.clone()));

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::defrag::{DefragCommand, DefragStatus};
 use crate::rolling::RollingCommand;
+use crate::token::JoinToken;
 
 /// File name of the socket in the state directory.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -114,6 +115,7 @@ pub async fn serve(listener: UnixListener, routes: Routes, cancel: CancellationT
         .route("/v1/agent/restart", post(agent_restart))
         .route("/v1/cert/revoke", post(revoke))
         .route("/v1/token/client", post(create_client_token))
+        .route("/v1/token/rotate", post(rotate_token))
         .with_state(routes);
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(cancel.cancelled_owned())
@@ -335,6 +337,81 @@ async fn create_client_token(
     answer(created.map(|t| t.pinned(&ca)))
 }
 
+/// Largest `token rotate` body (a token).
+const MAX_TOKEN_BODY: usize = 1024;
+
+/// `quorate token rotate`: begins a rotation to the token in the body (one is made when the
+/// body is empty) and answers it in its pinned form with what to do next. The token travels in
+/// the body, never in the path.
+async fn rotate_token(State(routes): State<Routes>, body: Bytes) -> (StatusCode, String) {
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX_TOKEN_BODY)])
+        .trim()
+        .to_owned();
+    let next = if text.is_empty() {
+        JoinToken::generate()
+    } else {
+        match JoinToken::parse(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "{e}
+"
+                    ),
+                )
+            }
+        }
+    };
+    let ca = routes
+        .material
+        .borrow()
+        .ca_pem
+        .as_deref()
+        .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok());
+    let a = match routes.etcd_access("rotate the join token") {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
+    let Some(ca) = ca else {
+        return (
+            StatusCode::CONFLICT,
+            "this node trusts no CA yet
+"
+            .into(),
+        );
+    };
+    let members: Vec<String> = routes
+        .health
+        .borrow()
+        .members
+        .iter()
+        .filter(|m| !m.name.is_empty())
+        .map(|m| m.name.clone())
+        .collect();
+    let ring = routes.settings.token.ring();
+    let started = async {
+        // This member alone: a request the client balanced to a member that is down would
+        // fail the command.
+        let own = [routes.settings.client_url()];
+        let mut client = crate::etcd::client::connect(&own, &a.tls, Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("cannot reach etcd: {e}"))?;
+        crate::rotation::start(&mut client, &ring, &next, &members, a.now)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    answer(started.await.map(|()| {
+        format!(
+            "{}
+
+The rotation has begun: every member accepts the new token, then uses it, then              drops {} (`quorate status`, line 'Join token'); a member that is down holds it at              its step until it is back. New hosts need the new token: update cloud-init              user-data and each member's token or token_file (until then each member warns that              its config's token was rotated).",
+            next.pinned(&ca),
+            ring.primary().fingerprint()
+        )
+    }))
+}
+
 async fn agent_restart(State(routes): State<Routes>) -> (StatusCode, String) {
     let (reply, answer) = oneshot::channel();
     if routes
@@ -406,18 +483,43 @@ pub async fn post_request(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    request(state_dir, hyper::Method::POST, path, timeout).await
+    request(state_dir, hyper::Method::POST, path, Bytes::new(), timeout).await
+}
+
+/// Client side: like [`post_request`], with `body`.
+pub async fn post_body(
+    state_dir: &Path,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    request(
+        state_dir,
+        hyper::Method::POST,
+        path,
+        Bytes::from(body),
+        timeout,
+    )
+    .await
 }
 
 /// Client side: GETs `path` on the socket in `state_dir`; returns (status, body).
 pub async fn get_request(state_dir: &Path, path: &str) -> Result<(u16, String), String> {
-    request(state_dir, hyper::Method::GET, path, REQUEST_TIMEOUT).await
+    request(
+        state_dir,
+        hyper::Method::GET,
+        path,
+        Bytes::new(),
+        REQUEST_TIMEOUT,
+    )
+    .await
 }
 
 async fn request(
     state_dir: &Path,
     method: hyper::Method,
     path: &str,
+    body: Bytes,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let socket: PathBuf = state_dir.join(SOCKET_NAME);
@@ -433,7 +535,7 @@ async fn request(
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "localhost")
-            .body(Full::new(Bytes::new()))
+            .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         let (status, body) = crate::http1::request(stream, req, 64 * 1024).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))

@@ -55,6 +55,8 @@ pub struct HealthState {
     pub roles: Option<watch::Receiver<crate::node::roles::RolesStatus>>,
     /// The CA seal, for /status (set by the wiring).
     pub ca_seal: Option<watch::Receiver<crate::node::seal::SealStatus>>,
+    /// The join tokens in force and a rotation, for /status (set by the wiring).
+    pub join_token: Option<watch::Receiver<crate::node::token::TokenStatus>>,
     /// The client agents this member answered lately (set by the wiring).
     pub clients: Option<watch::Receiver<Vec<crate::gossip::directory::SeenClient>>>,
 }
@@ -98,6 +100,7 @@ impl HealthState {
             crl: None,
             roles: None,
             ca_seal: None,
+            join_token: None,
             clients: None,
         }
     }
@@ -118,6 +121,7 @@ impl HealthState {
         report.revocation = self.crl.as_ref().map(|c| c.borrow().clone());
         report.roles = self.roles.as_ref().map(|r| r.borrow().clone());
         report.ca_seal = self.ca_seal.as_ref().map(|r| r.borrow().clone());
+        report.join_token = self.join_token.as_ref().map(|r| r.borrow().clone());
         if let Some(seen) = &self.clients {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

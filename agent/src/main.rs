@@ -79,7 +79,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Validated { settings, warnings } = validated;
+    let Validated {
+        mut settings,
+        mut warnings,
+    } = validated;
+    // A member runs with the join tokens kept in its state directory when a rotation left
+    // some there (the config, read-only to the service, may name an older one).
+    let kept_ring = match settings.client {
+        Some(_) => Ok(None),
+        None => settings.apply_kept_ring().map(|origin| {
+            let ring = settings.token.ring();
+            origin.note(&settings.state_dir, &ring)
+        }),
+    };
+    match kept_ring {
+        Ok(note) => warnings.extend(note),
+        // The agent, and `token show` (it must not print a token that was rotated away).
+        Err(e) if matches!(cli.command, Command::Run | Command::Token { .. }) => {
+            let hint = match e {
+                quorate::keyring::KeyringError::Read { .. } => {
+                    " (run this as root or the service user)"
+                }
+                _ => "",
+            };
+            eprintln!("quorate: {e}{hint}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) if matches!(cli.command, Command::Cert { .. }) => {
+            eprintln!("quorate: warning: {e}; using the config's join token")
+        }
+        // The other commands do not use the join token.
+        Err(_) => {}
+    }
     let mut restart = false;
     let mut bad_config = false;
     let result: anyhow::Result<()> = runtime.block_on(async {
@@ -138,6 +169,9 @@ fn main() -> ExitCode {
             Command::Token {
                 command: TokenCommand::Create { replace, .. },
             } => cli::client_token_create(&settings, replace).await,
+            Command::Token {
+                command: TokenCommand::Rotate { token_file },
+            } => cli::token_rotate(&settings, token_file.as_deref()).await,
             Command::Token { .. } | Command::Config { .. } => Ok(()),
         }
     });

@@ -59,6 +59,9 @@ pub struct StatusReport {
     /// What seals the CA in etcd, and whether this host holds the CA seal secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_seal: Option<crate::node::seal::SealStatus>,
+    /// The join tokens in force here and a rotation under way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<crate::node::token::TokenStatus>,
     /// Client-mode agents this member answered in the last five minutes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clients: Vec<crate::gossip::directory::SeenClient>,
@@ -184,6 +187,7 @@ impl StatusReport {
             revocation: None,
             roles: None,
             ca_seal: None,
+            join_token: None,
             clients: Vec::new(),
         }
     }
@@ -340,6 +344,9 @@ impl StatusReport {
         }
         if let Some(s) = &self.ca_seal {
             s.render(&mut out);
+        }
+        if let Some(t) = &self.join_token {
+            t.render(&mut out);
         }
         if !self.clients.is_empty() {
             let names: Vec<String> = self

@@ -255,8 +255,8 @@ pub fn next_ring(
         let progress = progress(&target, members, &with_own(records, me, &next));
         return (next, Some(progress));
     }
-    let progress = progress(&target, members, &with_own(records, me, ring));
-    let next = match progress.step {
+    let now = progress(&target, members, &with_own(records, me, ring));
+    let next = match now.step {
         // Step 2: everyone accepts it: use it.
         Step::Use if ring.primary() != &target => {
             let mut others = vec![ring.primary().clone()];
@@ -267,10 +267,15 @@ pub fn next_ring(
         Step::Retire => Keyring::single(target.clone()),
         _ => ring.clone(),
     };
-    let settled = next.others().is_empty() && next.primary() == &target;
-    let progress =
-        (!settled).then(|| self::progress(&target, members, &with_own(records, me, &next)));
-    (next, progress)
+    if next.others().is_empty() && next.primary() == &target {
+        return (next, None);
+    }
+    let progress = if next == *ring {
+        now
+    } else {
+        progress(&target, members, &with_own(records, me, &next))
+    };
+    (next, Some(progress))
 }
 
 /// Reads every record under [`PREFIX`].
@@ -304,14 +309,6 @@ pub async fn record(client: &mut Client, me: &str, ring: &MemberRing) -> Result<
         .await
         .map(|_| ())
         .map_err(|e| format!("cannot record this member's join token ring: {e}"))
-}
-
-/// Forgets a removed member's record (it would block rotations).
-pub async fn forget(client: &mut Client, name: &str) -> Result<(), etcd_client::Error> {
-    client
-        .delete(format!("{MEMBERS_PREFIX}{name}"), None)
-        .await
-        .map(|_| ())
 }
 
 /// Why a rotation was not begun.

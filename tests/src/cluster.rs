@@ -216,6 +216,18 @@ impl Cluster {
         quorate::issuer::SealedCa::from_json(text.as_bytes()).ok()
     }
 
+    /// Every key a writer had acknowledged under `prefix` is there (read through agent 0).
+    pub fn assert_none_lost(&self, cert: &ClientCert, prefix: &str, acked: &[String]) {
+        let keys = self.etcdctl_ok(0, cert, &["get", prefix, "--prefix", "--keys-only"]);
+        let present: std::collections::HashSet<&str> =
+            keys.lines().filter(|l| !l.is_empty()).collect();
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|k| !present.contains(k.as_str()))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+    }
+
     /// Waits until the CA in etcd is sealed with the CA seal secret etcd records, which every
     /// voter then holds (`issuer::reseal`); returns that secret. Checks that the join token's
     /// key opens it no longer, even with the fingerprint stripped, and that the secret does.

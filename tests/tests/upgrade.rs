@@ -189,7 +189,7 @@ fn switching_the_binary_rolls_the_cluster_to_the_new_version() {
         "at some sample only {fewest} of 3 members were ready (one at a time must keep 2)"
     );
     // Every acknowledged key is there.
-    assert_none_lost(&c, &cert, "/upgrade/", &acked);
+    c.assert_none_lost(&cert, "/upgrade/", &acked);
     eprintln!(
         "upgrade: {} keys acknowledged, {failed} puts failed during the rolling upgrade, \
          fewest ready members {fewest} over {samples} samples",
@@ -230,22 +230,6 @@ fn etcd_pids(c: &Cluster) -> Vec<Option<u32>> {
         .iter()
         .map(|a| a.status().ok().and_then(|s| s.etcd.pid))
         .collect()
-}
-
-/// Every key the writer had acknowledged is there.
-fn assert_none_lost(
-    c: &Cluster,
-    cert: &quorate_tests::cluster::ClientCert,
-    prefix: &str,
-    acked: &[String],
-) {
-    let keys = c.etcdctl_ok(0, cert, &["get", prefix, "--prefix", "--keys-only"]);
-    let present: std::collections::HashSet<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !present.contains(k.as_str()))
-        .collect();
-    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
 }
 
 #[test]
@@ -474,7 +458,7 @@ fn a_new_quorate_binary_on_every_host_at_once_restarts_them_one_at_a_time() {
             a.name
         );
     }
-    assert_none_lost(&c, &cert, "/agent-upgrade/", &acked);
+    c.assert_none_lost(&cert, "/agent-upgrade/", &acked);
     eprintln!(
         "agent upgrade on 3 hosts at once: {} keys acknowledged, {failed} puts failed, fewest \
          ready agents {fewest} over {samples} samples",

@@ -33,7 +33,7 @@ impl ApiServer {
             listener,
             material,
             view,
-            proof_key: settings.token.derive(crate::token::KeyPurpose::ApiProof),
+            join_keys: settings.token.clone(),
             client_keys: tokio::sync::watch::channel(None).1,
             cert_validity: sign::Lifetimes::from_pki(&settings.pki),
             counters,

@@ -29,7 +29,8 @@ const MAX_PLAN: usize = 64 * 1024;
 /// What the restore endpoints need.
 #[derive(Clone)]
 pub struct RestoreRoutes {
-    pub proof_key: [u8; 32],
+    /// The join tokens in force (proofs are checked with every accepted one).
+    pub join_keys: crate::keyring::TokenKeys,
     /// The controller, which verifies and persists pushed plans.
     pub controller: mpsc::Sender<ControlCommand>,
     /// The newest plan this agent holds, published by the controller.
@@ -56,7 +57,10 @@ fn proven(r: &RestoreRoutes, headers: &HeaderMap, signed_bytes: &[u8]) -> bool {
         .get(PROOF_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    proof::verify(&r.proof_key, signed_bytes, proof)
+    r.join_keys
+        .accepted_keys(crate::token::KeyPurpose::ApiProof)
+        .iter()
+        .any(|k| proof::verify(k, signed_bytes, proof))
 }
 
 fn unauthorized() -> Response {

@@ -36,9 +36,11 @@ use super::sign::{
 use super::wire::{ErrorBody, SIGN_PATH};
 use crate::client_token::ClientKeys;
 use crate::gossip::GossipView;
+use crate::keyring::TokenKeys;
 use crate::liveness::Heartbeat;
 use crate::metrics::Counters;
 use crate::pki::{peer_node_name, CertificateAuthority};
+use crate::token::KeyPurpose;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 64 * 1024;
@@ -55,7 +57,7 @@ pub struct ApiMaterial {
 
 /// Shared by request handlers.
 struct Shared {
-    key: [u8; 32],
+    join_keys: TokenKeys,
     issued: Option<tokio::sync::mpsc::Sender<crate::issuer::issued::Issued>>,
     client_keys: watch::Receiver<Option<ClientKeys>>,
     validity: Lifetimes,
@@ -70,6 +72,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The proof keys now: every accepted join token's and the client token's.
+    fn proof_keys(&self) -> ProofKeys {
+        ProofKeys {
+            join: self.join_keys.accepted_keys(KeyPurpose::ApiProof),
+            client: self.client_keys.borrow().as_ref().map(|k| k.api_proof),
+        }
+    }
+
     /// Whether this agent's revocation list (signed by `ca`) lists `serial`.
     fn lists_revoked(&self, ca: &CertificateAuthority, serial: &str) -> bool {
         let Some(crl) = self
@@ -91,11 +101,11 @@ impl Shared {
         view: &'a GossipView,
         requester: Requester<'a>,
         members: &'a Members,
-        client_key: Option<&'a [u8; 32]>,
+        keys: &'a ProofKeys,
     ) -> SignContext<'a> {
         SignContext {
-            proof_key: &self.key,
-            client_proof_key: client_key,
+            proof_keys: &keys.join,
+            client_proof_key: keys.client.as_ref(),
             now,
             validity: self.validity,
             holds_ca,
@@ -106,6 +116,12 @@ impl Shared {
             client_agent_roles: &self.client_agent_roles,
         }
     }
+}
+
+/// The keys a request's proof is checked with.
+struct ProofKeys {
+    join: Vec<[u8; 32]>,
+    client: Option<[u8; 32]>,
 }
 
 /// Who is at the other end of a connection, for the handlers.
@@ -121,7 +137,8 @@ pub struct ApiServer {
     pub listener: TcpListener,
     pub material: watch::Receiver<ApiMaterial>,
     pub view: watch::Receiver<GossipView>,
-    pub proof_key: [u8; 32],
+    /// The join tokens in force (proofs are checked with every accepted one).
+    pub join_keys: TokenKeys,
     /// The keys of the cluster's client token, as the members' follower reads it.
     pub client_keys: watch::Receiver<Option<ClientKeys>>,
     pub cert_validity: Lifetimes,
@@ -147,7 +164,7 @@ pub struct ApiServer {
 impl ApiServer {
     pub async fn run(mut self, cancel: CancellationToken) {
         let shared = Arc::new(Shared {
-            key: self.proof_key,
+            join_keys: self.join_keys.clone(),
             issued: self.issued.take(),
             client_keys: self.client_keys.clone(),
             validity: self.cert_validity,
@@ -341,18 +358,11 @@ async fn sign(
         node_cert: presented.map(|(name, _)| name.as_str()),
     };
     let not_looked_up = Members::NotFormed;
-    let client_key = s.client_keys.borrow().as_ref().map(|k| k.api_proof);
+    let keys = s.proof_keys();
     let authenticated = {
         let view = s.view.borrow();
         authenticate(
-            &s.context(
-                now,
-                ca.is_some(),
-                &view,
-                requester,
-                &not_looked_up,
-                client_key.as_ref(),
-            ),
+            &s.context(now, ca.is_some(), &view, requester, &not_looked_up, &keys),
             &body,
             proof,
         )
@@ -373,14 +383,7 @@ async fn sign(
             };
             let view = s.view.borrow();
             grant(
-                &s.context(
-                    now,
-                    ca.is_some(),
-                    &view,
-                    requester,
-                    &members,
-                    client_key.as_ref(),
-                ),
+                &s.context(now, ca.is_some(), &view, requester, &members, &keys),
                 auth,
             )
         }

@@ -28,8 +28,8 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// Everything besides the request that the decision depends on.
 pub struct SignContext<'a> {
-    /// The proof key derived from the join token.
-    pub proof_key: &'a [u8; 32],
+    /// The proof keys of every accepted join token (two while a rotation runs).
+    pub proof_keys: &'a [[u8; 32]],
     /// The proof key derived from the client token, once the cluster has one.
     pub client_proof_key: Option<&'a [u8; 32]>,
     /// This host's clock.
@@ -285,7 +285,7 @@ pub fn decide(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Result<Grant, 
 
 /// Which token `proof` proves for `body`: the join token first, then the client token.
 fn credential(ctx: &SignContext<'_>, body: &[u8], proof: &str) -> Option<Credential> {
-    if proof::verify(ctx.proof_key, body, proof) {
+    if ctx.proof_keys.iter().any(|k| proof::verify(k, body, proof)) {
         return Some(Credential::Join);
     }
     ctx.client_proof_key

@@ -21,7 +21,7 @@ pub use restore::restore;
 pub use rolling::{agent_restart, etcd_restart};
 pub use save::snapshot_save;
 pub use snapshot::snapshot_list;
-pub use token::{client_token_create, token_show};
+pub use token::{client_token_create, token_rotate, token_show};
 
 /// quorate: forms and keeps a mutual-TLS etcd cluster by itself.
 #[derive(Debug, Parser)]
@@ -164,6 +164,15 @@ pub enum TokenCommand {
         /// certificates once the members read the new one (seconds).
         #[arg(long)]
         replace: bool,
+    },
+    /// On a member: install a new join token cluster-wide with no restart (the old one stays
+    /// accepted until every member uses the new one) and print it in its pinned form. Rotate
+    /// when a join token may have leaked; `quorate status` shows the rotation's progress.
+    Rotate {
+        /// Rotate to the token in this file (made with `token generate`) instead of a new
+        /// random one.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<std::path::PathBuf>,
     },
 }
 

@@ -26,6 +26,17 @@ pub fn token_show(settings: &Settings, client: bool) -> anyhow::Result<()> {
     }
     if !client {
         println!("{}", settings.token.pinned(&ca));
+        let ring = settings.token.ring();
+        if !ring.others().is_empty() {
+            eprintln!(
+                "note: a join token rotation is under way on this member (also accepted: {});                  `quorate status` shows it",
+                ring.others()
+                    .iter()
+                    .map(|t| t.fingerprint())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         return Ok(());
     }
     let file = settings.state_dir.join(crate::client_token::STATE_FILE);
@@ -41,6 +52,45 @@ pub fn token_show(settings: &Settings, client: bool) -> anyhow::Result<()> {
             file.display()
         ),
     }
+    Ok(())
+}
+
+/// `quorate token rotate`: through the local agent's control socket, the token (if given) in
+/// the request's body.
+pub async fn token_rotate(
+    settings: &Settings,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let body = match token_file {
+        None => Vec::new(),
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            crate::token::JoinToken::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
+                .expose()
+                .as_bytes()
+                .to_vec()
+        }
+    };
+    let (code, answer) = crate::control::post_body(
+        &settings.state_dir,
+        "/v1/token/rotate",
+        body,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    if code != 200 {
+        bail!("{}", answer.trim_end());
+    }
+    // The token alone on stdout (`quorate token rotate > file`), the guidance on stderr.
+    let (token, guidance) = answer
+        .trim_end()
+        .split_once('\n')
+        .unwrap_or((answer.trim_end(), ""));
+    println!("{token}");
+    eprintln!("{}", guidance.trim());
     Ok(())
 }
 

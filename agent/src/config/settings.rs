@@ -26,6 +26,8 @@ pub struct Settings {
     /// rotated ([`Settings::apply_kept_ring`]). Seal and sign with `token.derive`, check with
     /// `token.accepted_keys`.
     pub token: TokenKeys,
+    /// The token the config names (for status: whether it was rotated away).
+    pub config_token: crate::token::JoinToken,
     pub ca_pin: Option<CaHash>,
     pub state_dir: PathBuf,
     pub remove_dead_after: Option<Duration>,
@@ -122,8 +124,7 @@ impl Settings {
     pub fn apply_kept_ring(
         &mut self,
     ) -> Result<crate::keyring::Origin, crate::keyring::KeyringError> {
-        let config_token = self.token.primary();
-        let (ring, origin) = crate::keyring::resolve(&config_token, &self.state_dir)?;
+        let (ring, origin) = crate::keyring::resolve(&self.config_token, &self.state_dir)?;
         self.token = TokenKeys::fixed(ring);
         Ok(origin)
     }

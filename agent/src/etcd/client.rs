@@ -43,8 +43,9 @@ pub async fn connect(
     Client::connect(endpoints, Some(options)).await
 }
 
-/// A client of this node's cluster with its own certificate (`material`), its own member's
-/// URL `own_url` first; None while it has no certificate or no member yet (`health`).
+/// A client of this node's cluster with its own certificate (`material`): its own member's
+/// URL `own_url` alone while that member is a healthy voter, else every member's; None while
+/// it has no certificate or no member yet (`health`).
 pub async fn member_client(
     material: &crate::pki::TlsMaterial,
     health: &super::EtcdHealth,
@@ -57,7 +58,14 @@ pub async fn member_client(
     if health.member_id.is_none() {
         return Ok(None);
     }
-    connect(&health.endpoints(own_url), tls, timeout)
+    // A healthy voter answers everything itself; the balanced client would otherwise send
+    // some requests to members that are down, and fail them.
+    let endpoints = if health.reachable && health.quorum && !health.is_learner {
+        vec![own_url]
+    } else {
+        health.endpoints(own_url)
+    };
+    connect(&endpoints, tls, timeout)
         .await
         .map(Some)
         .map_err(|e| e.to_string())

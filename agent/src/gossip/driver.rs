@@ -20,6 +20,7 @@ use super::broadcast::{encode, Broadcast, Handler, NodeMeta};
 use super::compat::Compat;
 use super::directory::{self, AnswerRate, ClientMessage, CLIENT_VERSION};
 use super::envelope::{Envelope, OpenError, OVERHEAD, STAMPED_VERSION};
+use super::seals::Seals;
 use super::timers::TimerQueue;
 use super::view::{build_view, GossipView};
 use super::NodeId;
@@ -41,13 +42,14 @@ const MAX_PLANS: usize = 8;
 pub struct GossipSettings {
     pub identity: NodeId,
     pub bind: SocketAddr,
-    pub key: [u8; 32],
+    /// The join tokens in force (see [`crate::keyring`]).
+    pub keys: crate::keyring::TokenKeys,
     pub cluster_size: u32,
 }
 
 impl GossipSettings {
     /// Gossip for this node: its identity with the next incarnation from the state directory,
-    /// its bind address, the key derived from the join token.
+    /// its bind address, the join tokens.
     pub fn for_node(settings: &crate::config::Settings) -> Self {
         Self {
             identity: NodeId::new(
@@ -56,7 +58,7 @@ impl GossipSettings {
                 super::next_bump(&settings.state_dir),
             ),
             bind: settings.gossip_bind(),
-            key: settings.token.derive(crate::token::KeyPurpose::Gossip),
+            keys: settings.token.clone(),
             cluster_size: settings.bootstrap_expect,
         }
     }
@@ -120,15 +122,13 @@ pub struct GossipTask {
     foca: AgentFoca,
     runtime: AccumulatingRuntime<NodeId>,
     timers: TimerQueue,
-    /// Version 1, for agents of the release before the stamp (see [`super::compat`]).
-    envelope: Envelope,
-    stamped: Envelope,
+    /// Every accepted join token's envelopes, rebuilt when the ring changes.
+    seals: Seals,
+    keys: crate::keyring::TokenKeys,
     compat: Compat,
     last_stale_warning: Option<std::time::Instant>,
     /// When a name with metadata was first seen without a gossip member (see `prune`).
     absent_since: HashMap<String, Instant>,
-    /// The client channel under the join token's key (a client given the join token).
-    join_client_envelope: Envelope,
     desk: Option<ClientDesk>,
     answer_rate: AnswerRate,
     clients_seen: directory::ClientsSeen,
@@ -174,12 +174,11 @@ impl GossipTask {
             foca,
             runtime: AccumulatingRuntime::new(),
             timers: TimerQueue::default(),
-            envelope: Envelope::new(&settings.key),
-            stamped: Envelope::stamped(&settings.key),
+            seals: Seals::new(&settings.keys.ring()),
+            keys: settings.keys,
             compat: Compat::default(),
             last_stale_warning: None,
             absent_since: HashMap::new(),
-            join_client_envelope: Envelope::client(&settings.key),
             desk: None,
             answer_rate: AnswerRate::default(),
             clients_seen: directory::ClientsSeen::default(),
@@ -210,6 +209,9 @@ impl GossipTask {
         cancel: CancellationToken,
     ) {
         let mut buf = vec![0u8; 2 * MAX_DATAGRAM];
+        let mut ring = self.keys.subscribe();
+        // A fixed ring's sender is gone: stop watching it.
+        let mut ring_open = true;
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -236,6 +238,17 @@ impl GossipTask {
                         continue;
                     }
                 },
+                changed = ring.changed(), if ring_open => {
+                    match changed {
+                        Ok(()) => {
+                            let now = ring.borrow_and_update().clone();
+                            self.seals = Seals::new(&now);
+                            tracing::debug!(ring = ?now, "gossip uses the join tokens now in force");
+                        }
+                        Err(_) => ring_open = false,
+                    }
+                    continue;
+                }
                 _ = refresh.tick() => {
                     self.heartbeat.beat();
                     self.rebroadcast = true;
@@ -280,11 +293,7 @@ impl GossipTask {
 
     /// Seals a foca datagram for `dst` in the envelope it understands.
     fn seal_for(&self, dst: SocketAddr, data: &[u8]) -> Vec<u8> {
-        if self.compat.send_stamped(dst) {
-            self.stamped.seal(data)
-        } else {
-            self.envelope.seal(data)
-        }
+        self.seals.seal(self.compat.send_stamped(dst), data)
     }
 
     /// Hands an authenticated datagram to foca; false when it was dropped before foca.
@@ -295,11 +304,7 @@ impl GossipTask {
             return false;
         }
         let stamped = datagram.first() == Some(&STAMPED_VERSION);
-        let opened = if stamped {
-            self.stamped.open(datagram)
-        } else {
-            self.envelope.open(datagram)
-        };
+        let opened = self.seals.open(stamped, datagram);
         let payload = match opened {
             Ok(_) if !stamped && !self.compat.accepts_legacy() => {
                 Counters::inc(&self.counters.gossip_dropped_stale);
@@ -393,7 +398,7 @@ impl GossipTask {
             .map(|k| Envelope::client(&k.gossip));
         let opened = client_envelope
             .iter()
-            .chain(std::iter::once(&self.join_client_envelope))
+            .chain(self.seals.clients())
             .find_map(|e| e.open(datagram).ok().map(|p| (p, e)));
         let Some((payload, envelope)) = opened else {
             Counters::inc(&self.counters.gossip_dropped_unauthenticated);

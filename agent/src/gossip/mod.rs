@@ -10,6 +10,7 @@ mod driver;
 mod envelope;
 mod identity;
 mod join;
+mod seals;
 #[cfg(test)]
 pub(crate) mod testing;
 mod timers;

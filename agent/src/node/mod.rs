@@ -18,6 +18,7 @@ pub mod seal;
 pub mod state;
 mod status;
 pub mod step;
+pub mod token;
 
 pub use certs::{cert_state, load_node_cert, NodeCert};
 pub use controller::{Controller, ControllerIo};

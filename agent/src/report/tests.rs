@@ -156,6 +156,17 @@ fn healthy_issuer() -> StatusReport {
             looked: true,
             error: None,
         }),
+        join_token: Some(crate::node::token::TokenStatus {
+            in_force: "9d41c07be2a1".into(),
+            also_accepted: vec!["4e6f0a2c1b3d".into()],
+            config_outdated: None,
+            rotation: Some(crate::rotation::Progress {
+                to: "4e6f0a2c1b3d".into(),
+                step: crate::rotation::Step::Install,
+                waiting: vec!["etcd-3".into()],
+            }),
+            error: None,
+        }),
         clients: Vec::new(),
     }
 }
@@ -244,6 +255,7 @@ fn waiting_for_peers() -> StatusReport {
         revocation: None,
         roles: None,
         ca_seal: None,
+        join_token: None,
         clients: Vec::new(),
     }
 }

@@ -13,7 +13,10 @@ use crate::liveness::Liveness;
 use crate::pki::test_support::{self, DAY};
 use crate::pki::{inspect, server_config, CertInfo, NodeKey};
 
-const PROOF_KEY: [u8; 32] = [3; 32];
+static TOKEN: std::sync::LazyLock<crate::token::JoinToken> =
+    std::sync::LazyLock::new(crate::token::JoinToken::generate);
+static PROOF_KEY: std::sync::LazyLock<[u8; 32]> =
+    std::sync::LazyLock::new(|| TOKEN.derive(KeyPurpose::ApiProof));
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running issuer and the handles that keep it fed.
@@ -67,7 +70,7 @@ async fn start_issuer_with(members: Option<Members>, crl: Option<std::path::Path
         listener,
         material: material_rx,
         view: view_rx,
-        proof_key: PROOF_KEY,
+        join_keys: TokenKeys::fixed(crate::keyring::Keyring::single(TOKEN.clone())),
         client_keys: watch::channel(None).1,
         cert_validity: crate::api::sign::Lifetimes::both(DAY),
         counters: counters.clone(),

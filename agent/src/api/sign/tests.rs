@@ -50,7 +50,7 @@ const NOT_FORMED: Members = Members::NotFormed;
 /// A context whose requester is at 10.0.0.2 (etcd-2's address in [`three_nodes`]).
 fn ctx(view: &GossipView) -> SignContext<'_> {
     SignContext {
-        proof_key: &KEY,
+        proof_keys: std::slice::from_ref(&KEY),
         client_proof_key: None,
         now: at(NOW),
         validity: Lifetimes::both(VALIDITY),
@@ -259,6 +259,18 @@ fn proof_must_match_key_and_body() {
     // Surrounding whitespace in the header value is tolerated.
     assert!(decide(&ctx(&v), &body, &format!(" {good}\t")).is_ok());
     assert!(decide(&ctx(&v), &body, &good.to_uppercase()).is_ok());
+    // While a rotation runs, a proof with either accepted join token is admitted.
+    let rotating = [[8; 32], KEY];
+    let both = SignContext {
+        proof_keys: &rotating,
+        ..ctx(&v)
+    };
+    assert!(decide(&both, &body, &wrong_key).is_ok());
+    assert!(decide(&both, &body, &good).is_ok());
+    assert_eq!(
+        decide(&both, &body, &proof::sign(&[9; 32], &body)).unwrap_err(),
+        Refusal::Unauthenticated
+    );
 }
 
 #[test]

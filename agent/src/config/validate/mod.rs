@@ -171,7 +171,10 @@ pub fn validate(config: &Config, host: &dyn HostProbe) -> Result<Validated, Conf
                     seed: config.seed,
                     bootstrap_expect: config.bootstrap_expect,
                     join,
-                    token: crate::keyring::TokenKeys::fixed(crate::keyring::Keyring::single(token)),
+                    token: crate::keyring::TokenKeys::fixed(crate::keyring::Keyring::single(
+                        token.clone(),
+                    )),
+                    config_token: token,
                     ca_pin,
                     state_dir: config.state_dir.clone(),
                     remove_dead_after: config.remove_dead_after,
