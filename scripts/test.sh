@@ -77,7 +77,9 @@ for etcd_bin in $(etcd_test_binaries); do
     version_log="$LOGS/nextest-etcd-$etcd_version.log"
     version_rc=0
     # shellcheck disable=SC2086
-    TEST_ETCD_BINARY=$etcd_bin cargo nextest run -p quorate-tests --no-fail-fast --test-threads 2 \
+    # --workspace (not -p quorate-tests): the same feature set as the build above, so nothing
+    # is compiled again; the --test targets exist in quorate-tests only.
+    TEST_ETCD_BINARY=$etcd_bin cargo nextest run --workspace --no-fail-fast --test-threads 2 \
         --status-level pass --final-status-level fail $(printf -- '--test %s ' $VERSION_TESTS) -E "$VERSION_FILTER" \
         2>&1 | tee "$version_log" || version_rc=$?
     [ "$version_rc" = 0 ] || die "integration tests on etcd $etcd_version failed (see above and $version_log)"

@@ -216,6 +216,24 @@ impl Cluster {
         quorate::issuer::SealedCa::from_json(text.as_bytes()).ok()
     }
 
+    /// etcd's users, read through agent `via` with its own (root) certificate.
+    pub fn etcd_users(&self, via: usize) -> Vec<String> {
+        let users = self.etcdctl_ok(via, &self.agent_cert(via), &["user", "list"]);
+        users.lines().map(|u| u.trim().to_owned()).collect()
+    }
+
+    /// Waits until etcd has no user `name` (read through agent `via`).
+    pub fn wait_no_etcd_user(&self, via: usize, name: &str) {
+        crate::wait_for(&format!("{name}'s etcd user deleted"), FORM_TIMEOUT, || {
+            let users = self.etcd_users(via);
+            if users.iter().any(|u| u == name) {
+                Err(users.join(" "))
+            } else {
+                Ok(())
+            }
+        });
+    }
+
     /// Every key a writer had acknowledged under `prefix` is there (read through agent 0).
     pub fn assert_none_lost(&self, cert: &ClientCert, prefix: &str, acked: &[String]) {
         let keys = self.etcdctl_ok(0, cert, &["get", prefix, "--prefix", "--keys-only"]);

@@ -55,14 +55,7 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
 
     // Its etcd user is gone as well (connections it held open are refused at their next
     // request).
-    wait_for("n3's etcd user deleted", FORM_TIMEOUT, || {
-        let users = c.etcdctl_ok(0, &c.agent_cert(0), &["user", "list"]);
-        if users.lines().any(|u| u.trim() == "n3") {
-            Err(users)
-        } else {
-            Ok(())
-        }
-    });
+    c.wait_no_etcd_user(0, "n3");
 
     // With n2 down, n1 leaving would leave n2 alone and unreachable: refused.
     c.agents[1].stop();

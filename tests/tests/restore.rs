@@ -16,7 +16,7 @@ use quorate_tests::restore::{
     assert_untouched, client_cert_eventually, cluster_id, copy_with, keys, save_snapshot, text,
     KEYS,
 };
-use quorate_tests::{wait_for, Cluster};
+use quorate_tests::{revocation, wait_for, Cluster};
 
 #[test]
 fn restore_on_the_same_hosts_and_every_bad_input_refused() {
@@ -24,9 +24,17 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
     c.start_and_wait();
     c.wait_voters(0, 3, FORM_TIMEOUT);
     let before = c.client_cert(0, "before");
+    let gone = c.client_cert(0, "gone");
     c.put_keys(&before, "/a", KEYS);
     let snapshot = save_snapshot(&c, 0);
     c.put_keys(&before, "/b", KEYS);
+    // Revoked after the snapshot: the restore must not bring it back.
+    let gone_serial = quorate::pki::inspect(&std::fs::read_to_string(&gone.cert).unwrap())
+        .unwrap()
+        .serial_hex;
+    let o = c.agents[1].cli(&["cert", "revoke", "--serial", &gone_serial]);
+    assert!(o.status.success(), "{}", text(&o));
+    revocation::wait_listed(&c, &[0, 1, 2], &gone_serial, FORM_TIMEOUT);
     let old_id = cluster_id(&c, 0);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     let file = snapshot.to_str().unwrap();
@@ -116,6 +124,40 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
         assert_eq!(r.generation, 1);
         assert!(r.complete(), "{r:?}");
     }
+    // The revocation made after the snapshot holds: the members kept their fuller lists and
+    // asked for it again, so etcd's list (the snapshot's, without it) gets it back.
+    wait_for(
+        "the lost revocation back in etcd's list",
+        FORM_TIMEOUT,
+        || {
+            let v = c.etcdctl_ok(
+                0,
+                &c.agent_cert(0),
+                &["get", "/quorate/crl", "--print-value-only"],
+            );
+            let record: quorate::issuer::crl::CrlRecord =
+                serde_json::from_str(v.trim()).map_err(|e| format!("{e}: {v}"))?;
+            record
+                .revoked
+                .iter()
+                .any(|r| r.serial == gone_serial)
+                .then_some(())
+                .ok_or(format!("list {} lacks it", record.number))
+        },
+    );
+    revocation::wait_listed(&c, &[0, 1, 2], &gone_serial, FORM_TIMEOUT);
+    for i in 0..3 {
+        let o = c.etcdctl(i, Some(&gone), &["get", "/a/0"]);
+        assert!(
+            !o.status.success(),
+            "the revoked certificate works again on {i}"
+        );
+    }
+    assert!(c
+        .agents
+        .iter()
+        .any(|a| a.log().contains("asked for them again")));
+
     // Exactly the snapshot's keys, through a certificate issued before the restore.
     let a: Vec<String> = (0..KEYS).map(|i| format!("/a/{i}")).collect();
     let mut got = keys(&c, 2, &before, "/a/");

@@ -117,14 +117,7 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     // The removed seed's certificate is revoked by the leader's agent that removed it.
     revocation::wait_listed(&c, &[1, 2, d], &seed_serial, Duration::from_secs(60));
     // And its etcd user is deleted (the rebuilt seed becomes the user again below).
-    wait_for("the removed seed's etcd user deleted", FORM_TIMEOUT, || {
-        let users = c.etcdctl_ok(1, &c.agent_cert(1), &["user", "list"]);
-        if users.lines().any(|u| u.trim() == "n1") {
-            Err(users)
-        } else {
-            Ok(())
-        }
-    });
+    c.wait_no_etcd_user(1, "n1");
 
     // The seed host is rebuilt with an empty disk and its original (seed) configuration.
     let log_mark = c.agents[0].log().len();
@@ -146,6 +139,6 @@ fn seed_loss_then_new_host_then_rebuilt_seed() {
     let new_serial = revocation::node_serial(&c, 0);
     assert_ne!(new_serial, seed_serial);
     revocation::assert_not_listed(&c, &new_serial, "the rebuilt seed");
-    let users = c.etcdctl_ok(1, &c.agent_cert(1), &["user", "list"]);
-    assert!(users.lines().any(|u| u.trim() == "n1"), "{users}");
+    let users = c.etcd_users(1);
+    assert!(users.iter().any(|u| u == "n1"), "{users:?}");
 }

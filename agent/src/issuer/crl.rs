@@ -117,13 +117,11 @@ pub async fn request(
         name: String::new(),
         at: now,
     };
-    let value = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
     let mut client =
         crate::etcd::client::connect(endpoints, tls, std::time::Duration::from_secs(5))
             .await
             .map_err(|e| format!("cannot reach etcd: {e}"))?;
-    client
-        .put(format!("{REVOKE_PREFIX}{serial}"), value, None)
+    put_request(&mut client, &request)
         .await
         .map_err(|e| format!("cannot store the revocation: {e}"))?;
     tracing::warn!(serial = %serial, "certificate revocation requested");
@@ -132,6 +130,15 @@ pub async fn request(
          seconds, and every member's etcd refuses new connections with it once its list is \
          updated (a few seconds more). Connections open now stay open until they close"
     ))
+}
+
+/// Puts the revocation request `r` where the issuer folds it into the list.
+pub async fn put_request(client: &mut Client, r: &Revoked) -> Result<(), etcd_client::Error> {
+    let value = serde_json::to_vec(r).unwrap_or_default();
+    client
+        .put(format!("{REVOKE_PREFIX}{}", r.serial), value, None)
+        .await
+        .map(|_| ())
 }
 
 /// Asks for the revocation of every unexpired certificate recorded under `name` (see

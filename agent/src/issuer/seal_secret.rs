@@ -132,6 +132,21 @@ pub fn save(pki_dir: &Path, secret: &SealSecret) -> Result<(), fsutil::FsError> 
     )
 }
 
+/// Why a snapshot must not be taken on a host holding `held`: the cluster has a CA seal secret
+/// (fingerprint `cluster`) the host does not hold, so the snapshot's manifest could not carry
+/// it and a restore onto new hosts could not open the CA (pure).
+pub fn snapshot_refusal(held: Option<&SealSecret>, cluster: Option<&str>) -> Option<String> {
+    match (held, cluster) {
+        (None, Some(id)) => Some(format!(
+            "this member does not hold the CA seal secret {} yet, so the snapshot's manifest \
+             could not carry it (a restore onto new hosts needs it): take it on another member, \
+             or once `quorate status` here says 'held here'",
+            id.chars().take(12).collect::<String>()
+        )),
+        _ => None,
+    }
+}
+
 /// The cluster's secret's fingerprint, if one was made.
 pub async fn cluster_id(client: &mut Client) -> Result<Option<String>, etcd_client::Error> {
     let got = client.get(ID_KEY, None).await?;
@@ -227,6 +242,19 @@ mod tests {
         assert_ne!(SealSecret::generate(), s);
         assert_eq!(s.id().len(), 32);
         assert!(!format!("{s:?}").contains(&s.to_text()));
+    }
+
+    #[test]
+    fn a_host_without_the_clusters_secret_takes_no_snapshot() {
+        let s = SealSecret::generate();
+        let why = snapshot_refusal(None, Some(&s.id())).unwrap();
+        assert!(
+            why.contains(&s.id()[..12]) && why.contains("another member"),
+            "{why}"
+        );
+        assert_eq!(snapshot_refusal(Some(&s), Some(&s.id())), None);
+        // A cluster sealed with the join token only: the token opens the CA of the snapshot.
+        assert_eq!(snapshot_refusal(None, None), None);
     }
 
     #[test]

@@ -152,6 +152,36 @@ impl CrlSync {
         }
         let serials = crl_serials(&record.pem, ca_pem)
             .map_err(|e| format!("{CRL_KEY} holds a list this node does not accept: {e}"))?;
+        // Revocation only ever grows: a list in etcd that lacks serials this member's list
+        // (signed by the same CA) has, comes from a restore to an older snapshot. Ask for them
+        // again, and keep the fuller list until etcd's covers it.
+        let known = pki
+            .load_crl()
+            .ok()
+            .flatten()
+            .and_then(|pem| crl_serials(&pem, ca_pem).ok())
+            .unwrap_or_default();
+        let lost = missing(&known, &serials);
+        if !lost.is_empty() {
+            let now = crate::clock::unix_now();
+            for serial in &lost {
+                let request = crate::pki::crl::Revoked {
+                    serial: serial.clone(),
+                    name: String::new(),
+                    at: now,
+                };
+                crate::issuer::crl::put_request(&mut client, &request)
+                    .await
+                    .map_err(|e| format!("cannot ask again for a lost revocation: {e}"))?;
+            }
+            tracing::warn!(
+                number = record.number,
+                lost = ?lost,
+                "the revocation list in etcd lacks revocations this member's list has (etcd \
+                 restored from an older snapshot?): asked for them again"
+            );
+            return Ok(());
+        }
         pki.save_crl(&record.pem).map_err(|e| e.to_string())?;
         self.publish(&record);
         tracing::info!(
@@ -162,6 +192,15 @@ impl CrlSync {
         );
         Ok(())
     }
+}
+
+/// The serials of `known` (this member's list) that `listed` (etcd's) lacks.
+fn missing(known: &[String], listed: &[String]) -> Vec<String> {
+    known
+        .iter()
+        .filter(|s| !listed.contains(s))
+        .cloned()
+        .collect()
 }
 
 /// The records of issued certificates this member still has to write.
@@ -212,6 +251,17 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revocations_etcd_lost_are_the_ones_this_member_knows_and_etcd_lacks() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            missing(&s(&["a1", "b2", "c3"]), &s(&["a1"])),
+            s(&["b2", "c3"])
+        );
+        assert!(missing(&s(&["a1"]), &s(&["a1", "d4"])).is_empty());
+        assert!(missing(&[], &s(&["a1"])).is_empty());
+    }
 
     #[test]
     fn the_status_line_says_the_list_and_a_failed_look() {

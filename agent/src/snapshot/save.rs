@@ -131,6 +131,7 @@ impl OnDemand {
         let health = self.health.borrow().clone();
         let cluster_id = health.cluster_id.ok_or(TakeError::NotReady)?;
         let endpoints = health.endpoints(self.settings.client_url());
+        take::check_seal_copy(&self.settings, &endpoints, &tls).await?;
         let locks = JobLocks::new(&self.settings.name, endpoints, tls.clone());
         let lock = acquire(&locks).await?;
         let naming = Naming {

@@ -42,6 +42,9 @@ pub enum TakeError {
     Sink(String),
     #[error("{0}")]
     Io(String),
+    /// This member must not take it (see [`crate::issuer::seal_secret::snapshot_refusal`]).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where the bytes to store go, in order.
@@ -278,6 +281,27 @@ pub fn manifest(streamed: &Streamed, naming: &Naming<'_>) -> Manifest {
 }
 
 /// Unix seconds of `t`.
+/// Refuses a snapshot on a member that lacks the cluster's CA seal secret: its manifest could
+/// not carry it.
+pub async fn check_seal_copy(
+    settings: &Settings,
+    endpoints: &[String],
+    tls: &ClientTls,
+) -> Result<(), TakeError> {
+    use crate::issuer::seal_secret;
+    let held = seal_secret::load(&settings.pki_dir());
+    if held.is_some() {
+        return Ok(());
+    }
+    // Only a host without the secret asks etcd whether the cluster has one.
+    let mut client = connect(endpoints, tls, Duration::from_secs(5)).await?;
+    let cluster = seal_secret::cluster_id(&mut client).await?;
+    match seal_secret::snapshot_refusal(held.as_ref(), cluster.as_deref()) {
+        Some(why) => Err(TakeError::Refused(why)),
+        None => Ok(()),
+    }
+}
+
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

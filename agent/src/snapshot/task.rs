@@ -171,7 +171,13 @@ impl SnapshotTask {
             self.status.message = "waiting for the local etcd member".into();
             return;
         }
-        let locks = JobLocks::new(&self.settings.name, self.endpoints(&health), tls.clone());
+        let endpoints = self.endpoints(&health);
+        if let Err(e) = super::take::check_seal_copy(&self.settings, &endpoints, &tls).await {
+            // Another member, which holds it, takes the slot.
+            self.status.message = format!("snapshot waits: {e}");
+            return;
+        }
+        let locks = JobLocks::new(&self.settings.name, endpoints, tls.clone());
         let mut facts = match self.facts(&health, &tls, &locks).await {
             Ok(f) => f,
             Err(e) => {
