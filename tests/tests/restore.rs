@@ -35,6 +35,8 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
     let o = c.agents[1].cli(&["cert", "revoke", "--serial", &gone_serial]);
     assert!(o.status.success(), "{}", text(&o));
     revocation::wait_listed(&c, &[0, 1, 2], &gone_serial, FORM_TIMEOUT);
+    // Issued after the snapshot: the plan carries its record, so it stays an etcd user.
+    let issued_after = c.client_cert(0, "issued-after");
     let old_id = cluster_id(&c, 0);
     let ca_hash = c.agents[0].status().unwrap().ca_hash;
     let file = snapshot.to_str().unwrap();
@@ -157,6 +159,10 @@ fn restore_on_the_same_hosts_and_every_bad_input_refused() {
         .agents
         .iter()
         .any(|a| a.log().contains("asked for them again")));
+    c.etcdctl_eventually(1, &issued_after, &["get", "/a/0"]);
+    assert!(c.agents.iter().any(|a| a
+        .log()
+        .contains("issued-certificate records the restored snapshot lacked")));
 
     // Exactly the snapshot's keys, through a certificate issued before the restore.
     let a: Vec<String> = (0..KEYS).map(|i| format!("/a/{i}")).collect();

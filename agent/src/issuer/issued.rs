@@ -124,6 +124,43 @@ pub async fn register(client: &mut Client, record: &Issued) -> Result<(), etcd_c
     Ok(())
 }
 
+/// Records a restore plan carries at most (a plan is 64 KiB at most; a record is ~200 bytes).
+pub const MAX_CARRIED: usize = 200;
+
+/// Of `records` (each with the etcd revision that created it), the unexpired ones at `now`,
+/// newest first, `max` at most (pure).
+pub fn newest_unexpired(mut records: Vec<(i64, Issued)>, now: u64, max: usize) -> Vec<Issued> {
+    records.retain(|(_, r)| r.not_after > now);
+    records.sort_by_key(|r| std::cmp::Reverse(r.0));
+    records.into_iter().take(max).map(|(_, r)| r).collect()
+}
+
+/// What a restore plan carries of the registry: the newest unexpired records (see
+/// `RestorePlan::issued`), so that certificates issued after the snapshot stay etcd users.
+pub async fn to_carry(client: &mut Client, now: u64) -> Result<Vec<Issued>, etcd_client::Error> {
+    let got = client
+        .get(ISSUED_PREFIX, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let records = got
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let r: Issued = serde_json::from_slice(kv.value()).ok()?;
+            Some((kv.create_revision(), r))
+        })
+        .collect();
+    Ok(newest_unexpired(records, now, MAX_CARRIED))
+}
+
+/// Of `carried` (a restore plan's records), the unexpired ones at `now` that `have` (etcd's
+/// records) lacks: a restored snapshot from before they were issued (pure).
+pub fn lacking<'a>(carried: &'a [Issued], have: &[Issued], now: u64) -> Vec<&'a Issued> {
+    carried
+        .iter()
+        .filter(|r| r.not_after > now && !have.iter().any(|h| h.serial == r.serial))
+        .collect()
+}
+
 /// Every record (entries that do not parse are skipped).
 pub async fn list(client: &mut Client) -> Result<Vec<Issued>, etcd_client::Error> {
     let got = client
@@ -154,6 +191,27 @@ pub async fn prune(client: &mut Client, now: u64) -> Result<usize, etcd_client::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_carries_the_newest_unexpired_records() {
+        let records = vec![
+            (5, rec("05", "a", 100)),
+            (9, rec("09", "b", 100)),
+            (7, rec("07", "c", 10)),
+            (8, rec("08", "d", 100)),
+        ];
+        let kept = newest_unexpired(records, 50, 2);
+        let serials: Vec<&str> = kept.iter().map(|r| r.serial.as_str()).collect();
+        assert_eq!(serials, ["09", "08"]);
+        // After the restore: what etcd lacks and has not expired since goes back.
+        let have = vec![rec("08", "d", 100)];
+        let back: Vec<&str> = lacking(&kept, &have, 50)
+            .iter()
+            .map(|r| r.serial.as_str())
+            .collect();
+        assert_eq!(back, ["09"]);
+        assert!(lacking(&kept, &have, 100).is_empty());
+    }
 
     fn rec(serial: &str, name: &str, not_after: u64) -> Issued {
         Issued {

@@ -130,6 +130,13 @@ impl IssuerTask {
         self.issuer.send_replace(None);
     }
 
+    /// The newest restore plan this agent holds.
+    fn newest_plan(&self) -> Option<crate::restore::RestorePlan> {
+        self.restore_plan
+            .as_ref()
+            .and_then(|p| p.borrow().as_ref().map(|s| s.plan.clone()))
+    }
+
     fn voter_healthy(&self) -> bool {
         let h = self.health.borrow();
         h.healthy() && !h.is_learner
@@ -146,10 +153,7 @@ impl IssuerTask {
             .map_err(etcd("connect"))?;
         let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
         let disk_ca = material.disk_ca.clone();
-        let plan = self
-            .restore_plan
-            .as_ref()
-            .and_then(|p| p.borrow().as_ref().map(|s| s.plan.clone()));
+        let plan = self.newest_plan();
         if plan.is_some() {
             super::restored::put_back(
                 &mut client,
@@ -301,7 +305,8 @@ impl IssuerTask {
                             Some(Err(_)) => tracing::warn!("etcd roles not updated: etcd is slow"),
                             Some(Ok(Ok(()))) => {}
                         }
-                        let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client, auth_on));
+                        let carried = self.newest_plan().map(|p| p.issued).unwrap_or_default();
+                        let enable = tokio::time::timeout(TIMEOUT * 4, enable_auth(client, auth_on, &carried));
                         match beating(&self.heartbeat, cancel, enable).await {
                             None => return Ok(()),
                             Some(Ok(Ok(on))) => auth_on = auth_on || on,
@@ -344,7 +349,11 @@ impl IssuerTask {
 /// with the client role, and turns authentication on (see [`crate::etcd::auth`]) once no
 /// member is unstarted; whether it is on. Each term does it again: etcd ignores what is there
 /// already. Once it is on (`on`), only names that are no user yet are added.
-async fn enable_auth(client: &mut Client, on: bool) -> Result<bool, IssuerError> {
+async fn enable_auth(
+    client: &mut Client,
+    on: bool,
+    carried: &[super::issued::Issued],
+) -> Result<bool, IssuerError> {
     use crate::api::CertKind;
     let members = client.member_list().await.map_err(etcd("member list"))?;
     let unstarted = members.members().iter().any(|m| m.name().is_empty());
@@ -359,9 +368,27 @@ async fn enable_auth(client: &mut Client, on: bool) -> Result<bool, IssuerError>
     let revoked = super::crl::revoked_serials(client)
         .await
         .map_err(etcd("read the revocation requests"))?;
-    let records: Vec<_> = super::issued::list(client)
+    let mut records = super::issued::list(client)
         .await
-        .map_err(etcd("read the issued certificates"))?
+        .map_err(etcd("read the issued certificates"))?;
+    // After a restore, the records the plan carries and the snapshot lacks go back first.
+    let lacking: Vec<_> = super::issued::lacking(carried, &records, now)
+        .into_iter()
+        .cloned()
+        .collect();
+    for r in &lacking {
+        super::issued::register(client, r)
+            .await
+            .map_err(etcd("write back an issued-certificate record"))?;
+    }
+    if !lacking.is_empty() {
+        tracing::info!(
+            records = lacking.len(),
+            "issued-certificate records the restored snapshot lacked are back (their names become etcd users)"
+        );
+    }
+    records.extend(lacking);
+    let records: Vec<_> = records
         .into_iter()
         .filter(|r| r.not_after > now && !revoked.contains(&r.serial))
         .collect();

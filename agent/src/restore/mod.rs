@@ -107,6 +107,7 @@ pub(crate) mod tests {
             decided_by: "a".into(),
             decided_at: 1_700_000_000,
             sealed_ca: None,
+            issued: Vec::new(),
         }
     }
 }

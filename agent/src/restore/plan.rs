@@ -40,6 +40,11 @@ pub struct RestorePlan {
     /// issuer puts it back if the restored snapshot holds another CA (see `issuer::restored`).
     #[serde(default)]
     pub sealed_ca: Option<String>,
+    /// The newest unexpired records of issued certificates when the plan was decided
+    /// (`issuer::issued::to_carry`): the issuer writes back those the snapshot lacks, so that
+    /// certificates issued after the snapshot stay etcd users (`issuer::task`).
+    #[serde(default)]
+    pub issued: Vec<crate::issuer::issued::Issued>,
 }
 
 impl RestorePlan {

@@ -89,6 +89,31 @@ impl Controller {
             .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 
+    /// The registry records the plan carries; none (with a warning) when etcd does not answer:
+    /// the restore goes on, certificates issued after the snapshot must then be issued again.
+    async fn issued_to_carry(&self) -> Vec<crate::issuer::issued::Issued> {
+        let read = async {
+            let tls = self.client_tls().map_err(|e| e.to_string())?;
+            let mut client = crate::etcd::client::connect(
+                &[self.settings.client_url()],
+                &tls,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            crate::issuer::issued::to_carry(&mut client, unix_now())
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match read.await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "the restore plan carries no issued-certificate records: certificates issued after the snapshot must be issued again");
+                Vec::new()
+            }
+        }
+    }
+
     /// `quorate restore SOURCE --yes`.
     pub(super) async fn start_restore(
         &mut self,
@@ -135,6 +160,7 @@ impl Controller {
             decided_by: s.name.clone(),
             decided_at: unix_now(),
             sealed_ca: self.sealed_ca().await?,
+            issued: self.issued_to_carry().await,
         };
         // Through the local member only (a voter, running): a client balancing over every
         // endpoint may pick a member that is down.
