@@ -153,7 +153,11 @@ impl IssuerTask {
             .map_err(etcd("connect"))?;
         let seal_key = self.settings.token.derive(KeyPurpose::CaSeal);
         let disk_ca = material.disk_ca.clone();
-        let plan = self.newest_plan();
+        // The clean-up after a restore, on every term for a while after it was decided (the
+        // restored cluster comes up within that time; it is idempotent), then never again.
+        let plan = self
+            .newest_plan()
+            .filter(|p| crate::clock::unix_now() < p.decided_at + AFTER_RESTORE.as_secs());
         if plan.is_some() {
             super::restored::put_back(
                 &mut client,
@@ -181,6 +185,15 @@ impl IssuerTask {
         }
         if let Some(ca) = &disk_ca {
             store_ca(&mut client, ca, &seal_key).await?;
+        }
+        // While an issuer holds the lease there is nothing to campaign for: one read a second,
+        // not the CA and a lease.
+        let holder = client
+            .get(ISSUER_KEY, None)
+            .await
+            .map_err(etcd("read the issuer key"))?;
+        if !holder.kvs().is_empty() {
+            return Ok(());
         }
         // Only an agent that can open the CA campaigns: once it is sealed with the CA seal
         // secret, a voter that has not got the secret yet leaves the issuing to one that has.
@@ -423,6 +436,8 @@ async fn enable_auth(
 
 /// How often the issuer makes newly recorded names etcd users once authentication is on.
 const USERS_EVERY: Duration = Duration::from_secs(10);
+/// How long after a restore plan was decided the issuer election cleans up after it.
+const AFTER_RESTORE: Duration = Duration::from_secs(6 * 3600);
 
 /// How often the issuer prunes the records of expired certificates.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
