@@ -183,6 +183,12 @@ fn the_join_token_rotates_cluster_wide_without_restarts() {
         (new_fp.as_str(), Some(old_fp.as_str()))
     );
     assert!(c.agents[1].log().contains("was rotated"));
+    let check = c.agents[1].cli(&["config", "check"]);
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        shown.contains(&format!("join token:       {new_fp} (rotated: kept in")),
+        "{shown}"
+    );
 
     let (acked, failed) = writer.stop();
     assert!(

@@ -50,6 +50,20 @@ pub fn config_check(v: &Validated, path: Option<&std::path::Path>) {
     );
     println!("  state dir:        {}", s.state_dir.display());
     println!(
+        "  join token:       {}",
+        match crate::keyring::resolve(&s.config_token, &s.state_dir) {
+            Ok((ring, crate::keyring::Origin::Config)) => {
+                format!("{} (the config's)", ring.primary().fingerprint())
+            }
+            Ok((ring, _)) => format!(
+                "{} (rotated: kept in {})",
+                ring.primary().fingerprint(),
+                crate::keyring::path(&s.state_dir).display()
+            ),
+            Err(e) => format!("{} (the config's; {e})", s.config_token.fingerprint()),
+        }
+    );
+    println!(
         "  etcd:             {} ({}.{}.{})",
         s.etcd.binary.display(),
         s.etcd.version.0,
