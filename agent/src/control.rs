@@ -251,6 +251,15 @@ struct EtcdAccess {
 }
 
 impl Routes {
+    /// The hash of the CA this node trusts, once it trusts one.
+    fn ca_hash(&self) -> Option<crate::pki::CaHash> {
+        self.material
+            .borrow()
+            .ca_pem
+            .as_deref()
+            .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok())
+    }
+
     /// [`EtcdAccess`], or the answer to give when this node has no certificate yet (`what`
     /// names the command).
     fn etcd_access(&self, what: &str) -> Result<EtcdAccess, (StatusCode, String)> {
@@ -310,12 +319,7 @@ async fn create_client_token(
     State(routes): State<Routes>,
     Query(params): Query<ClientTokenParams>,
 ) -> (StatusCode, String) {
-    let ca = routes
-        .material
-        .borrow()
-        .ca_pem
-        .as_deref()
-        .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok());
+    let ca = routes.ca_hash();
     let (a, Some(ca)) = (
         match routes.etcd_access("create the client token") {
             Ok(a) => a,
@@ -363,12 +367,7 @@ async fn rotate_token(State(routes): State<Routes>, body: Bytes) -> (StatusCode,
             }
         }
     };
-    let ca = routes
-        .material
-        .borrow()
-        .ca_pem
-        .as_deref()
-        .and_then(|pem| crate::pki::CaHash::of_cert_pem(pem).ok());
+    let ca = routes.ca_hash();
     let a = match routes.etcd_access("rotate the join token") {
         Ok(a) => a,
         Err(refusal) => return refusal,
