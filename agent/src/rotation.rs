@@ -337,6 +337,15 @@ pub fn may_start(
     if ring.accepts(next) {
         return refuse(format!("token {} is already in force", next.fingerprint()));
     }
+    // The chain is keyed by the tokens rotated away from: one of them again would make a loop
+    // that a member away during both rotations could not follow.
+    if records.chain.contains_key(&next.fingerprint()) {
+        return refuse(format!(
+            "token {} was in force before and was rotated away: give a new one (`quorate token \
+             generate`), or none to have one made",
+            next.fingerprint()
+        ));
+    }
     if !ca_sealed_with_secret {
         return refuse(
             "the CA in etcd is still sealed with the join token: rotate once every voter holds \

@@ -203,6 +203,21 @@ fn a_rotation_begins_only_when_settled_and_the_ca_no_longer_needs_the_token() {
         true,
     ));
     assert!(why.contains("in progress"), "{why}");
+    // After old -> new, going back to old is refused: the chain would loop.
+    let mut done = sim.records.clone();
+    done.chain
+        .insert(old.fingerprint(), seal_link(&old, &new, 1));
+    for m in done.members.values_mut() {
+        *m = MemberRing::of(&Keyring::single(new.clone()));
+    }
+    let why = refused(may_start(
+        &Keyring::single(new.clone()),
+        &old,
+        &members,
+        &done,
+        true,
+    ));
+    assert!(why.contains("was in force before"), "{why}");
     let mut without = sim.records.clone();
     without.members.remove("n2");
     let why = refused(may_start(&ring, &new, &members, &without, true));
