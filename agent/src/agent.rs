@@ -110,7 +110,6 @@ pub enum Exit {
 /// Runs the agent until SIGTERM or SIGINT, or until it is to restart on its new binary.
 pub async fn run(mut settings: Settings) -> Result<Exit, AgentError> {
     // The join token follower owns the ring; everyone else reads it through settings.token.
-    let config_token = settings.config_token.fingerprint();
     let (ring_tx, keys) = crate::keyring::TokenKeys::owned((*settings.token.ring()).clone());
     settings.token = keys;
     let settings = Arc::new(settings);
@@ -285,7 +284,6 @@ pub async fn run(mut settings: Settings) -> Result<Exit, AgentError> {
         health: health.clone(),
         material: material.clone(),
         ring: ring_tx,
-        config_token,
         published: token_status_tx,
         heartbeat: live.register("join token"),
     };

@@ -380,14 +380,7 @@ async fn rotate_token(State(routes): State<Routes>, body: Bytes) -> (StatusCode,
             .into(),
         );
     };
-    let members: Vec<String> = routes
-        .health
-        .borrow()
-        .members
-        .iter()
-        .filter(|m| !m.name.is_empty())
-        .map(|m| m.name.clone())
-        .collect();
+    let members = routes.health.borrow().started_names();
     let ring = routes.settings.token.ring();
     let started = async {
         // This member alone: a request the client balanced to a member that is down would

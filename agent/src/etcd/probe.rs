@@ -51,6 +51,15 @@ pub struct EtcdHealth {
 }
 
 impl EtcdHealth {
+    /// The names of the members that have started (a member added but not started has none).
+    pub fn started_names(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| !m.name.is_empty())
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// `own` (the local member's client URL) first, then every member's, each once: where
     /// the day-2 tasks talk to the cluster.
     pub fn endpoints(&self, own: String) -> Vec<String> {

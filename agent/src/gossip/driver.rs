@@ -124,7 +124,8 @@ pub struct GossipTask {
     timers: TimerQueue,
     /// Every accepted join token's envelopes, rebuilt when the ring changes.
     seals: Seals,
-    keys: crate::keyring::TokenKeys,
+    /// The ring in force; a fixed ring's sender is gone (then it is no longer watched).
+    ring: watch::Receiver<Arc<crate::keyring::Keyring>>,
     compat: Compat,
     last_stale_warning: Option<std::time::Instant>,
     /// When a name with metadata was first seen without a gossip member (see `prune`).
@@ -175,7 +176,7 @@ impl GossipTask {
             runtime: AccumulatingRuntime::new(),
             timers: TimerQueue::default(),
             seals: Seals::new(&settings.keys.ring()),
-            keys: settings.keys,
+            ring: settings.keys.subscribe(),
             compat: Compat::default(),
             last_stale_warning: None,
             absent_since: HashMap::new(),
@@ -209,8 +210,6 @@ impl GossipTask {
         cancel: CancellationToken,
     ) {
         let mut buf = vec![0u8; 2 * MAX_DATAGRAM];
-        let mut ring = self.keys.subscribe();
-        // A fixed ring's sender is gone: stop watching it.
         let mut ring_open = true;
         let mut refresh = tokio::time::interval(REFRESH_EVERY);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -238,10 +237,10 @@ impl GossipTask {
                         continue;
                     }
                 },
-                changed = ring.changed(), if ring_open => {
+                changed = self.ring.changed(), if ring_open => {
                     match changed {
                         Ok(()) => {
-                            let now = ring.borrow_and_update().clone();
+                            let now = self.ring.borrow_and_update().clone();
                             self.seals = Seals::new(&now);
                             tracing::debug!(ring = ?now, "gossip uses the join tokens now in force");
                         }

@@ -99,8 +99,6 @@ pub struct TokenFollower {
     pub material: watch::Receiver<Arc<TlsMaterial>>,
     /// The ring in force (this task is its only sender).
     pub ring: watch::Sender<Arc<Keyring>>,
-    /// The config's token's fingerprint.
-    pub config_token: String,
     pub published: watch::Sender<TokenStatus>,
     pub heartbeat: Heartbeat,
 }
@@ -114,7 +112,8 @@ struct Looked {
 
 impl TokenFollower {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut status = TokenStatus::of(&self.ring.borrow(), &self.config_token);
+        let config_token = self.settings.config_token.fingerprint();
+        let mut status = TokenStatus::of(&self.ring.borrow(), &config_token);
         self.published.send_replace(status.clone());
         let mut turns = Turns::every(EVERY);
         while turns.next(&self.heartbeat, &cancel).await {
@@ -131,7 +130,7 @@ impl TokenFollower {
                     }
                     status = TokenStatus {
                         rotation: looked.rotation,
-                        ..TokenStatus::of(&self.ring.borrow(), &self.config_token)
+                        ..TokenStatus::of(&self.ring.borrow(), &config_token)
                     };
                 }
                 Err(e) => {
@@ -171,12 +170,7 @@ impl TokenFollower {
         };
         let records = rotation::read(&mut client).await?;
         let ring = self.ring.borrow().clone();
-        let members: Vec<String> = health
-            .members
-            .iter()
-            .filter(|m| !m.name.is_empty())
-            .map(|m| m.name.clone())
-            .collect();
+        let members = health.started_names();
         let me = &self.settings.name;
         let newest = rotation::newest(&ring, &records.chain);
         let (next, progress) = rotation::next_ring(&ring, newest, &members, &records.members, me);
