@@ -229,8 +229,8 @@ pub async fn delete_user(
                 return Ok(true);
             }
             Ok(false) => return Ok(true),
-            Err(e) if attempt < 5 && e.to_string().contains("revision of auth store is old") => {
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Err(e) if attempt < 10 && e.to_string().contains("revision of auth store is old") => {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             }
             Err(e) => return Err(e.to_string()),
         }

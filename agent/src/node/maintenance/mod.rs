@@ -5,7 +5,7 @@
 //! and removing learners that were added but never started and that no live agent claims
 //! (always; removing a learner never affects quorum), since they would block every join. A
 //! removed dead member's node certificates (those signed before it was last seen alive) are
-//! revoked, retried each turn until the request is stored.
+//! revoked and its etcd user deleted, each retried every turn until it is done.
 //!
 //! A task of its own, like the issuer election: it reads published facts (gossip view, local
 //! etcd health, TLS material), asks the pure rules in [`policy`], and does its etcd calls inside
@@ -40,9 +40,19 @@ pub struct MaintenanceTask {
     material: watch::Receiver<Arc<TlsMaterial>>,
     heartbeat: Heartbeat,
     tracker: Tracker,
-    /// Removed members whose certificates are still to be revoked: name, and the Unix time
-    /// before which its certificates were signed.
-    to_revoke: Vec<(String, u64)>,
+    /// Removed members whose certificates or etcd user are still to go.
+    removed: Vec<Removed>,
+}
+
+/// A removed member whose clean-up is not finished.
+struct Removed {
+    name: String,
+    /// The Unix time before which its certificates were signed.
+    before: u64,
+    /// Its revocation request is stored; its etcd user is what is left.
+    revoked: bool,
+    /// Failed attempts (the first failure is a warning, the rest are quieter).
+    failures: u32,
 }
 
 impl MaintenanceTask {
@@ -60,7 +70,7 @@ impl MaintenanceTask {
             material,
             heartbeat,
             tracker: Tracker::default(),
-            to_revoke: Vec::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -106,7 +116,7 @@ impl MaintenanceTask {
         health: &EtcdHealth,
         tls: &ClientTls,
     ) {
-        self.revoke_removed(view, tls).await;
+        self.clean_up_removed(tls).await;
         let s = self.settings.clone();
         let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
         claimed.insert(s.peer_url());
@@ -145,7 +155,9 @@ impl MaintenanceTask {
             .find(|m| m.member.id == id)
             .map(|m| m.member.name.clone())
             .unwrap_or_default();
-        match cluster::remove(&endpoints, tls, id).await {
+        // Through this agent's own member, the leader: once it answers, the leader has applied
+        // the removal, so the clean-up below sees the member gone.
+        match cluster::remove(&endpoints[..1], tls, id).await {
             Ok(()) => {
                 tracing::warn!(
                     member = %name,
@@ -158,44 +170,60 @@ impl MaintenanceTask {
                     .last_seen(&name)
                     .map_or(after, |at| now.saturating_duration_since(at));
                 let before = unix_now().saturating_sub(seen_ago.as_secs());
-                self.to_revoke.push((name, before));
-                self.revoke_removed(view, tls).await;
+                self.removed.push(Removed {
+                    name,
+                    before,
+                    revoked: false,
+                    failures: 0,
+                });
+                self.clean_up_removed(tls).await;
             }
             Err(e) => tracing::info!(member = %name, error = %e, "cannot remove a dead member yet"),
         }
     }
 
-    /// Asks for the revocation of removed members' certificates; those that could not be
-    /// stored stay for the next turn.
-    async fn revoke_removed(&mut self, view: &GossipView, tls: &ClientTls) {
-        if self.to_revoke.is_empty() {
+    /// Asks for the revocation of removed members' certificates, then deletes their etcd users
+    /// (open connections of the old host lose their access at their next request). Both are
+    /// retried every turn until done. They go to this agent's own member, the leader: it has
+    /// applied the removal and every auth change (a balanced client sent some to a member
+    /// that had not applied the latest auth change yet, or that was going away, and the user
+    /// stayed).
+    async fn clean_up_removed(&mut self, tls: &ClientTls) {
+        if self.removed.is_empty() {
             return;
         }
-        let s = &self.settings;
-        let mut endpoints = vec![s.client_url()];
-        endpoints.extend(cluster_endpoints(&s.client_url(), view, None));
+        let endpoints = vec![self.settings.client_url()];
         let mut left = Vec::new();
-        for (name, before) in std::mem::take(&mut self.to_revoke) {
-            let asked = crate::issuer::crl::request_superseded(
-                &endpoints,
-                tls,
-                &name,
-                None,
-                before,
-                unix_now(),
-            )
-            .await;
-            if let Err(e) = asked {
-                tracing::warn!(member = %name, error = %e, "cannot revoke a removed member's certificates yet");
-                left.push((name, before));
-                continue;
-            }
-            // Its etcd user goes too (open connections of the old host lose access); a failure
-            // is harmless, its certificates are revoked.
-            if let Err(e) = crate::issuer::crl::delete_user(&endpoints, tls, &name).await {
-                tracing::info!(member = %name, error = %e, "the removed member's etcd user stays");
+        for mut r in std::mem::take(&mut self.removed) {
+            let done = clean_up_one(&endpoints, tls, &mut r).await;
+            if let Err(e) = done {
+                if r.failures == 0 {
+                    tracing::warn!(member = %r.name, error = %e, "cannot finish removing a member's access yet; retrying every turn");
+                } else {
+                    tracing::debug!(member = %r.name, error = %e, "cannot finish removing a member's access yet");
+                }
+                r.failures += 1;
+                left.push(r);
             }
         }
-        self.to_revoke = left;
+        self.removed = left;
     }
+}
+
+/// Revokes `r`'s certificates unless done already, then deletes its etcd user.
+async fn clean_up_one(
+    endpoints: &[String],
+    tls: &ClientTls,
+    r: &mut Removed,
+) -> Result<(), String> {
+    if !r.revoked {
+        crate::issuer::crl::request_superseded(endpoints, tls, &r.name, None, r.before, unix_now())
+            .await
+            .map_err(|e| format!("revocation: {e}"))?;
+        r.revoked = true;
+    }
+    crate::issuer::crl::delete_user(endpoints, tls, &r.name)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("etcd user: {e}"))
 }
