@@ -157,8 +157,21 @@ impl Controller {
         if let Err(e) = older {
             tracing::info!(error = %e, "this host's earlier certificates are not revoked; run `quorate cert revoke --name {name}` on a member");
         }
-        if let Err(e) = crate::issuer::crl::delete_user(others, tls, name).await {
-            tracing::info!(error = %e, "this host's etcd user stays");
+        // This member is removed already: a member that still lists it has not applied the
+        // removal yet (or has not applied the latest auth change): a few tries.
+        let mut outcome = Ok(false);
+        for attempt in 0..5 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            outcome = crate::issuer::crl::delete_user(others, tls, name).await;
+            if outcome == Ok(true) {
+                return;
+            }
+        }
+        match outcome {
+            Err(e) => tracing::info!(error = %e, "this host's etcd user stays"),
+            _ => tracing::info!("this host's etcd user stays: the members still list it"),
         }
     }
 }
