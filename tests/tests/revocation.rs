@@ -197,3 +197,55 @@ fn a_revoked_client_certificate_is_refused_by_every_member() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A removal whose clean-up another agent recorded (one that lost the leadership, crashed or
+/// left before finishing) is finished by whichever agent leads: the removed name's etcd user
+/// is deleted and the record goes; a record for a name that is a member keeps its user; a
+/// damaged record goes too. Only the agents can write such records.
+#[test]
+fn a_recorded_removal_is_finished_by_the_leader() {
+    let mut c = Cluster::new(3);
+    c.start_and_wait();
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+    let root = c.agent_cert(0);
+    // A removed host's user, as the issuer made it for its node certificate.
+    c.etcdctl_ok(0, &root, &["user", "add", "gone", "--no-password"]);
+    c.etcdctl_ok(0, &root, &["user", "grant-role", "gone", "root"]);
+    assert!(c.etcd_users(0).iter().any(|u| u == "gone"));
+
+    let prefix = quorate::node::maintenance::removed::REMOVED_PREFIX;
+    let n2 = c.agents[1].name.clone();
+    let app = c.client_cert(0, "app");
+    let o = c.etcdctl(0, Some(&app), &["put", &format!("{prefix}{n2}"), "{}"]);
+    assert!(
+        !o.status.success(),
+        "a client certificate wrote a removal record"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let record = |name: &str, value: &str| {
+        c.etcdctl_ok(0, &root, &["put", &format!("{prefix}{name}"), value]);
+    };
+    record(
+        "gone",
+        &format!("{{\"before\":{now},\"removed_at\":{now}}}"),
+    );
+    record(&n2, "{\"before\":1,\"removed_at\":1}");
+    record("junk", "not json");
+    c.wait_no_etcd_user(0, "gone");
+    wait_for("the records to be finished", FORM_TIMEOUT, || {
+        let keys = c.etcdctl_ok(0, &root, &["get", prefix, "--prefix", "--keys-only"]);
+        if keys.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(keys)
+        }
+    });
+    // The member's name kept its user and its access, and the cluster is whole.
+    assert!(c.etcd_users(0).contains(&n2), "{:?}", c.etcd_users(0));
+    c.etcdctl_ok(1, &c.agent_cert(1), &["put", "/app/after", "1"]);
+    c.wait_voters(0, 3, FORM_TIMEOUT);
+}

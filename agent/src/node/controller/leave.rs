@@ -147,8 +147,9 @@ impl Controller {
     /// After the revocation of `serial`: the node certificates this name held before it
     /// (renewals) are revoked too, and its etcd user is deleted, so that nothing of the name
     /// stays (the issuer makes users only for members and unrevoked certificates). A host coming
-    /// back under the name gets the user again with its new certificate. Failures are only
-    /// logged: the certificate in use is revoked already.
+    /// back under the name gets the user again with its new certificate. What cannot be done
+    /// now is recorded for the leader's agent to finish (see
+    /// [`crate::node::maintenance::removed`]); the certificate in use is revoked already.
     async fn forget_name(&self, others: &[String], tls: &ClientTls, serial: &str, now: u64) {
         let name = &self.settings.name;
         let older =
@@ -170,9 +171,15 @@ impl Controller {
             }
         }
         match outcome {
-            Err(e) => tracing::info!(error = %e, "this host's etcd user stays"),
-            _ => tracing::info!("this host's etcd user stays: the members still list it"),
+            Err(e) => tracing::info!(error = %e, "this host's etcd user stays for now"),
+            _ => tracing::info!("this host's etcd user stays for now: the members still list it"),
         }
+        // Handed to the leader's agent, which finishes it on its next turns.
+        let removal = crate::node::maintenance::removed::Removal {
+            before: now + 1,
+            removed_at: now,
+        };
+        crate::node::maintenance::record_removal(others, tls, name, removal).await;
     }
 }
 

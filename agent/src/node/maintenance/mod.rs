@@ -5,7 +5,8 @@
 //! and removing learners that were added but never started and that no live agent claims
 //! (always; removing a learner never affects quorum), since they would block every join. A
 //! removed dead member's node certificates (those signed before it was last seen alive) are
-//! revoked and its etcd user deleted, each retried every turn until it is done.
+//! revoked and its etcd user deleted, through a record in etcd ([`removed`]) that every turn
+//! of whichever agent leads works on until it is done.
 //!
 //! A task of its own, like the issuer election: it reads published facts (gossip view, local
 //! etcd health, TLS material), asks the pure rules in [`policy`], and does its etcd calls inside
@@ -13,9 +14,12 @@
 //! shutdown cancels it at once.
 
 pub mod policy;
+pub mod removed;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_now;
 use crate::config::Settings;
-use crate::etcd::client::ClientTls;
+use crate::etcd::client::{connect, ClientTls};
 use crate::etcd::{cluster, EtcdHealth};
 use crate::gossip::GossipView;
 use crate::liveness::{beating, Heartbeat};
@@ -40,19 +44,8 @@ pub struct MaintenanceTask {
     material: watch::Receiver<Arc<TlsMaterial>>,
     heartbeat: Heartbeat,
     tracker: Tracker,
-    /// Removed members whose certificates or etcd user are still to go.
-    removed: Vec<Removed>,
-}
-
-/// A removed member whose clean-up is not finished.
-struct Removed {
-    name: String,
-    /// The Unix time before which its certificates were signed.
-    before: u64,
-    /// Its revocation request is stored; its etcd user is what is left.
-    revoked: bool,
-    /// Failed attempts (the first failure is a warning, the rest are quieter).
-    failures: u32,
+    /// Failed clean-up attempts by removed name (the first is a warning, the rest quieter).
+    failures: BTreeMap<String, u32>,
 }
 
 impl MaintenanceTask {
@@ -70,7 +63,7 @@ impl MaintenanceTask {
             material,
             heartbeat,
             tracker: Tracker::default(),
-            removed: Vec::new(),
+            failures: BTreeMap::new(),
         }
     }
 
@@ -116,7 +109,7 @@ impl MaintenanceTask {
         health: &EtcdHealth,
         tls: &ClientTls,
     ) {
-        self.clean_up_removed(tls).await;
+        self.clean_up_removed(view, tls).await;
         let s = self.settings.clone();
         let mut claimed: BTreeSet<String> = view.live_metas().map(|m| m.peer_url.clone()).collect();
         claimed.insert(s.peer_url());
@@ -169,61 +162,119 @@ impl MaintenanceTask {
                     .tracker
                     .last_seen(&name)
                     .map_or(after, |at| now.saturating_duration_since(at));
-                let before = unix_now().saturating_sub(seen_ago.as_secs());
-                self.removed.push(Removed {
-                    name,
-                    before,
-                    revoked: false,
-                    failures: 0,
-                });
-                self.clean_up_removed(tls).await;
+                let now_unix = unix_now();
+                let removal = removed::Removal {
+                    before: now_unix.saturating_sub(seen_ago.as_secs()),
+                    removed_at: now_unix,
+                };
+                if !name.is_empty() {
+                    record_removal(&endpoints[..1], tls, &name, removal).await;
+                }
+                self.clean_up_removed(view, tls).await;
             }
             Err(e) => tracing::info!(member = %name, error = %e, "cannot remove a dead member yet"),
         }
     }
 
-    /// Asks for the revocation of removed members' certificates, then deletes their etcd users
-    /// (open connections of the old host lose their access at their next request). Both are
-    /// retried every turn until done. They go to this agent's own member, the leader: it has
-    /// applied the removal and every auth change (a balanced client sent some to a member
-    /// that had not applied the latest auth change yet, or that was going away, and the user
-    /// stayed).
-    async fn clean_up_removed(&mut self, tls: &ClientTls) {
-        if self.removed.is_empty() {
-            return;
-        }
+    /// Works on the recorded removals (see [`removed`]): asks for the revocation of the
+    /// removed names' older certificates, deletes their etcd users (open connections of the old
+    /// host lose their access at their next request) and then the records; what fails is tried
+    /// again next turn, by this agent or the next leader's. Through this agent's own member,
+    /// the leader: it has applied the removal and every auth change (a balanced client sent
+    /// some to a member that had not applied the latest auth change yet, and the user stayed).
+    async fn clean_up_removed(&mut self, view: &GossipView, tls: &ClientTls) {
         let endpoints = vec![self.settings.client_url()];
-        let mut left = Vec::new();
-        for mut r in std::mem::take(&mut self.removed) {
-            let done = clean_up_one(&endpoints, tls, &mut r).await;
-            if let Err(e) = done {
-                if r.failures == 0 {
-                    tracing::warn!(member = %r.name, error = %e, "cannot finish removing a member's access yet; retrying every turn");
-                } else {
-                    tracing::debug!(member = %r.name, error = %e, "cannot finish removing a member's access yet");
+        let listed = async {
+            let mut client = connect(&endpoints, tls, Duration::from_secs(5)).await?;
+            let pending = removed::pending(&mut client).await?;
+            if pending.is_empty() {
+                return Ok((client, pending, Vec::new()));
+            }
+            let members = client.member_list().await?;
+            let names = members.members().iter().map(|m| m.name().to_owned());
+            Ok::<_, etcd_client::Error>((client, pending, names.collect()))
+        };
+        let (mut client, pending, members) = match listed.await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the recorded removals");
+                return;
+            }
+        };
+        self.failures
+            .retain(|name, _| pending.iter().any(|p| &p.name == name));
+        let live: Vec<&str> = view.live().map(|p| p.id.name.as_str()).collect();
+        for p in &pending {
+            let keeps = removed::keeps_user(
+                &p.name,
+                members.iter().map(String::as_str),
+                live.iter().copied(),
+            );
+            match clean_up_one(&endpoints, tls, &mut client, p, keeps).await {
+                Ok(()) => {
+                    self.failures.remove(&p.name);
                 }
-                r.failures += 1;
-                left.push(r);
+                Err(e) => {
+                    let failures = self.failures.entry(p.name.clone()).or_default();
+                    if *failures == 0 {
+                        tracing::warn!(member = %p.name, error = %e, "cannot finish removing a member's access yet; retrying every turn");
+                    } else {
+                        tracing::debug!(member = %p.name, error = %e, "cannot finish removing a member's access yet");
+                    }
+                    *failures += 1;
+                }
             }
         }
-        self.removed = left;
     }
 }
 
-/// Revokes `r`'s certificates unless done already, then deletes its etcd user.
+/// Records `name`'s removal for the clean-up, a few tries a second apart; a failure is logged
+/// with the command that does the clean-up by hand.
+pub async fn record_removal(
+    endpoints: &[String],
+    tls: &ClientTls,
+    name: &str,
+    r: removed::Removal,
+) {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let stored = async {
+            let mut client = connect(endpoints, tls, Duration::from_secs(5)).await?;
+            removed::record(&mut client, name, r).await
+        };
+        match stored.await {
+            Ok(()) => return,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    tracing::error!(member = %name, error = %last, "cannot record the removal for its clean-up: run `quorate cert revoke --name {name}` on a member");
+}
+
+/// Revokes `p`'s older certificates, deletes its etcd user unless `keeps_user`, then its record.
 async fn clean_up_one(
     endpoints: &[String],
     tls: &ClientTls,
-    r: &mut Removed,
+    client: &mut etcd_client::Client,
+    p: &removed::Pending,
+    keeps_user: bool,
 ) -> Result<(), String> {
-    if !r.revoked {
-        crate::issuer::crl::request_superseded(endpoints, tls, &r.name, None, r.before, unix_now())
+    if p.removal.before > 0 {
+        let (name, before) = (&p.name, p.removal.before);
+        crate::issuer::crl::request_superseded(endpoints, tls, name, None, before, unix_now())
             .await
             .map_err(|e| format!("revocation: {e}"))?;
-        r.revoked = true;
     }
-    crate::issuer::crl::delete_user(endpoints, tls, &r.name)
+    if keeps_user {
+        tracing::info!(member = %p.name, "the removed name is back: its etcd user stays");
+    } else {
+        crate::issuer::crl::delete_user(endpoints, tls, &p.name)
+            .await
+            .map_err(|e| format!("etcd user: {e}"))?;
+    }
+    removed::finish(client, p)
         .await
-        .map(|_| ())
-        .map_err(|e| format!("etcd user: {e}"))
+        .map_err(|e| format!("record: {e}"))
 }
