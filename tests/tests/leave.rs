@@ -56,6 +56,51 @@ fn leave_removes_the_member_refuses_to_break_quorum_and_rejoins_after_a_restart(
     // Its etcd user is gone as well (connections it held open are refused at their next
     // request).
     c.wait_no_etcd_user(0, "n3");
+    // n3 recorded its removal before asking for its revocation, and the leader's agent finishes
+    // the record although n3 still runs (alive in gossip, as a host that left).
+    let prefix = quorate::node::maintenance::removed::REMOVED_PREFIX;
+    let removals = || {
+        c.etcdctl_ok(
+            0,
+            &c.agent_cert(0),
+            &["get", prefix, "--prefix", "--keys-only"],
+        )
+        .trim()
+        .to_owned()
+    };
+    wait_for("n3's removal record to be finished", FORM_TIMEOUT, || {
+        let leaders_say = c.agents[..2].iter().any(|a| {
+            a.log()
+                .contains("the removed member's access is gone member=n3")
+        });
+        match removals() {
+            left if !left.is_empty() => Err(left),
+            _ if !leaders_say => Err("no agent says it finished n3's removal".into()),
+            _ => Ok(()),
+        }
+    });
+    // A host that left is not back: a record of its removal still deletes a user of its name
+    // (made again here by hand) while it runs.
+    let root = c.agent_cert(0);
+    c.etcdctl_ok(0, &root, &["user", "add", "n3", "--no-password"]);
+    c.etcdctl_ok(
+        0,
+        &root,
+        &[
+            "put",
+            &format!("{prefix}n3"),
+            r#"{"before":1,"removed_at":1}"#,
+        ],
+    );
+    c.wait_no_etcd_user(0, "n3");
+    wait_for(
+        "the hand-made record to be finished",
+        FORM_TIMEOUT,
+        || match removals() {
+            left if !left.is_empty() => Err(left),
+            _ => Ok(()),
+        },
+    );
 
     // With n2 down, n1 leaving would leave n2 alone and unreachable: refused.
     c.agents[1].stop();

@@ -88,13 +88,17 @@ impl MemberSource {
         let work = async {
             let mut client = connect(std::slice::from_ref(own_url), &tls, TIMEOUT).await?;
             auth::ensure_roles(&mut client).await?;
-            if kind == CertKind::Node {
-                if let Some(other) = auth::client_role_of(&mut client, name).await? {
-                    return Ok::<_, etcd_client::Error>(Some(other));
-                }
-            }
             match kind {
-                CertKind::Node => auth::ensure_user(&mut client, name, role).await?,
+                CertKind::Node => {
+                    // One user list for both questions.
+                    let exists = auth::user_exists(&mut client, name).await?;
+                    if exists {
+                        if let Some(other) = auth::client_role_of(&mut client, name).await? {
+                            return Ok::<_, etcd_client::Error>(Some(other));
+                        }
+                    }
+                    auth::grant_user(&mut client, name, role, exists).await?;
+                }
                 CertKind::Client => auth::set_only_role(&mut client, name, role).await?,
             }
             Ok(None)

@@ -32,8 +32,23 @@ pub async fn ensure_user(
     name: &str,
     role: &str,
 ) -> Result<(), etcd_client::Error> {
-    let users = client.user_list().await?;
-    if !users.users().iter().any(|u| u == name) {
+    let exists = user_exists(client, name).await?;
+    grant_user(client, name, role, exists).await
+}
+
+/// Whether etcd has a user `name`.
+pub async fn user_exists(client: &mut Client, name: &str) -> Result<bool, etcd_client::Error> {
+    Ok(client.user_list().await?.users().iter().any(|u| u == name))
+}
+
+/// [`ensure_user`] when whether the user `exists` is known already (from one user list).
+pub async fn grant_user(
+    client: &mut Client,
+    name: &str,
+    role: &str,
+    exists: bool,
+) -> Result<(), etcd_client::Error> {
+    if !exists {
         client
             .user_add(name, "", Some(UserAddOptions::new().with_no_pwd()))
             .await?;
@@ -59,16 +74,12 @@ pub async fn set_only_role(
     Ok(())
 }
 
-/// The first role other than root that the user `name` holds, if the user exists: a name
-/// client certificates were issued under.
+/// The first role other than root that the existing user `name` holds: a name client
+/// certificates were issued under.
 pub async fn client_role_of(
     client: &mut Client,
     name: &str,
 ) -> Result<Option<String>, etcd_client::Error> {
-    let users = client.user_list().await?;
-    if !users.users().iter().any(|u| u == name) {
-        return Ok(None);
-    }
     let held = client.user_get(name).await?;
     Ok(held.roles().iter().find(|r| *r != ROOT).cloned())
 }
@@ -116,7 +127,7 @@ pub async fn ensure_users(
     }
     ensure_roles(client).await?;
     for name in wanted_agents {
-        ensure_user(client, name, ROOT).await?;
+        grant_user(client, name, ROOT, exists(name)).await?;
     }
     let roles = client.role_list().await?;
     for (name, role) in wanted_clients {

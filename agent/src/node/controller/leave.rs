@@ -123,9 +123,18 @@ impl Controller {
     /// Asks the remaining members to revoke this host's node certificate and delete its etcd
     /// user (a host that left keeps no access); the serial when the request was stored.
     async fn revoke_own(&self, tls: &ClientTls, view: &GossipView) -> Option<String> {
-        let serial = self.state.cert()?.info.serial_hex.clone();
+        let info = self.state.cert()?.info.clone();
+        let serial = info.serial_hex.clone();
         let others = self.cluster_endpoints(view);
         let now = super::actions::unix_now();
+        // First, while this certificate still opens connections: the record of this removal,
+        // for the leader's agent to finish what this host cannot (see
+        // `node::maintenance::removed`). It revokes node certificates of the name issued up to
+        // the one in use (by the issuer's clock), never one a host coming back under the name
+        // is given later.
+        let issued = crate::clock::unix(crate::pki::signed_at(info.not_before, info.not_after));
+        let removal = crate::node::maintenance::removed::Removal::new(issued + 1, now);
+        crate::node::maintenance::record_removal(&others, tls, &self.settings.name, removal).await;
         // A moment after the removal the others may still be busy with it: a few tries.
         let mut last = String::new();
         for attempt in 0..3 {
@@ -147,9 +156,9 @@ impl Controller {
     /// After the revocation of `serial`: the node certificates this name held before it
     /// (renewals) are revoked too, and its etcd user is deleted, so that nothing of the name
     /// stays (the issuer makes users only for members and unrevoked certificates). A host coming
-    /// back under the name gets the user again with its new certificate. What cannot be done
-    /// now is recorded for the leader's agent to finish (see
-    /// [`crate::node::maintenance::removed`]); the certificate in use is revoked already.
+    /// back under the name gets the user again with its new certificate. The leader's agent
+    /// finishes what fails here, from the record [`Self::revoke_own`] stored; the certificate
+    /// in use is revoked already.
     async fn forget_name(&self, others: &[String], tls: &ClientTls, serial: &str, now: u64) {
         let name = &self.settings.name;
         let older =
@@ -174,12 +183,6 @@ impl Controller {
             Err(e) => tracing::info!(error = %e, "this host's etcd user stays for now"),
             _ => tracing::info!("this host's etcd user stays for now: the members still list it"),
         }
-        // Handed to the leader's agent, which finishes it on its next turns.
-        let removal = crate::node::maintenance::removed::Removal {
-            before: now + 1,
-            removed_at: now,
-        };
-        crate::node::maintenance::record_removal(others, tls, name, removal).await;
     }
 }
 

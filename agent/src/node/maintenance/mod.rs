@@ -33,6 +33,7 @@ use crate::gossip::GossipView;
 use crate::liveness::{beating, Heartbeat};
 use crate::node::membership::{dead_member_to_remove, unclaimed_learners};
 use crate::node::policy::cluster_endpoints;
+use crate::phase::Phase;
 use crate::pki::TlsMaterial;
 use policy::{Tracker, EVERY};
 
@@ -46,6 +47,8 @@ pub struct MaintenanceTask {
     tracker: Tracker,
     /// Failed clean-up attempts by removed name (the first is a warning, the rest quieter).
     failures: BTreeMap<String, u32>,
+    /// Removals this agent made whose record could not be stored yet (tried every turn).
+    unrecorded: Vec<(String, removed::Removal)>,
 }
 
 impl MaintenanceTask {
@@ -64,6 +67,7 @@ impl MaintenanceTask {
             heartbeat,
             tracker: Tracker::default(),
             failures: BTreeMap::new(),
+            unrecorded: Vec::new(),
         }
     }
 
@@ -163,12 +167,10 @@ impl MaintenanceTask {
                     .last_seen(&name)
                     .map_or(after, |at| now.saturating_duration_since(at));
                 let now_unix = unix_now();
-                let removal = removed::Removal {
-                    before: now_unix.saturating_sub(seen_ago.as_secs()),
-                    removed_at: now_unix,
-                };
+                let before = now_unix.saturating_sub(seen_ago.as_secs());
                 if !name.is_empty() {
-                    record_removal(&endpoints[..1], tls, &name, removal).await;
+                    self.unrecorded
+                        .push((name, removed::Removal::new(before, now_unix)));
                 }
                 self.clean_up_removed(view, tls).await;
             }
@@ -176,16 +178,23 @@ impl MaintenanceTask {
         }
     }
 
-    /// Works on the recorded removals (see [`removed`]): asks for the revocation of the
-    /// removed names' older certificates, deletes their etcd users (open connections of the old
-    /// host lose their access at their next request) and then the records; what fails is tried
-    /// again next turn, by this agent or the next leader's. Through this agent's own member,
-    /// the leader: it has applied the removal and every auth change (a balanced client sent
-    /// some to a member that had not applied the latest auth change yet, and the user stayed).
+    /// Works on the recorded removals (see [`removed`]), after storing the records this agent
+    /// could not store yet: each record's [`removed::step`] (revoke the removed name's older
+    /// certificates, delete its etcd user so that open connections of the old host lose their
+    /// access at their next request, confirm, delete the record); what fails is tried again
+    /// next turn, by this agent or the next leader's. Through this agent's own member, the
+    /// leader: it has applied the removal and every auth change (a balanced client sent some to
+    /// a member that had not applied the latest auth change yet, and the user stayed).
     async fn clean_up_removed(&mut self, view: &GossipView, tls: &ClientTls) {
         let endpoints = vec![self.settings.client_url()];
         let listed = async {
             let mut client = connect(&endpoints, tls, Duration::from_secs(5)).await?;
+            for (name, r) in std::mem::take(&mut self.unrecorded) {
+                if let Err(e) = removed::record(&mut client, &name, r).await {
+                    tracing::warn!(member = %name, error = %e, "cannot record the removal for its clean-up yet; retrying every turn");
+                    self.unrecorded.push((name, r));
+                }
+            }
             let pending = removed::pending(&mut client).await?;
             if pending.is_empty() {
                 return Ok((client, pending, Vec::new()));
@@ -203,14 +212,23 @@ impl MaintenanceTask {
         };
         self.failures
             .retain(|name, _| pending.iter().any(|p| &p.name == name));
-        let live: Vec<&str> = view.live().map(|p| p.id.name.as_str()).collect();
+        let live: Vec<removed::LiveAgent> = view
+            .live_metas()
+            .map(|m| removed::LiveAgent {
+                name: m.name.as_str(),
+                left: m.phase == Phase::Left,
+                started: m.version.0 / 1000,
+            })
+            .collect();
         for p in &pending {
-            let keeps = removed::keeps_user(
+            let back = removed::is_back(
                 &p.name,
+                p.removal.removed_at,
                 members.iter().map(String::as_str),
                 live.iter().copied(),
             );
-            match clean_up_one(&endpoints, tls, &mut client, p, keeps).await {
+            let step = removed::step(&p.removal, back, unix_now());
+            match clean_up_one(&endpoints, tls, &mut client, p, step).await {
                 Ok(()) => {
                     self.failures.remove(&p.name);
                 }
@@ -228,8 +246,9 @@ impl MaintenanceTask {
     }
 }
 
-/// Records `name`'s removal for the clean-up, a few tries a second apart; a failure is logged
-/// with the command that does the clean-up by hand.
+/// Records `name`'s removal for the clean-up by the leader's agent, a few tries a second
+/// apart (the leave driver's hand-over); a failure is logged with the command that does the
+/// clean-up by hand.
 pub async fn record_removal(
     endpoints: &[String],
     tls: &ClientTls,
@@ -250,31 +269,41 @@ pub async fn record_removal(
             Err(e) => last = e.to_string(),
         }
     }
-    tracing::error!(member = %name, error = %last, "cannot record the removal for its clean-up: run `quorate cert revoke --name {name}` on a member");
+    tracing::warn!(member = %name, error = %last, "cannot record the removal for the leader's clean-up: if this host's etcd user stays, run `quorate cert revoke --name {name}` on a member");
 }
 
-/// Revokes `p`'s older certificates, deletes its etcd user unless `keeps_user`, then its record.
+/// Takes `step` for the record `p` (see [`removed::step`]).
 async fn clean_up_one(
     endpoints: &[String],
     tls: &ClientTls,
     client: &mut etcd_client::Client,
     p: &removed::Pending,
-    keeps_user: bool,
+    step: removed::Step,
 ) -> Result<(), String> {
-    if p.removal.before > 0 {
-        let (name, before) = (&p.name, p.removal.before);
+    use removed::Step;
+    let name = &p.name;
+    if matches!(step, Step::KeepUser | Step::DeleteUser) && p.removal.before > 0 {
+        let before = p.removal.before;
         crate::issuer::crl::request_superseded(endpoints, tls, name, None, before, unix_now())
             .await
             .map_err(|e| format!("revocation: {e}"))?;
     }
-    if keeps_user {
-        tracing::info!(member = %p.name, "the removed name is back: its etcd user stays");
-    } else {
-        crate::issuer::crl::delete_user(endpoints, tls, &p.name)
+    if matches!(step, Step::DeleteUser | Step::Confirm) {
+        crate::issuer::crl::delete_user(endpoints, tls, name)
             .await
             .map_err(|e| format!("etcd user: {e}"))?;
     }
-    removed::finish(client, p)
-        .await
-        .map_err(|e| format!("record: {e}"))
+    let done = match step {
+        Step::Wait => return Ok(()),
+        Step::DeleteUser => removed::mark_user_deleted(client, p, unix_now()).await,
+        Step::KeepUser => {
+            tracing::info!(member = %name, "the removed name is back: its etcd user stays");
+            removed::finish(client, p).await
+        }
+        Step::Confirm => {
+            tracing::info!(member = %name, "the removed member's access is gone");
+            removed::finish(client, p).await
+        }
+    };
+    done.map_err(|e| format!("record: {e}"))
 }
