@@ -134,7 +134,13 @@ impl Controller {
         // is given later.
         let issued = crate::clock::unix(crate::pki::signed_at(info.not_before, info.not_after));
         let removal = crate::node::maintenance::removed::Removal::new(issued + 1, now);
-        crate::node::maintenance::record_removal(&others, tls, &self.settings.name, removal).await;
+        crate::node::maintenance::removed::record_with_retries(
+            &others,
+            tls,
+            &self.settings.name,
+            removal,
+        )
+        .await;
         // A moment after the removal the others may still be busy with it: a few tries.
         let mut last = String::new();
         for attempt in 0..3 {

@@ -246,32 +246,6 @@ impl MaintenanceTask {
     }
 }
 
-/// Records `name`'s removal for the clean-up by the leader's agent, a few tries a second
-/// apart (the leave driver's hand-over); a failure is logged with the command that does the
-/// clean-up by hand.
-pub async fn record_removal(
-    endpoints: &[String],
-    tls: &ClientTls,
-    name: &str,
-    r: removed::Removal,
-) {
-    let mut last = String::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let stored = async {
-            let mut client = connect(endpoints, tls, Duration::from_secs(5)).await?;
-            removed::record(&mut client, name, r).await
-        };
-        match stored.await {
-            Ok(()) => return,
-            Err(e) => last = e.to_string(),
-        }
-    }
-    tracing::warn!(member = %name, error = %last, "cannot record the removal for the leader's clean-up: if this host's etcd user stays, run `quorate cert revoke --name {name}` on a member");
-}
-
 /// Takes `step` for the record `p` (see [`removed::step`]).
 async fn clean_up_one(
     endpoints: &[String],

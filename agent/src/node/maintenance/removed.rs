@@ -15,8 +15,12 @@
 //! not left: a rebuilt host, or a restore onto hosts that carry it) keeps its etcd user: only
 //! its older certificates are revoked.
 
+use std::time::Duration;
+
 use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
+
+use crate::etcd::client::{connect, ClientTls};
 
 /// Records of removals still to clean up: `/quorate/removed/<name>`.
 pub const REMOVED_PREFIX: &str = "/quorate/removed/";
@@ -115,6 +119,27 @@ pub fn is_back<'a>(
 pub async fn record(client: &mut Client, name: &str, r: Removal) -> Result<(), etcd_client::Error> {
     let value = serde_json::to_vec(&r).unwrap_or_default();
     client.put(key(name), value, None).await.map(|_| ())
+}
+
+/// Records `name`'s removal for the clean-up by the leader's agent, a few tries a second
+/// apart (the leave driver's hand-over); a failure is logged with the command that does the
+/// clean-up by hand.
+pub async fn record_with_retries(endpoints: &[String], tls: &ClientTls, name: &str, r: Removal) {
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let stored = async {
+            let mut client = connect(endpoints, tls, Duration::from_secs(5)).await?;
+            record(&mut client, name, r).await
+        };
+        match stored.await {
+            Ok(()) => return,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    tracing::warn!(member = %name, error = %last, "cannot record the removal for the leader's clean-up: if this host's etcd user stays, run `quorate cert revoke --name {name}` on a member");
 }
 
 /// The records, by name. A record that does not parse is returned with `before` 0 (nothing is
